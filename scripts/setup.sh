@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian machine, skipping what is present:
+# Debian packages (cmake for rdkafka, ClickHouse, Chromium, promtool), the nisshi Kafka broker,
+# the s3s-fs S3 server and the Python Confluent clients. Safe to run again.
+set -euo pipefail
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+need_apt=()
+command -v cmake >/dev/null || need_apt+=(cmake)
+dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || need_apt+=(libcurl4-openssl-dev)
+dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+command -v clickhouse-server >/dev/null || need_apt+=(clickhouse-server clickhouse-client)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v promtool >/dev/null || need_apt+=(prometheus)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || true
+  # prometheus/clickhouse packages try to start services via systemd; policy-rc.d stops that.
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+export PATH="$CARGO_BIN:$PATH"
+pids=()
+if ! command -v nisshi >/dev/null; then
+  log "cargo install nisshi 0.8.1 (about 23 minutes cold)"
+  cargo install nisshi --version 0.8.1 --locked --ignore-rust-version -q &
+  pids+=($!)
+fi
+if ! command -v s3s-fs >/dev/null; then
+  log "cargo install s3s-fs 0.14.1"
+  cargo install s3s-fs --version 0.14.1 --features binary --locked -q &
+  pids+=($!)
+fi
+if ! python3 -c 'import confluent_kafka.schema_registry, fastavro' 2>/dev/null; then
+  log "pip install confluent-kafka[avro,schemaregistry] fastavro"
+  python3 -m pip install -q 'confluent-kafka[avro,schemaregistry]' fastavro requests
+fi
+for p in "${pids[@]}"; do wait "$p"; done
+log "done"

@@ -1,0 +1,114 @@
+//! `AppContext`: everything a role needs, built once from the configuration and shared
+//! (cheaply cloned) by every task and HTTP handler.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::gateway::auth::Authenticator;
+use crate::gateway::ratelimit::RateLimiter;
+use crate::gateway::routes::Routes;
+use crate::outbox::{Appender, Outbox};
+use crate::schema::registry::builtin::BuiltinRegistry;
+use crate::schema::registry::external::ExternalRegistry;
+use crate::schema::{Compatibility, Registry, SchemaCatalog};
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("store")]
+    Store(#[from] crate::store::StoreError),
+    #[error("schemas")]
+    Schema(#[from] crate::schema::SchemaError),
+    #[error("routes")]
+    Routes(#[from] crate::gateway::routes::RoutesError),
+    #[error("auth")]
+    Auth(#[from] crate::gateway::auth::jwt::JwtConfigError),
+    #[error("config: {0}")]
+    Config(String),
+}
+
+pub struct AppInner {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub schemas: Arc<SchemaCatalog>,
+    pub outbox: Outbox,
+    pub appender: Appender,
+    pub auth: Arc<Authenticator>,
+    pub rate_limiter: Arc<RateLimiter>,
+    pub routes: Arc<Routes>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Clone)]
+pub struct AppContext(Arc<AppInner>);
+
+impl Deref for AppContext {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl AppContext {
+    /// Connects the store (migrating when configured to), loads and registers the schemas,
+    /// reads the routes, and starts the group-commit writers.
+    pub async fn build(config: Config) -> Result<AppContext, BuildError> {
+        let store = Store::connect(&config.store).await?;
+        let migrate = config.store.migrate_on_start.unwrap_or(config.is_sqlite());
+        if migrate {
+            store.migrate().await?;
+        }
+        Self::build_with_store(config, store).await
+    }
+
+    pub async fn build_with_store(config: Config, store: Store) -> Result<AppContext, BuildError> {
+        let level =
+            Compatibility::parse(&config.schemas.compatibility).map_err(BuildError::Config)?;
+        let registry: Arc<dyn Registry> = match &config.schemas.registry_url {
+            Some(url) => Arc::new(ExternalRegistry::new(
+                url,
+                config.schemas.registry_auth.as_ref().map(|s| s.expose()),
+            )),
+            None => Arc::new(BuiltinRegistry::new(store.clone(), level)),
+        };
+        let schemas = Arc::new(SchemaCatalog::load(&config.schemas.dir, registry).await?);
+        let routes = Arc::new(Routes::load(
+            &config.gateway.routes_file,
+            schemas.clone(),
+            config.gateway.webhook_secrets.clone(),
+        )?);
+        let auth = Arc::new(Authenticator::new(&config.auth, store.clone())?);
+        if let Some(j) = auth.jwt.jwks()
+            && let Err(e) = j.refresh().await
+        {
+            tracing::warn!(error = %e, "initial JWKS fetch failed; will retry on demand");
+        }
+        let outbox = Outbox::new(config.log.relay_lanes, config.is_embedded_log());
+        let gc = &config.gateway.group_commit;
+        let appender = Appender::start(
+            store.clone(),
+            outbox.clone(),
+            gc.writers,
+            gc.max_batch_events,
+            gc.queue_depth,
+        );
+        let metrics = Arc::new(Metrics::new());
+        metrics
+            .store_up
+            .with_label_values(&[store.backend().as_str()])
+            .set(1);
+        Ok(AppContext(Arc::new(AppInner {
+            rate_limiter: Arc::new(RateLimiter::new(config.gateway.rate_limit.clone())),
+            config: Arc::new(config),
+            store,
+            schemas,
+            outbox,
+            appender,
+            auth,
+            routes,
+            metrics,
+        })))
+    }
+}

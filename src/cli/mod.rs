@@ -1,0 +1,204 @@
+//! The command line: `serve`, `migrate`, `config`, `token mint`, `apikey …`. Errors end here
+//! as `anyhow` with context; everything below uses typed errors.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppContext;
+use crate::config::Config;
+use crate::gateway::auth::ApiKeys;
+use crate::gateway::auth::jwt::{self, MintRequest};
+use crate::store::Store;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "substrate",
+    version,
+    about = "An event-driven substrate in one binary"
+)]
+pub struct Cli {
+    /// Configuration file (default: config/substrate.toml if present).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run substrate: the HTTP server plus the given roles.
+    Serve {
+        /// Comma-separated roles: gateway, relay, consumers, sagas, probe, or all.
+        #[arg(long, default_value = "all")]
+        roles: String,
+    },
+    /// Apply the store's migrations (idempotent).
+    Migrate,
+    /// Print the effective configuration as TOML, secrets redacted.
+    Config,
+    /// Development tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// API keys for services.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Mint an HS256 JWT with the configured (or development) secret.
+    Mint {
+        /// The subject (user id).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime in seconds (default: auth.dev_token_ttl_secs).
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// A role to grant, e.g. admin (repeatable).
+        #[arg(long)]
+        role: Vec<String>,
+        /// Space-separated scopes.
+        #[arg(long)]
+        scope: Option<String>,
+        /// The email claim.
+        #[arg(long)]
+        email: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApikeyCommand {
+    /// Create a key; it is printed once and only its hash is stored.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma- or space-separated scopes, e.g. "events:write admin".
+        #[arg(long, default_value = "")]
+        scopes: String,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by name.
+    Revoke {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    let store = Store::connect(&cfg.store)
+        .await
+        .context("connecting to the store")?;
+    if cfg.store.migrate_on_start.unwrap_or(cfg.is_sqlite()) {
+        store.migrate().await.context("migrating the store")?;
+    }
+    Ok(store)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    crate::telemetry::logging::init(&cfg.telemetry);
+    match cli.command {
+        Command::Serve { roles } => {
+            let roles = crate::roles::parse_roles(&roles)?;
+            let listen = cfg.http.listen;
+            let ctx = AppContext::build(cfg).await.context("starting substrate")?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            let shutdown = CancellationToken::new();
+            crate::server::cancel_on_signals(shutdown.clone());
+            let running = crate::server::start(ctx, roles, listener, shutdown.clone())?;
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            let res = running.wait().await;
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            res
+        }
+        Command::Migrate => {
+            let store = Store::connect(&cfg.store)
+                .await
+                .context("connecting to the store")?;
+            store.migrate().await.context("migrating")?;
+            store.close().await;
+            println!("migrations applied ({})", store.backend().as_str());
+            Ok(())
+        }
+        Command::Config => {
+            print!("{}", cfg.to_redacted_toml()?);
+            Ok(())
+        }
+        Command::Token {
+            command:
+                TokenCommand::Mint {
+                    sub,
+                    ttl,
+                    role,
+                    scope,
+                    email,
+                },
+        } => {
+            let token = jwt::mint(
+                &cfg.auth,
+                MintRequest {
+                    sub: &sub,
+                    ttl_secs: ttl.unwrap_or(cfg.auth.dev_token_ttl_secs),
+                    roles: role,
+                    scope,
+                    email,
+                },
+            )?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Apikey { command } => {
+            let store = open_store(&cfg).await?;
+            let keys = ApiKeys::new(store.clone(), 0);
+            match command {
+                ApikeyCommand::Create { name, scopes } => {
+                    let scopes: Vec<String> = scopes
+                        .split([',', ' '])
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                    let (key, rec) = keys
+                        .create(&name, &scopes)
+                        .await
+                        .context("creating the key")?;
+                    eprintln!(
+                        "created API key {} ({}) with scopes [{}]; it is shown only once:",
+                        rec.name,
+                        rec.id,
+                        rec.scopes.join(" ")
+                    );
+                    println!("{key}");
+                }
+                ApikeyCommand::List => {
+                    for k in keys.list().await? {
+                        let state = if k.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        };
+                        println!("{}\t{}\t{}\t{}", k.name, k.id, state, k.scopes.join(" "));
+                    }
+                }
+                ApikeyCommand::Revoke { name } => {
+                    if keys.revoke(&name).await? {
+                        println!("revoked {name}");
+                    } else {
+                        anyhow::bail!("no active key named {name}");
+                    }
+                }
+            }
+            store.close().await;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,612 @@
+//! The one configuration struct, loaded with figment: built-in defaults → `config/substrate.toml`
+//! (or `--config PATH`) → environment `SUBSTRATE_…` (`__` for nesting). Every component reads its
+//! settings from here; nothing else in the crate reads environment variables.
+
+mod secret;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+pub use secret::Secret;
+
+/// Where the default config file lives, relative to the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "config/substrate.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        // figment's message names the key ("for key `default.http.listen`") and the source.
+        let mut parts = Vec::new();
+        for err in e {
+            parts.push(err.to_string());
+        }
+        ConfigError::Invalid(parts.join("; "))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub store: StoreConfig,
+    pub schemas: SchemasConfig,
+    pub auth: AuthConfig,
+    pub gateway: GatewayConfig,
+    pub log: LogConfig,
+    pub consumers: ConsumersConfig,
+    pub realtime: RealtimeConfig,
+    pub media: MediaConfig,
+    pub objects: ObjectsConfig,
+    pub analytics: AnalyticsConfig,
+    pub probe: ProbeConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Address the HTTP server binds (API, registry, health, metrics, status).
+    pub listen: SocketAddr,
+    /// Public base URL used in links the server hands out (signed blob URLs, docs).
+    pub public_url: Option<String>,
+    /// Seconds to wait for in-flight requests on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// `sqlite://path/to.db` (embedded) or `postgres://user:pass@host/db`.
+    pub url: Secret,
+    pub max_connections: u32,
+    /// Run migrations when `serve` starts. Default: on for SQLite, off for PostgreSQL
+    /// (run `substrate migrate` from the deploy pipeline instead).
+    pub migrate_on_start: Option<bool>,
+    /// SQLite `synchronous` pragma: `full` (fsync each commit) or `normal`.
+    pub sqlite_synchronous: SqliteSync,
+    /// Seconds a connection waits for a lock before failing.
+    pub busy_timeout_secs: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("sqlite://data/substrate.db"),
+            max_connections: 16,
+            migrate_on_start: None,
+            sqlite_synchronous: SqliteSync::Full,
+            busy_timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SchemasConfig {
+    /// Folder of `.avsc` files; the path below it is the topic name.
+    pub dir: PathBuf,
+    /// Use an external Confluent-compatible registry instead of the built-in one.
+    pub registry_url: Option<String>,
+    /// Basic-auth `user:password` for the external registry.
+    pub registry_auth: Option<Secret>,
+    /// Default compatibility level for subjects without their own.
+    pub compatibility: String,
+    /// Serve GET endpoints of the registry API without authentication.
+    pub public_reads: bool,
+}
+
+impl Default for SchemasConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("avro"),
+            registry_url: None,
+            registry_auth: None,
+            compatibility: "BACKWARD".into(),
+            public_reads: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// HS256 secret. When unset (and no other key is configured), a random secret is
+    /// generated once and kept in `dev_secret_file`, so `substrate token mint` works at once.
+    pub hs256_secret: Option<Secret>,
+    /// File holding the generated development secret.
+    pub dev_secret_file: PathBuf,
+    /// PEM (or path to a PEM file) of the RS256 public key.
+    pub rs256_public_key: Option<String>,
+    /// PEM (or path to a PEM file) of the ES256 public key.
+    pub es256_public_key: Option<String>,
+    /// JWKS endpoint; keys are matched by `kid`.
+    pub jwks_url: Option<String>,
+    /// Minimum seconds between JWKS refreshes triggered by an unknown `kid`.
+    pub jwks_min_refresh_secs: u64,
+    /// Seconds between background JWKS refreshes.
+    pub jwks_refresh_secs: u64,
+    /// Required `iss` claim, if set.
+    pub issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    pub audience: Option<String>,
+    /// Clock leeway in seconds for `exp`/`nbf`.
+    pub leeway_secs: u64,
+    /// Role name (JWT `role`/`roles` claim) that grants operator actions.
+    pub admin_role: String,
+    /// Scope (API keys, JWT `scope`) that grants operator actions.
+    pub admin_scope: String,
+    /// Default lifetime of `substrate token mint`.
+    pub dev_token_ttl_secs: u64,
+    /// Seconds an API-key lookup is cached.
+    pub api_key_cache_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            hs256_secret: None,
+            dev_secret_file: PathBuf::from("data/jwt-secret"),
+            rs256_public_key: None,
+            es256_public_key: None,
+            jwks_url: None,
+            jwks_min_refresh_secs: 30,
+            jwks_refresh_secs: 600,
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+            admin_role: "admin".into(),
+            admin_scope: "admin".into(),
+            dev_token_ttl_secs: 3600,
+            api_key_cache_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GatewayConfig {
+    /// The allowlist of routes and webhooks; reloaded when it changes.
+    pub routes_file: PathBuf,
+    /// Request body limit in bytes (→ 413).
+    pub body_limit_bytes: usize,
+    /// Most events in one batch request.
+    pub batch_max_events: usize,
+    /// Webhook timestamp tolerance in seconds.
+    pub webhook_tolerance_secs: u64,
+    /// Secrets that routes.yaml webhooks refer to with `secret_ref`.
+    pub webhook_secrets: BTreeMap<String, Secret>,
+    pub rate_limit: RateLimitConfig,
+    pub group_commit: GroupCommitConfig,
+    /// Hours an idempotency record is kept.
+    pub idempotency_ttl_hours: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            routes_file: PathBuf::from("config/routes.yaml"),
+            body_limit_bytes: 1024 * 1024,
+            batch_max_events: 1000,
+            webhook_tolerance_secs: 300,
+            webhook_secrets: BTreeMap::new(),
+            rate_limit: RateLimitConfig::default(),
+            group_commit: GroupCommitConfig::default(),
+            idempotency_ttl_hours: 24,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Sustained requests per second for a user (JWT) principal.
+    pub user_per_sec: f64,
+    /// Sustained requests per second for a service (API key / webhook) principal.
+    pub service_per_sec: f64,
+    /// Bucket size as a multiple of the per-second rate.
+    pub burst_factor: f64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            user_per_sec: 50.0,
+            service_per_sec: 5000.0,
+            burst_factor: 2.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GroupCommitConfig {
+    /// Most events written in one transaction.
+    pub max_batch_events: usize,
+    /// Concurrent writer tasks (SQLite always uses one).
+    pub writers: usize,
+    /// Queue depth in requests before callers wait.
+    pub queue_depth: usize,
+}
+
+impl Default for GroupCommitConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_events: 4096,
+            writers: 2,
+            queue_depth: 8192,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `embedded` (the store's outbox is the log) or `kafka://host:port[,host:port]`.
+    pub url: String,
+    /// Hours the embedded log keeps published events (and the outbox keeps relayed rows).
+    pub retention_hours: u64,
+    /// Partitions for topics substrate creates.
+    pub partitions: i32,
+    /// Replication factor for topics substrate creates.
+    pub replication: i32,
+    /// Create topics from the schemas at start-up (Kafka).
+    pub create_topics: bool,
+    /// Extra librdkafka settings passed through as-is (both producer and consumer).
+    pub kafka_options: BTreeMap<String, String>,
+    /// Key-hash lanes the relay splits the outbox into (ordering unit for relays).
+    pub relay_lanes: u32,
+    /// Poll interval fallback in milliseconds when no wake-up arrives.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            url: "embedded".into(),
+            retention_hours: 168,
+            partitions: 4,
+            replication: 1,
+            create_topics: true,
+            kafka_options: BTreeMap::new(),
+            relay_lanes: 16,
+            poll_interval_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConsumersConfig {
+    /// Retries of a failing event before it is dead-lettered.
+    pub max_retries: u32,
+    /// First retry backoff in milliseconds (doubles each attempt).
+    pub backoff_initial_ms: u64,
+    /// Cap of the retry backoff in milliseconds.
+    pub backoff_max_ms: u64,
+    /// Most events handled in one transaction.
+    pub batch_size: usize,
+    /// Handlers that run in this process (empty = all registered).
+    pub only: Vec<String>,
+}
+
+impl Default for ConsumersConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 5,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 10_000,
+            batch_size: 500,
+            only: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RealtimeConfig {
+    /// Seconds between SSE/WebSocket heartbeats.
+    pub heartbeat_secs: u64,
+    /// Reconnect delay advertised to SSE clients, in milliseconds.
+    pub retry_ms: u64,
+    /// Notifications buffered per connection before a slow client is dropped.
+    pub client_buffer: usize,
+    /// Lifetime of a stream query token, in seconds.
+    pub stream_token_ttl_secs: u64,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_secs: 15,
+            retry_ms: 2000,
+            client_buffer: 1024,
+            stream_token_ttl_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MediaConfig {
+    /// Credits a first-time user starts with.
+    pub starting_credits: i64,
+    /// Largest accepted upload in bytes.
+    pub max_file_size: i64,
+    /// Seconds a presigned URL stays valid.
+    pub url_ttl_secs: u64,
+    /// Seconds an approved upload may take before it expires and is refunded.
+    pub upload_ttl_secs: u64,
+    /// Move retries before the upload is dead-lettered.
+    pub move_max_retries: u32,
+    /// Seconds between HEAD checks for uploads when no notification arrives (0 = off).
+    pub head_check_secs: u64,
+    /// Shared secret for `POST /webhooks/storage` (bucket notifications).
+    pub storage_webhook_secret: Option<Secret>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            starting_credits: 10,
+            max_file_size: 100 * 1024 * 1024,
+            url_ttl_secs: 900,
+            upload_ttl_secs: 900,
+            move_max_retries: 3,
+            head_check_secs: 30,
+            storage_webhook_secret: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ObjectsConfig {
+    /// `file://path` (embedded) or `s3://bucket`.
+    pub url: String,
+    /// S3 endpoint (MinIO, s3s-fs, …); unset for AWS.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
+    /// HMAC key for substrate-signed blob URLs (local backend). Generated when unset.
+    pub signing_key: Option<Secret>,
+}
+
+impl Default for ObjectsConfig {
+    fn default() -> Self {
+        Self {
+            url: "file://data/objects".into(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            access_key_id: None,
+            secret_access_key: None,
+            signing_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AnalyticsConfig {
+    /// ClickHouse HTTP URL; unset = rollups in the store only.
+    pub clickhouse_url: Option<String>,
+    pub clickhouse_database: String,
+    pub clickhouse_user: Option<String>,
+    pub clickhouse_password: Option<Secret>,
+    /// Rows per ClickHouse insert batch.
+    pub batch_rows: usize,
+    /// Longest a row waits before its batch is flushed, in milliseconds.
+    pub flush_ms: u64,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            clickhouse_url: None,
+            clickhouse_database: "substrate".into(),
+            clickhouse_user: None,
+            clickhouse_password: None,
+            batch_rows: 10_000,
+            flush_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProbeConfig {
+    /// Seconds between probe runs.
+    pub interval_secs: u64,
+    /// Seconds before a probe round trip counts as failed.
+    pub timeout_secs: u64,
+    /// Days of status history kept.
+    pub history_days: u64,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: 10,
+            timeout_secs: 10,
+            history_days: 90,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TelemetryConfig {
+    /// `auto` (pretty on a terminal, JSON otherwise), `json` or `pretty`.
+    pub log_format: String,
+    /// tracing filter directive, e.g. `info,substrate=debug`.
+    pub log_filter: String,
+    /// OTLP endpoint for traces; unset = no export.
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` or `http`.
+    pub otlp_protocol: String,
+    /// Service name reported in traces.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: "auto".into(),
+            log_filter: "info".into(),
+            otlp_endpoint: None,
+            otlp_protocol: "http".into(),
+            service_name: "substrate".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults → file → environment. `path` is `--config`; when it is `None` the
+    /// default file is used if it exists.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(ConfigError::MissingFile(p.to_path_buf()));
+                }
+                fig = fig.merge(Toml::file(p));
+            }
+            None => {
+                if Path::new(DEFAULT_CONFIG_FILE).exists() {
+                    fig = fig.merge(Toml::file(DEFAULT_CONFIG_FILE));
+                }
+            }
+        }
+        fig = fig.merge(Env::prefixed("SUBSTRATE_").split("__"));
+        Self::from_figment(fig)
+    }
+
+    /// Loads from a TOML string on top of the defaults (tests, tools).
+    pub fn from_toml(toml_text: &str) -> Result<Config, ConfigError> {
+        let fig =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml_text));
+        Self::from_figment(fig)
+    }
+
+    fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
+        let cfg: Config = fig.extract()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks that cannot be expressed in types.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.store.url.expose();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid(
+                "store.url: expected sqlite://… or postgres://…".into(),
+            ));
+        }
+        if self.log.url != "embedded" && !self.log.url.starts_with("kafka://") {
+            return Err(ConfigError::Invalid(
+                "log.url: expected `embedded` or kafka://host:port".into(),
+            ));
+        }
+        if self.gateway.batch_max_events == 0 {
+            return Err(ConfigError::Invalid(
+                "gateway.batch_max_events: must be at least 1".into(),
+            ));
+        }
+        if !matches!(
+            self.telemetry.log_format.as_str(),
+            "auto" | "json" | "pretty"
+        ) {
+            return Err(ConfigError::Invalid(
+                "telemetry.log_format: expected auto, json or pretty".into(),
+            ));
+        }
+        crate::schema::Compatibility::parse(&self.schemas.compatibility)
+            .map_err(|e| ConfigError::Invalid(format!("schemas.compatibility: {e}")))?;
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.store.url.expose().starts_with("sqlite:")
+    }
+
+    pub fn is_embedded_log(&self) -> bool {
+        self.log.url == "embedded"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_embedded() {
+        let c = Config::from_toml("").unwrap();
+        assert!(c.is_sqlite());
+        assert!(c.is_embedded_log());
+        assert_eq!(c.gateway.body_limit_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn invalid_value_names_the_key() {
+        let err = Config::from_toml("[http]\nlisten = 'not-an-address'").unwrap_err();
+        assert!(err.to_string().contains("http.listen"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let c = Config::from_toml(
+            "[store]\nurl = 'postgres://u:hunter2@db/x'\n[auth]\nhs256_secret = 'topsecret'",
+        )
+        .unwrap();
+        let out = c.to_redacted_toml().unwrap();
+        assert!(!out.contains("hunter2"), "{out}");
+        assert!(!out.contains("topsecret"), "{out}");
+        assert!(out.contains("[redacted]"));
+    }
+
+    #[test]
+    fn bad_store_url_is_refused() {
+        let err = Config::from_toml("[store]\nurl = 'mysql://x'").unwrap_err();
+        assert!(err.to_string().contains("store.url"));
+    }
+}

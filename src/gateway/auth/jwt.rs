@@ -1,0 +1,291 @@
+//! JWT verification (HS256, RS256, ES256; JWKS by `kid`) and development-token minting.
+//! The header's `alg` picks the key; a key only verifies its own algorithm family, so
+//! `alg: none` and an HS256 token "signed" with the RSA public key are refused.
+
+use std::path::Path;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::AuthError;
+use super::jwks::Jwks;
+use crate::config::{AuthConfig, Secret};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwtConfigError {
+    #[error("auth.{key}: {reason}")]
+    Key { key: &'static str, reason: String },
+    #[error("cannot read or write {path}")]
+    DevSecret {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+impl Claims {
+    pub fn roles(&self) -> Vec<String> {
+        let mut r = self.roles.clone().unwrap_or_default();
+        if let Some(one) = &self.role {
+            r.push(one.clone());
+        }
+        r
+    }
+
+    pub fn scopes(&self) -> Vec<String> {
+        self.scope
+            .as_deref()
+            .map(|s| s.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+}
+
+pub struct JwtVerifier {
+    hs: Option<DecodingKey>,
+    rs: Option<DecodingKey>,
+    es: Option<DecodingKey>,
+    jwks: Option<Jwks>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: u64,
+}
+
+/// A PEM given inline or as a path to a file.
+fn read_pem(value: &str, key: &'static str) -> Result<Vec<u8>, JwtConfigError> {
+    if value.trim_start().starts_with("-----BEGIN") {
+        Ok(value.as_bytes().to_vec())
+    } else {
+        std::fs::read(value).map_err(|e| JwtConfigError::Key {
+            key,
+            reason: format!("cannot read {value}: {e}"),
+        })
+    }
+}
+
+/// The HS256 secret: configured, or (when no key of any kind is configured) a random
+/// development secret generated once into `auth.dev_secret_file`.
+pub fn hs256_secret(cfg: &AuthConfig) -> Result<Option<Secret>, JwtConfigError> {
+    if let Some(s) = &cfg.hs256_secret {
+        return Ok(Some(s.clone()));
+    }
+    if cfg.rs256_public_key.is_some() || cfg.es256_public_key.is_some() || cfg.jwks_url.is_some() {
+        return Ok(None);
+    }
+    let path: &Path = &cfg.dev_secret_file;
+    let io = |source| JwtConfigError::DevSecret {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        let t = existing.trim();
+        if !t.is_empty() {
+            return Ok(Some(Secret::new(t)));
+        }
+    }
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    write_private(path, &secret).map_err(io)?;
+    tracing::warn!(path = %path.display(), "no auth key configured: generated a development HS256 secret");
+    Ok(Some(Secret::new(secret)))
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    match opts.open(path) {
+        Ok(mut f) => f.write_all(text.as_bytes()),
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl JwtVerifier {
+    pub fn from_config(cfg: &AuthConfig) -> Result<Self, JwtConfigError> {
+        let hs = hs256_secret(cfg)?.map(|s| DecodingKey::from_secret(s.expose().as_bytes()));
+        let rs = match &cfg.rs256_public_key {
+            Some(v) => Some(
+                DecodingKey::from_rsa_pem(&read_pem(v, "rs256_public_key")?).map_err(|e| {
+                    JwtConfigError::Key {
+                        key: "rs256_public_key",
+                        reason: e.to_string(),
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        let es = match &cfg.es256_public_key {
+            Some(v) => Some(
+                DecodingKey::from_ec_pem(&read_pem(v, "es256_public_key")?).map_err(|e| {
+                    JwtConfigError::Key {
+                        key: "es256_public_key",
+                        reason: e.to_string(),
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        let jwks = cfg
+            .jwks_url
+            .as_ref()
+            .map(|u| Jwks::new(u, cfg.jwks_min_refresh_secs));
+        Ok(Self {
+            hs,
+            rs,
+            es,
+            jwks,
+            issuer: cfg.issuer.clone(),
+            audience: cfg.audience.clone(),
+            leeway: cfg.leeway_secs,
+        })
+    }
+
+    pub fn jwks(&self) -> Option<&Jwks> {
+        self.jwks.as_ref()
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            AuthError::InvalidToken(format!("malformed token or unsupported algorithm: {e}"))
+        })?;
+        let key: DecodingKey = match header.alg {
+            Algorithm::HS256 => self
+                .hs
+                .clone()
+                .ok_or_else(|| AuthError::InvalidToken("HS256 tokens are not accepted".into()))?,
+            Algorithm::RS256 | Algorithm::ES256 => {
+                let static_key = if header.alg == Algorithm::RS256 {
+                    &self.rs
+                } else {
+                    &self.es
+                };
+                match (&header.kid, &self.jwks, static_key) {
+                    (Some(kid), Some(jwks), _) => jwks.key_for(kid, header.alg).await?,
+                    (_, _, Some(k)) => k.clone(),
+                    (None, Some(_), None) => {
+                        return Err(AuthError::InvalidToken("token has no kid".into()));
+                    }
+                    _ => {
+                        return Err(AuthError::InvalidToken(format!(
+                            "{:?} tokens are not accepted",
+                            header.alg
+                        )));
+                    }
+                }
+            }
+            other => {
+                return Err(AuthError::InvalidToken(format!(
+                    "algorithm {other:?} is not allowed"
+                )));
+            }
+        };
+        let mut v = Validation::new(header.alg);
+        v.leeway = self.leeway;
+        v.validate_nbf = true;
+        v.set_required_spec_claims(&["exp", "sub"]);
+        match &self.issuer {
+            Some(iss) => v.set_issuer(&[iss]),
+            None => v.iss = None,
+        }
+        match &self.audience {
+            Some(aud) => v.set_audience(&[aud]),
+            None => v.validate_aud = false,
+        }
+        match jsonwebtoken::decode::<Claims>(token, &key, &v) {
+            Ok(data) => Ok(data.claims),
+            Err(e) => {
+                use jsonwebtoken::errors::ErrorKind as K;
+                Err(match e.kind() {
+                    K::ExpiredSignature => AuthError::Expired,
+                    K::ImmatureSignature => {
+                        AuthError::InvalidToken("token not valid yet (nbf)".into())
+                    }
+                    K::InvalidIssuer => AuthError::InvalidToken("wrong issuer".into()),
+                    K::InvalidAudience => AuthError::InvalidToken("wrong audience".into()),
+                    K::InvalidSignature => AuthError::InvalidToken("bad signature".into()),
+                    K::InvalidAlgorithm => {
+                        AuthError::InvalidToken("algorithm does not match the key".into())
+                    }
+                    K::MissingRequiredClaim(c) => {
+                        AuthError::InvalidToken(format!("missing claim {c}"))
+                    }
+                    _ => AuthError::InvalidToken(e.to_string()),
+                })
+            }
+        }
+    }
+}
+
+/// Parameters of a minted token.
+pub struct MintRequest<'a> {
+    pub sub: &'a str,
+    pub ttl_secs: u64,
+    pub roles: Vec<String>,
+    pub scope: Option<String>,
+    pub email: Option<String>,
+}
+
+/// Mints an HS256 token with the configured (or development) secret.
+pub fn mint(cfg: &AuthConfig, req: MintRequest<'_>) -> Result<String, JwtConfigError> {
+    let secret = hs256_secret(cfg)?.ok_or(JwtConfigError::Key {
+        key: "hs256_secret",
+        reason: "no HS256 secret is configured, so tokens cannot be minted".into(),
+    })?;
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        sub: req.sub.to_string(),
+        exp: now + req.ttl_secs as i64,
+        iat: Some(now),
+        nbf: Some(now),
+        iss: cfg.issuer.clone(),
+        aud: cfg.audience.clone().map(serde_json::Value::String),
+        role: None,
+        roles: if req.roles.is_empty() {
+            None
+        } else {
+            Some(req.roles)
+        },
+        scope: req.scope,
+        email: req.email,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.expose().as_bytes()),
+    )
+    .map_err(|e| JwtConfigError::Key {
+        key: "hs256_secret",
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,323 @@
+//! `POST /api/v1/events/{route}` and `/batch`: authenticate, look the route up in the
+//! allowlist, validate and encode the JSON, append to the outbox through group commit, and
+//! answer 202 only once the transaction holding the event has committed.
+//!
+//! Batch semantics are all-or-nothing: every event is validated first; if one is invalid the
+//! answer is 400 naming its index and field, and nothing is stored.
+
+use axum::Json;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::auth::{Principal, PrincipalKind};
+use super::routes::RouteSpec;
+use crate::app::AppContext;
+use crate::events::{self, EventMeta};
+use crate::http::error::ApiError;
+use crate::outbox::{AppendError, AppendOutcome, AppendRequest, Guard, NewEvent};
+use crate::schema::SchemaError;
+
+/// The request body, with the configured limit (→ 413 as JSON).
+pub struct Body(pub Bytes);
+
+impl FromRequest<AppContext> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, ctx: &AppContext) -> Result<Self, Self::Rejection> {
+        let limit = ctx.config.gateway.body_limit_bytes;
+        let too_large = || {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+                .with("limit_bytes", limit as u64)
+        };
+        if let Some(len) = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            && len > limit
+        {
+            return Err(too_large());
+        }
+        match axum::body::to_bytes(req.into_body(), limit).await {
+            Ok(b) => Ok(Body(b)),
+            Err(_) => Err(too_large()),
+        }
+    }
+}
+
+pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("malformed_json").with("reason", e.to_string()))
+}
+
+pub fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+fn schema_error(e: SchemaError, index: Option<usize>) -> ApiError {
+    let mut err = match e {
+        SchemaError::Invalid(f) => ApiError::bad_request("invalid_event")
+            .with("field", f.field)
+            .with("reason", f.reason),
+        SchemaError::UnknownTopic(t) => {
+            ApiError::internal(format!("route points at unknown topic {t}"))
+        }
+        other => ApiError::bad_request("invalid_event").with("reason", other.to_string()),
+    };
+    if let Some(i) = index {
+        err = err.with("index", i as u64);
+    }
+    err
+}
+
+/// Applies "users act only on their own data" and picks the key.
+/// Users: `user_id` (if the schema has it) must be the caller and is filled in when missing;
+/// the key is the caller. Services: `X-Event-Key`, else the payload's `user_id`, else the
+/// service's own id.
+fn own_data(
+    ctx: &AppContext,
+    topic: &str,
+    p: &Principal,
+    headers: &HeaderMap,
+    payload: &mut Value,
+) -> Result<String, ApiError> {
+    let has_user_id = ctx
+        .schemas
+        .topic(topic)
+        .is_some_and(|ts| matches!(&ts.schema, apache_avro::Schema::Record(r) if r.lookup.contains_key("user_id")));
+    let obj = payload.as_object_mut();
+    match (p.kind, obj) {
+        (PrincipalKind::User, Some(obj)) if !p.admin => {
+            if has_user_id {
+                match obj.get("user_id") {
+                    Some(Value::String(u)) if u != &p.id => {
+                        return Err(ApiError::forbidden(
+                            "user_id must be the authenticated user",
+                        ));
+                    }
+                    None | Some(Value::Null) => {
+                        obj.insert("user_id".into(), Value::String(p.id.clone()));
+                    }
+                    _ => {}
+                }
+                if !obj.contains_key("email")
+                    && let Some(e) = &p.email
+                {
+                    obj.insert("email".into(), Value::String(e.clone()));
+                }
+            }
+            Ok(p.id.clone())
+        }
+        (_, obj) => Ok(header_str(headers, "x-event-key")
+            .map(str::to_string)
+            .or_else(|| {
+                obj.and_then(|o| o.get("user_id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| p.id.clone())),
+    }
+}
+
+fn meta_from(headers: &HeaderMap, source: String, p: &Principal, idem: Option<&str>) -> EventMeta {
+    let mut extra = crate::outbox::Headers::new();
+    extra.insert("principal".into(), p.id.clone());
+    EventMeta {
+        source,
+        traceparent: header_str(headers, "traceparent").map(str::to_string),
+        correlation_id: header_str(headers, "x-correlation-id").map(str::to_string),
+        idempotency_key: idem.map(str::to_string),
+        extra,
+    }
+}
+
+fn lookup_route(ctx: &AppContext, route: &str, p: &Principal) -> Result<RouteSpec, ApiError> {
+    let table = ctx.routes.current();
+    let spec = table
+        .routes
+        .get(route)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("unknown_route").with("route", route.to_string()))?;
+    spec.permits(p).map_err(|reason| {
+        ctx.metrics
+            .events_rejected
+            .with_label_values(&[&spec.topic, "forbidden"])
+            .inc();
+        ApiError::forbidden(reason).with("route", route.to_string())
+    })?;
+    Ok(spec)
+}
+
+fn idempotency(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    match header_str(headers, "idempotency-key") {
+        Some(k) if k.len() > 255 => Err(ApiError::bad_request("invalid_idempotency_key")
+            .with("reason", "longer than 255 characters")),
+        other => Ok(other),
+    }
+}
+
+fn fingerprint(route: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(route.as_bytes());
+    h.update(b"\n");
+    h.update(body);
+    hex::encode(h.finalize())
+}
+
+/// Appends through group commit and turns the outcome into the HTTP answer.
+pub async fn commit(
+    ctx: &AppContext,
+    topic: &str,
+    events: Vec<NewEvent>,
+    guard: Option<Guard>,
+    response: Value,
+) -> Result<Response, ApiError> {
+    let n = events.len() as u64;
+    match ctx.appender.append(AppendRequest { events, guard }).await {
+        Ok(AppendOutcome::Committed) => {
+            ctx.metrics
+                .events_accepted
+                .with_label_values(&[topic])
+                .inc_by(n);
+            Ok((StatusCode::ACCEPTED, Json(response)).into_response())
+        }
+        Ok(AppendOutcome::Replayed { response }) => {
+            let body: Value = serde_json::from_str(&response).unwrap_or(Value::Null);
+            let mut r = (StatusCode::ACCEPTED, Json(body)).into_response();
+            r.headers_mut().insert(
+                "idempotency-replayed",
+                axum::http::HeaderValue::from_static("true"),
+            );
+            Ok(r)
+        }
+        Ok(AppendOutcome::KeyConflict) => {
+            Err(
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused").with(
+                    "reason",
+                    "this Idempotency-Key was used with a different request",
+                ),
+            )
+        }
+        Ok(AppendOutcome::Duplicate) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "replayed_message")
+                .with("reason", "this webhook message id was already accepted"))
+        }
+        Err(AppendError::Closed) => Err(ApiError::unavailable("shutting down")),
+        Err(AppendError::Store(e)) => {
+            tracing::error!(error = %e, "append failed");
+            Err(ApiError::unavailable("store unavailable")
+                .header(axum::http::header::RETRY_AFTER, "1"))
+        }
+    }
+}
+
+pub async fn post_one(
+    State(ctx): State<AppContext>,
+    principal: Principal,
+    Path(route): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let spec = lookup_route(&ctx, &route, &principal)?;
+    let mut payload = parse_json(&body).inspect_err(|_| {
+        ctx.metrics
+            .events_rejected
+            .with_label_values(&[&spec.topic, "malformed_json"])
+            .inc();
+    })?;
+    let key = own_data(&ctx, &spec.topic, &principal, &headers, &mut payload)?;
+    let idem = idempotency(&headers)?;
+    let meta = meta_from(
+        &headers,
+        format!("/gateway/routes/{route}"),
+        &principal,
+        idem,
+    );
+    let ev = events::build(&ctx.schemas, &spec.topic, &key, &payload, &meta).map_err(|e| {
+        ctx.metrics
+            .events_rejected
+            .with_label_values(&[&spec.topic, "invalid_event"])
+            .inc();
+        schema_error(e, None)
+    })?;
+    let response = json!({ "event_id": ev.event_id, "topic": spec.topic });
+    let guard = idem.map(|k| Guard::Idempotency {
+        principal: principal.id.clone(),
+        key: k.to_string(),
+        fingerprint: fingerprint(&route, &body),
+        response: response.to_string(),
+    });
+    commit(&ctx, &spec.topic, vec![ev], guard, response).await
+}
+
+pub async fn post_batch(
+    State(ctx): State<AppContext>,
+    principal: Principal,
+    Path(route): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let spec = lookup_route(&ctx, &route, &principal)?;
+    let doc = parse_json(&body)?;
+    let items = match doc {
+        Value::Array(a) => a,
+        Value::Object(mut o) => match o.remove("events") {
+            Some(Value::Array(a)) => a,
+            _ => {
+                return Err(ApiError::bad_request("invalid_batch")
+                    .with("reason", "expected an array or {\"events\": [...]}"));
+            }
+        },
+        _ => {
+            return Err(ApiError::bad_request("invalid_batch")
+                .with("reason", "expected an array or {\"events\": [...]}"));
+        }
+    };
+    let max = ctx.config.gateway.batch_max_events;
+    if items.is_empty() {
+        return Err(ApiError::bad_request("invalid_batch").with("reason", "the batch is empty"));
+    }
+    if items.len() > max {
+        return Err(
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large")
+                .with("max_events", max as u64)
+                .with("count", items.len() as u64),
+        );
+    }
+    let idem = idempotency(&headers)?;
+    let meta = meta_from(
+        &headers,
+        format!("/gateway/routes/{route}"),
+        &principal,
+        idem,
+    );
+    let mut events = Vec::with_capacity(items.len());
+    for (i, mut payload) in items.into_iter().enumerate() {
+        let key = own_data(&ctx, &spec.topic, &principal, &headers, &mut payload)
+            .map_err(|e| e.with("index", i as u64))?;
+        let ev = events::build(&ctx.schemas, &spec.topic, &key, &payload, &meta).map_err(|e| {
+            ctx.metrics
+                .events_rejected
+                .with_label_values(&[&spec.topic, "invalid_event"])
+                .inc();
+            schema_error(e, Some(i))
+        })?;
+        events.push(ev);
+    }
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    let response = json!({ "topic": spec.topic, "count": ids.len(), "event_ids": ids });
+    let guard = idem.map(|k| Guard::Idempotency {
+        principal: principal.id.clone(),
+        key: k.to_string(),
+        fingerprint: fingerprint(&format!("{route}/batch"), &body),
+        response: response.to_string(),
+    });
+    commit(&ctx, &spec.topic, events, guard, response).await
+}

@@ -1,0 +1,87 @@
+//! The HTTP server every process runs: health, readiness and metrics always; the gateway's
+//! API, the schema registry and other components' endpoints when their role is on. Requests
+//! are measured by matched route (bounded labels). Shutdown stops accepting, lets requests in
+//! flight finish (up to `http.shutdown_grace_secs`), then returns.
+
+pub mod error;
+pub mod health;
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppContext;
+use crate::roles::Role;
+
+/// The router for the roles this process runs.
+pub fn router(ctx: &AppContext, roles: &[Role]) -> Router {
+    let mut r: Router<AppContext> = Router::new().merge(health::router());
+    if roles.contains(&Role::Gateway) {
+        r = r
+            .merge(crate::gateway::router())
+            .merge(crate::schema::registry::http::router());
+    }
+    r.layer(axum::middleware::from_fn_with_state(ctx.clone(), track))
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .with_state(ctx.clone())
+}
+
+async fn track(State(ctx): State<AppContext>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_string();
+    let start = Instant::now();
+    ctx.metrics.http_in_flight.inc();
+    let resp = next.run(req).await;
+    ctx.metrics.http_in_flight.dec();
+    let status = resp.status().as_u16().to_string();
+    ctx.metrics
+        .http_requests
+        .with_label_values(&[&route, &method, &status])
+        .inc();
+    ctx.metrics
+        .http_duration
+        .with_label_values(&[&route, &method])
+        .observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// Serves `app` on `listener` until `shutdown`, then drains requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let drained = CancellationToken::new();
+    let server = axum::serve(listener, app).with_graceful_shutdown({
+        let s = shutdown.clone();
+        async move { s.cancelled().await }
+    });
+    let handle = tokio::spawn(async move {
+        let r = server.await;
+        drained.cancel();
+        r
+    });
+    tokio::pin!(handle);
+    tokio::select! {
+        r = &mut handle => return r.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        _ = shutdown.cancelled() => {}
+    }
+    match tokio::time::timeout(grace, &mut handle).await {
+        Ok(r) => r.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        Err(_) => {
+            tracing::warn!("requests still in flight after the grace period; closing");
+            handle.abort();
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! substrate: an event-driven substrate in one binary. See `docs/` and DESIGN for the
+//! architecture; each folder here is one component or role.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod gateway;
+pub mod http;
+pub mod outbox;
+pub mod roles;
+pub mod schema;
+pub mod server;
+pub mod store;
+pub mod telemetry;

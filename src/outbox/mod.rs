@@ -1,0 +1,157 @@
+//! The transactional outbox. Every accepted or emitted event is a row here, written in the
+//! same transaction as whatever caused it. In embedded mode the table *is* the log (its id is
+//! the offset); with Kafka the relay publishes pending rows and marks them.
+
+pub mod appender;
+pub mod signal;
+
+use std::collections::BTreeMap;
+
+use sqlx::Row;
+
+use crate::on_tx;
+use crate::store::{Backend, StoreError, Tx};
+
+pub use appender::{AppendError, AppendOutcome, AppendRequest, Appender, Guard};
+pub use signal::OutboxSignal;
+
+/// String headers carried with an event (CloudEvents `ce_*`, `traceparent`, …).
+pub type Headers = BTreeMap<String, String>;
+
+/// An event about to be appended.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub topic: String,
+    pub key: String,
+    pub event_type: String,
+    pub schema_id: i64,
+    /// Confluent-framed Avro.
+    pub payload: Vec<u8>,
+    pub headers: Headers,
+    /// Unix microseconds.
+    pub created_at: i64,
+}
+
+/// A stored outbox row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub event_id: String,
+    pub topic: String,
+    pub event_key: String,
+    pub event_type: String,
+    pub schema_id: i64,
+    pub payload: Vec<u8>,
+    pub headers: String,
+    pub lane: i64,
+    pub created_at: i64,
+    pub published_at: Option<i64>,
+}
+
+impl OutboxRow {
+    pub fn headers(&self) -> Headers {
+        serde_json::from_str(&self.headers).unwrap_or_default()
+    }
+}
+
+/// The columns of `OutboxRow`, for SELECTs.
+pub const COLUMNS: &str = "id, event_id, topic, event_key, event_type, schema_id, payload, headers, lane, created_at, published_at";
+
+/// Stable FNV-1a hash of a key, so every process maps a key to the same lane.
+pub fn key_hash(key: &str) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in key.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// How rows are appended: the lane count, whether rows count as published at once
+/// (embedded log), and the wake-up signal.
+#[derive(Clone)]
+pub struct Outbox {
+    pub lanes: u32,
+    /// Embedded log: a committed row is already "in the log".
+    pub embedded_log: bool,
+    pub signal: OutboxSignal,
+}
+
+/// PostgreSQL channel that announces new outbox rows to other processes.
+pub const PG_CHANNEL: &str = "substrate_outbox";
+
+/// Rows per multi-row INSERT (11 binds each stays far below both drivers' limits).
+const CHUNK: usize = 500;
+
+impl Outbox {
+    pub fn new(lanes: u32, embedded_log: bool) -> Self {
+        Self {
+            lanes: lanes.max(1),
+            embedded_log,
+            signal: OutboxSignal::new(),
+        }
+    }
+
+    pub fn lane_of(&self, key: &str) -> i64 {
+        (key_hash(key) % u64::from(self.lanes)) as i64
+    }
+
+    /// Appends `events` inside `tx`; wakes the relay, consumers and streams once `tx`
+    /// commits (in this process directly, in others through NOTIFY on PostgreSQL).
+    pub async fn append(&self, tx: &mut Tx, events: &[&NewEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        if tx.backend() == Backend::Postgres && self.embedded_log {
+            // With the outbox as the log, readers go by id: ids must become visible in
+            // order, so appenders take turns (ids are drawn after the lock).
+            on_tx!(tx, c => {
+                sqlx::query("SELECT pg_advisory_xact_lock(72530001)").execute(&mut *c).await?;
+            });
+        }
+        for chunk in events.chunks(CHUNK) {
+            on_tx!(tx, c => {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO outbox (event_id, topic, event_key, event_type, schema_id, payload, headers, lane, created_at, published_at) ",
+                );
+                qb.push_values(chunk.iter(), |mut b, e| {
+                    let headers = serde_json::to_string(&e.headers).unwrap_or_else(|_| "{}".into());
+                    b.push_bind(e.event_id.as_str())
+                        .push_bind(e.topic.as_str())
+                        .push_bind(e.key.as_str())
+                        .push_bind(e.event_type.as_str())
+                        .push_bind(e.schema_id)
+                        .push_bind(e.payload.as_slice())
+                        .push_bind(headers)
+                        .push_bind(self.lane_of(&e.key))
+                        .push_bind(e.created_at)
+                        .push_bind(if self.embedded_log { Some(e.created_at) } else { None });
+                });
+                qb.build().execute(&mut *c).await?;
+            });
+        }
+        if tx.backend() == Backend::Postgres {
+            on_tx!(tx, c => {
+                sqlx::query("SELECT pg_notify($1, '')").bind(PG_CHANNEL).execute(&mut *c).await?;
+            });
+        }
+        let signal = self.signal.clone();
+        tx.after_commit(move || signal.notify());
+        Ok(())
+    }
+}
+
+/// Outbox rows not yet acknowledged by the broker, and the age of the oldest (seconds).
+pub async fn backlog(store: &crate::store::Store) -> Result<(i64, f64), StoreError> {
+    let (n, oldest): (i64, Option<i64>) = crate::on_read!(store, p => {
+        let row = sqlx::query("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(p)
+            .await?;
+        (row.try_get(0)?, row.try_get(1)?)
+    });
+    let age = oldest
+        .map(|t| ((crate::store::now_micros() - t) as f64 / 1e6).max(0.0))
+        .unwrap_or(0.0);
+    Ok((n, age))
+}
