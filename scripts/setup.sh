@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs on a fresh Debian machine, skipping what is present:
-# Debian packages (cmake for rdkafka, ClickHouse, Chromium, promtool), the nisshi Kafka broker,
-# the s3s-fs S3 server and the Python Confluent clients. Safe to run again.
+# Installs what substrate needs on a fresh Debian machine, skipping what is present.
+#   scripts/setup.sh --build   only what building needs (cmake etc. for the bundled librdkafka)
+#   scripts/setup.sh           also the test suite's real backends: ClickHouse, Chromium,
+#                              promtool, the nisshi Kafka broker, the s3s-fs S3 server and the
+#                              Python Confluent clients.
+# Safe to run again.
 set -euo pipefail
 log() { printf '[setup] %s\n' "$*" >&2; }
+build_only=false
+[ "${1:-}" = "--build" ] && build_only=true
 
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
+command -v g++ >/dev/null || need_apt+=(g++)
+command -v make >/dev/null || need_apt+=(make)
 dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || need_apt+=(libcurl4-openssl-dev)
 dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
-command -v clickhouse-server >/dev/null || need_apt+=(clickhouse-server clickhouse-client)
-command -v chromium >/dev/null || need_apt+=(chromium)
-command -v promtool >/dev/null || need_apt+=(prometheus)
+if ! $build_only; then
+  command -v clickhouse-server >/dev/null || need_apt+=(clickhouse-server clickhouse-client)
+  command -v chromium >/dev/null || need_apt+=(chromium)
+  command -v promtool >/dev/null || need_apt+=(prometheus)
+  command -v pg_isready >/dev/null || need_apt+=(postgresql)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -22,6 +32,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   rm -f /usr/sbin/policy-rc.d
 fi
+
+$build_only && { log "build prerequisites ready"; exit 0; }
 
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
 export PATH="$CARGO_BIN:$PATH"

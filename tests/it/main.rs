@@ -1,0 +1,10 @@
+//! The integration suite: one test binary, a module per area. Behavioural tests run against
+//! both store backends (`both!` makes a `sqlite` and a `postgres` test of one scenario).
+
+#[macro_use]
+mod support;
+
+mod auth;
+mod cli;
+mod gateway;
+mod registry;

@@ -1,0 +1,325 @@
+//! Test harness: start substrate in-process on a fresh store (a temp SQLite file, or a new
+//! PostgreSQL database), mint tokens, make requests, and clean up.
+
+#![allow(dead_code)]
+
+pub mod pg;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use substrate::app::AppContext;
+use substrate::config::{Config, Secret};
+use substrate::roles::Role;
+use substrate::server::Running;
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// `both!(scenario)` runs `async fn scenario(Backend)` once per backend.
+macro_rules! both {
+    ($f:ident) => {
+        mod $f {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$f($crate::support::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$f($crate::support::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub const ROUTES: &str = r#"
+routes:
+  message:
+    topic: public.user.message.events
+    allow: [user, service]
+    scopes: [events:write]
+  login:
+    topic: public.identity.login.events
+    allow: [service]
+    scopes: [identity:write]
+  probe:
+    topic: internal.platform.probe
+    allow: [service]
+webhooks:
+  login:
+    topic: public.identity.login.events
+    secret: whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
+"#;
+
+/// The raw bytes of the `login` webhook secret above.
+pub const WEBHOOK_SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+/// A store for one test: where it lives and how to drop it afterwards.
+pub struct TestStore {
+    pub backend: Backend,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pg_db: Option<String>,
+}
+
+impl TestStore {
+    pub async fn new(backend: Backend) -> TestStore {
+        let dir = tempfile::tempdir().expect("tempdir");
+        match backend {
+            Backend::Sqlite => TestStore {
+                backend,
+                url: format!("sqlite://{}/substrate.db", dir.path().display()),
+                dir,
+                pg_db: None,
+            },
+            Backend::Postgres => {
+                let (url, name) = pg::create_database().await;
+                TestStore {
+                    backend,
+                    url,
+                    dir,
+                    pg_db: Some(name),
+                }
+            }
+        }
+    }
+
+    pub async fn drop_db(&self) {
+        if let Some(name) = &self.pg_db {
+            pg::drop_database(name).await;
+        }
+    }
+}
+
+/// A configuration for tests on `store`: schemas from the repository, routes in a temp file,
+/// a fixed HS256 secret, and generous rate limits.
+pub fn test_config(store: &TestStore) -> Config {
+    let mut c = Config::default();
+    c.http.listen = "127.0.0.1:0".parse().expect("addr");
+    c.http.shutdown_grace_secs = 5;
+    c.store.url = Secret::new(store.url.clone());
+    c.store.migrate_on_start = Some(true);
+    c.store.max_connections = 8;
+    c.schemas.dir = repo().join("avro");
+    let routes = store.dir.path().join("routes.yaml");
+    if !routes.exists() {
+        std::fs::write(&routes, ROUTES).expect("write routes");
+    }
+    c.gateway.routes_file = routes;
+    c.auth.hs256_secret = Some(Secret::new(SECRET));
+    c.auth.dev_secret_file = store.dir.path().join("jwt-secret");
+    c.gateway.rate_limit.user_per_sec = 10_000.0;
+    c.gateway.rate_limit.service_per_sec = 10_000.0;
+    c.objects.url = format!("file://{}/objects", store.dir.path().display());
+    c.telemetry.log_filter = "warn".into();
+    c
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub ctx: AppContext,
+    pub http: reqwest::Client,
+    pub store: TestStore,
+    running: Option<Running>,
+}
+
+impl TestApp {
+    /// Starts every role on a fresh store.
+    pub async fn start(backend: Backend) -> TestApp {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        Self::start_roles(backend, substrate::roles::ALL.to_vec(), tweak).await
+    }
+
+    pub async fn start_roles(
+        backend: Backend,
+        roles: Vec<Role>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        let store = TestStore::new(backend).await;
+        let mut cfg = test_config(&store);
+        tweak(&mut cfg);
+        Self::start_on(store, cfg, roles).await
+    }
+
+    /// Starts on an existing store (restarts, several processes on one store).
+    pub async fn start_on(store: TestStore, cfg: Config, roles: Vec<Role>) -> TestApp {
+        substrate::telemetry::logging::init(&cfg.telemetry);
+        let ctx = AppContext::build(cfg).await.expect("build app");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let running =
+            substrate::server::start(ctx.clone(), roles, listener, CancellationToken::new())
+                .expect("start");
+        let base = format!("http://{}", running.addr);
+        TestApp {
+            base,
+            ctx,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            store,
+            running: Some(running),
+        }
+    }
+
+    /// Stops the server (graceful) and hands back the store, for a restart.
+    pub async fn stop_keep_store(mut self) -> TestStore {
+        if let Some(r) = self.running.take() {
+            r.stop().await.expect("clean stop");
+        }
+        self.store
+    }
+
+    /// Stops the server and drops the store.
+    pub async fn stop(self) {
+        let store = self.stop_keep_store().await;
+        store.drop_db().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn token(&self, sub: &str) -> String {
+        token_with(sub, &[], None)
+    }
+
+    pub fn admin_token(&self) -> String {
+        token_with("operator", &["admin"], None)
+    }
+
+    pub async fn api_key(&self, name: &str, scopes: &[&str]) -> String {
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        self.ctx
+            .auth
+            .api_keys
+            .create(name, &scopes)
+            .await
+            .expect("api key")
+            .0
+    }
+
+    pub async fn post_json(&self, path: &str, bearer: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(bearer)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_json(&self, path: &str, bearer: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(self.url(path));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Counts outbox rows (optionally for one event id), read straight from the store.
+    pub async fn outbox_count(&self, event_id: Option<&str>) -> i64 {
+        count_outbox(&self.store.url, event_id).await
+    }
+}
+
+/// Reads the outbox with a connection of its own, so a test sees what is durably committed.
+pub async fn count_outbox(url: &str, event_id: Option<&str>) -> i64 {
+    use sqlx::Connection;
+    let sql = match event_id {
+        Some(_) => "SELECT COUNT(*) FROM outbox WHERE event_id = $1",
+        None => "SELECT COUNT(*) FROM outbox WHERE $1 = $1",
+    };
+    let id = event_id.unwrap_or("");
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url)
+            .await
+            .expect("connect sqlite");
+        sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_one(&mut c)
+            .await
+            .expect("count")
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.expect("connect pg");
+        sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_one(&mut c)
+            .await
+            .expect("count")
+    }
+}
+
+/// An HS256 token signed with the test secret.
+pub fn token_with(sub: &str, roles: &[&str], email: Option<&str>) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({
+        "sub": sub, "exp": now + 600, "iat": now, "nbf": now,
+        "roles": roles, "email": email.unwrap_or("user@example.com"),
+    });
+    sign_hs256(&claims, SECRET.as_bytes())
+}
+
+pub fn sign_hs256(claims: &Value, secret: &[u8]) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("sign")
+}
+
+pub fn message(text: &str) -> Value {
+    serde_json::json!({ "message": text, "timestamp": "2026-01-01T00:00:00Z" })
+}
+
+/// Polls `f` until it returns `Some`, up to `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("condition not met within {secs}s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(name)
+}
+
+pub fn read_fixture(name: &str) -> String {
+    std::fs::read_to_string(fixture(name)).expect("fixture")
+}
+
+pub fn write_file(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write");
+}
