@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::gateway::auth::Authenticator;
 use crate::gateway::ratelimit::RateLimiter;
 use crate::gateway::routes::Routes;
+use crate::log::EventLog;
 use crate::outbox::{Appender, Outbox};
 use crate::schema::registry::builtin::BuiltinRegistry;
 use crate::schema::registry::external::ExternalRegistry;
@@ -27,6 +28,8 @@ pub enum BuildError {
     Auth(#[from] crate::gateway::auth::jwt::JwtConfigError),
     #[error("config: {0}")]
     Config(String),
+    #[error("log")]
+    Log(#[from] crate::log::LogError),
 }
 
 pub struct AppInner {
@@ -39,6 +42,7 @@ pub struct AppInner {
     pub rate_limiter: Arc<RateLimiter>,
     pub routes: Arc<Routes>,
     pub metrics: Arc<Metrics>,
+    pub log: Arc<dyn EventLog>,
 }
 
 #[derive(Clone)]
@@ -94,6 +98,10 @@ impl AppContext {
             gc.max_batch_events,
             gc.queue_depth,
         );
+        if let Some(pool) = store.pg_pool() {
+            crate::outbox::signal::listen_pg(pool.clone(), outbox.signal.clone());
+        }
+        let log = crate::log::open(&config, &store, &outbox.signal).await?;
         let metrics = Arc::new(Metrics::new());
         metrics
             .store_up
@@ -109,6 +117,7 @@ impl AppContext {
             auth,
             routes,
             metrics,
+            log,
         })))
     }
 }

@@ -103,6 +103,20 @@ pub fn rfc3339_micros(micros: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// The trace context for work caused by an event: same trace, a new span id.
+pub fn child_traceparent(parent: &str) -> String {
+    if valid_traceparent(parent) {
+        let trace = &parent[3..35];
+        let flags = &parent[53..55];
+        format!(
+            "00-{trace}-{}-{flags}",
+            hex::encode(rand::random::<[u8; 8]>())
+        )
+    } else {
+        new_traceparent()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,10 +4,14 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod consumers;
 pub mod events;
 pub mod gateway;
 pub mod http;
+pub mod log;
 pub mod outbox;
+pub mod projections;
+pub mod relay;
 pub mod roles;
 pub mod schema;
 pub mod server;

@@ -84,7 +84,9 @@ pub fn parse_roles(s: &str) -> Result<Vec<Role>, UnknownRole> {
 pub async fn run(role: Role, ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
     match role {
         Role::Gateway => crate::gateway::run(ctx, shutdown).await,
-        Role::Relay | Role::Consumers | Role::Sagas | Role::Probe => {
+        Role::Consumers => crate::consumers::run(ctx, shutdown).await,
+        Role::Relay => crate::relay::run(ctx, shutdown).await,
+        Role::Sagas | Role::Probe => {
             shutdown.cancelled().await;
             Ok(())
         }

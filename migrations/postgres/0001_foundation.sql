@@ -3,7 +3,7 @@
 
 CREATE TABLE outbox (
     id            BIGSERIAL PRIMARY KEY,               -- the log offset in embedded mode
-    event_id      TEXT    NOT NULL UNIQUE,             -- UUIDv7
+    event_id      TEXT    NOT NULL,                    -- UUIDv7 (a redriven event reappears under its id)
     topic         TEXT    NOT NULL,
     event_key     TEXT    NOT NULL,
     event_type    TEXT    NOT NULL,
@@ -14,6 +14,7 @@ CREATE TABLE outbox (
     created_at    BIGINT  NOT NULL,
     published_at  BIGINT                               -- set when the broker acknowledged
 );
+CREATE INDEX outbox_event_id ON outbox (event_id);
 CREATE INDEX outbox_topic_id ON outbox (topic, id);
 CREATE INDEX outbox_pending ON outbox (lane, id) WHERE published_at IS NULL;
 CREATE INDEX outbox_created ON outbox (created_at);

@@ -49,6 +49,64 @@ pub enum Command {
         #[command(subcommand)]
         command: ApikeyCommand,
     },
+    /// Dead letters: list, show, redrive.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Rewind a consumer group on a topic (applied by the group's running consumer).
+    Replay {
+        #[arg(long)]
+        topic: String,
+        /// The group to rewind (default: every group that reads the topic).
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long, conflicts_with_all = ["from_offset", "from_time"])]
+        from_beginning: bool,
+        #[arg(long, conflicts_with = "from_time")]
+        from_offset: Option<i64>,
+        /// RFC 3339 time.
+        #[arg(long)]
+        from_time: Option<String>,
+        /// Also empty the read model and forget the group's inbox, so it is rebuilt from the log.
+        #[arg(long)]
+        rebuild: bool,
+        /// Seconds to wait for the running consumer to apply it (0 = do not wait).
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DlqCommand {
+    /// List open dead letters.
+    List {
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        topic: Option<String>,
+        /// Include redriven ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one dead letter with its headers and decoded payload.
+    Show { id: i64 },
+    /// Republish dead letters to their topic for their group.
+    Redrive {
+        /// Dead-letter ids (repeatable).
+        #[arg(long)]
+        id: Vec<i64>,
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        topic: Option<String>,
+        /// RFC 3339: failed at or after.
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339: failed before.
+        #[arg(long)]
+        until: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,6 +213,112 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             )?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Dlq { command } => {
+            use crate::consumers::admin::DlqQuery;
+            use crate::consumers::dlq;
+            let ctx = AppContext::build(cfg).await.context("starting substrate")?;
+            match command {
+                DlqCommand::List { group, topic, all } => {
+                    let q = DlqQuery {
+                        group,
+                        topic,
+                        all,
+                        ..Default::default()
+                    };
+                    for d in dlq::list(&ctx.store, &q.filter()?).await? {
+                        let state = if d.redriven_at.is_some() {
+                            "redriven"
+                        } else {
+                            "open"
+                        };
+                        println!(
+                            "{}\t{}\t{}\t{}\t{}/{}\t{}\t{}",
+                            d.id,
+                            state,
+                            crate::events::rfc3339_micros(d.failed_at),
+                            d.group,
+                            d.topic,
+                            d.offset,
+                            d.attempts,
+                            d.error
+                        );
+                    }
+                }
+                DlqCommand::Show { id } => {
+                    let f = dlq::Filter {
+                        ids: vec![id],
+                        include_redriven: true,
+                        ..Default::default()
+                    };
+                    let d = dlq::list(&ctx.store, &f)
+                        .await?
+                        .into_iter()
+                        .next()
+                        .with_context(|| format!("no dead letter {id}"))?;
+                    let payload = ctx.schemas.decode_json(&d.payload).await.ok();
+                    let mut v = serde_json::to_value(&d)?;
+                    v["payload"] = payload.unwrap_or(serde_json::Value::Null);
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+                DlqCommand::Redrive {
+                    id,
+                    group,
+                    topic,
+                    since,
+                    until,
+                } => {
+                    if id.is_empty()
+                        && group.is_none()
+                        && topic.is_none()
+                        && since.is_none()
+                        && until.is_none()
+                    {
+                        anyhow::bail!("give --id, --group, --topic, --since or --until");
+                    }
+                    let q = DlqQuery {
+                        ids: id,
+                        group,
+                        topic,
+                        since,
+                        until,
+                        ..Default::default()
+                    };
+                    let done = dlq::redrive(&ctx.store, &ctx.outbox, &q.filter()?).await?;
+                    println!("redriven {} dead letter(s)", done.len());
+                }
+            }
+            ctx.appender.close().await;
+            ctx.store.close().await;
+            Ok(())
+        }
+        Command::Replay {
+            topic,
+            group,
+            from_beginning,
+            from_offset,
+            from_time,
+            rebuild,
+            wait,
+        } => {
+            use crate::consumers::admin;
+            let to = admin::target(from_beginning, from_offset, from_time.as_deref())?;
+            let ctx = AppContext::build(cfg).await.context("starting substrate")?;
+            let reqs = admin::request_replay(&ctx, &topic, group.as_deref(), to, rebuild).await?;
+            for (g, id) in &reqs {
+                println!("replay request {id}: group {g} on {topic}");
+            }
+            if wait > 0 {
+                let ids: Vec<i64> = reqs.iter().map(|(_, id)| *id).collect();
+                if admin::wait_applied(&ctx, &ids, std::time::Duration::from_secs(wait)).await? {
+                    println!("applied");
+                } else {
+                    println!("queued: it applies when the group's consumer next runs");
+                }
+            }
+            ctx.appender.close().await;
+            ctx.store.close().await;
             Ok(())
         }
         Command::Apikey { command } => {

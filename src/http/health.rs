@@ -60,6 +60,12 @@ async fn metrics(State(ctx): State<AppContext>) -> Response {
         ctx.metrics.outbox_backlog.set(n);
         ctx.metrics.outbox_oldest_age.set(age);
     }
+    if let Ok(depths) = crate::consumers::dlq::depth(&ctx.store).await {
+        ctx.metrics.dlq_depth.reset();
+        for (group, n) in depths {
+            ctx.metrics.dlq_depth.with_label_values(&[&group]).set(n);
+        }
+    }
     (
         StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4")],

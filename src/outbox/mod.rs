@@ -81,6 +81,9 @@ pub struct Outbox {
 /// PostgreSQL channel that announces new outbox rows to other processes.
 pub const PG_CHANNEL: &str = "substrate_outbox";
 
+/// Lock key that serialises appends when the outbox is the log on PostgreSQL.
+const ORDER_LOCK: i64 = 72_530_001;
+
 /// Rows per multi-row INSERT (11 binds each stays far below both drivers' limits).
 const CHUNK: usize = 500;
 
@@ -106,9 +109,7 @@ impl Outbox {
         if tx.backend() == Backend::Postgres && self.embedded_log {
             // With the outbox as the log, readers go by id: ids must become visible in
             // order, so appenders take turns (ids are drawn after the lock).
-            on_tx!(tx, c => {
-                sqlx::query("SELECT pg_advisory_xact_lock(72530001)").execute(&mut *c).await?;
-            });
+            tx.advisory_lock(ORDER_LOCK).await?;
         }
         for chunk in events.chunks(CHUNK) {
             on_tx!(tx, c => {

@@ -121,6 +121,7 @@ pub struct Tx {
     raw: RawTx,
     backend: Backend,
     after_commit: Vec<Box<dyn FnOnce() + Send>>,
+    locks: Vec<i64>,
 }
 
 impl Tx {
@@ -134,6 +135,22 @@ impl Tx {
 
     pub fn after_commit(&mut self, f: impl FnOnce() + Send + 'static) {
         self.after_commit.push(Box::new(f));
+    }
+
+    /// Takes a PostgreSQL transaction-level advisory lock once per transaction (SQLite
+    /// transactions are already exclusive, so this does nothing there).
+    pub async fn advisory_lock(&mut self, key: i64) -> Result<(), StoreError> {
+        if self.locks.contains(&key) {
+            return Ok(());
+        }
+        if let RawTx::Postgres(t) = &mut self.raw {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(key)
+                .execute(&mut **t)
+                .await?;
+        }
+        self.locks.push(key);
+        Ok(())
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {
@@ -256,6 +273,7 @@ impl Store {
             raw,
             backend: self.inner.backend,
             after_commit: Vec::new(),
+            locks: Vec::new(),
         })
     }
 

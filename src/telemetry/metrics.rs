@@ -17,6 +17,12 @@ pub struct Metrics {
     pub outbox_backlog: IntGauge,
     pub outbox_oldest_age: Gauge,
     pub store_up: IntGaugeVec,
+    pub consumer_handled: IntCounterVec,
+    pub consumer_failed: IntCounterVec,
+    pub consumer_dead_lettered: IntCounterVec,
+    pub consumer_lag: IntGaugeVec,
+    pub consumer_batch_seconds: HistogramVec,
+    pub dlq_depth: IntGaugeVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -77,6 +83,51 @@ impl Metrics {
             Opts::new("store_up", "1 when the store answered the last check."),
             &["backend"],
         ));
+        let consumer_handled = must(IntCounterVec::new(
+            Opts::new(
+                "consumer_events_handled_total",
+                "Events a consumer group applied.",
+            ),
+            &["group"],
+        ));
+        let consumer_failed = must(IntCounterVec::new(
+            Opts::new(
+                "consumer_events_failed_total",
+                "Handler failures (each failed attempt).",
+            ),
+            &["group"],
+        ));
+        let consumer_dead_lettered = must(IntCounterVec::new(
+            Opts::new(
+                "consumer_events_dead_lettered_total",
+                "Events sent to the dead-letter topic.",
+            ),
+            &["group"],
+        ));
+        let consumer_lag = must(IntGaugeVec::new(
+            Opts::new(
+                "consumer_lag",
+                "Records a consumer group has yet to read, per partition.",
+            ),
+            &["group", "topic", "partition"],
+        ));
+        let consumer_batch_seconds = must(HistogramVec::new(
+            HistogramOpts::new(
+                "consumer_batch_duration_seconds",
+                "Time to apply one polled batch.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+            ]),
+            &["group"],
+        ));
+        let dlq_depth = must(IntGaugeVec::new(
+            Opts::new(
+                "dlq_depth",
+                "Dead letters not yet redriven, per consumer group.",
+            ),
+            &["group"],
+        ));
         let m = Self {
             registry,
             http_requests,
@@ -87,6 +138,12 @@ impl Metrics {
             outbox_backlog,
             outbox_oldest_age,
             store_up,
+            consumer_handled,
+            consumer_failed,
+            consumer_dead_lettered,
+            consumer_lag,
+            consumer_batch_seconds,
+            dlq_depth,
         };
         m.register(Box::new(m.http_requests.clone()));
         m.register(Box::new(m.http_duration.clone()));
@@ -96,6 +153,12 @@ impl Metrics {
         m.register(Box::new(m.outbox_backlog.clone()));
         m.register(Box::new(m.outbox_oldest_age.clone()));
         m.register(Box::new(m.store_up.clone()));
+        m.register(Box::new(m.consumer_handled.clone()));
+        m.register(Box::new(m.consumer_failed.clone()));
+        m.register(Box::new(m.consumer_dead_lettered.clone()));
+        m.register(Box::new(m.consumer_lag.clone()));
+        m.register(Box::new(m.consumer_batch_seconds.clone()));
+        m.register(Box::new(m.dlq_depth.clone()));
         #[cfg(target_os = "linux")]
         m.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),

@@ -7,4 +7,5 @@ mod support;
 mod auth;
 mod cli;
 mod gateway;
+mod log;
 mod registry;

@@ -1,0 +1,233 @@
+//! Operator actions on consumer groups, shared by the CLI (`substrate dlq …`,
+//! `substrate replay …`) and the admin HTTP API (`/api/v1/admin/dlq…`, `/api/v1/admin/replay`).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{dlq, seeks};
+use crate::app::AppContext;
+use crate::gateway::auth::Admin;
+use crate::http::error::ApiError;
+use crate::log::SeekTo;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no consumer group reads topic {0}")]
+    NoGroup(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Invalid(r) => ApiError::bad_request("invalid_request").with("reason", r),
+            AdminError::NoGroup(t) => ApiError::not_found("unknown_group").with("topic", t),
+            AdminError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// Parses an RFC 3339 time into unix micros.
+pub fn parse_time(s: &str) -> Result<i64, AdminError> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_micros())
+        .map_err(|e| AdminError::Invalid(format!("{s} is not an RFC 3339 time: {e}")))
+}
+
+/// Records replay requests for `group` (or every group reading `topic`); returns their ids.
+pub async fn request_replay(
+    ctx: &AppContext,
+    topic: &str,
+    group: Option<&str>,
+    to: SeekTo,
+    rebuild: bool,
+) -> Result<Vec<(String, i64)>, AdminError> {
+    if rebuild && matches!(to, SeekTo::Offset(_)) {
+        return Err(AdminError::Invalid(
+            "a rebuild restarts every topic of the group: use --from-beginning or --from-time"
+                .into(),
+        ));
+    }
+    let groups: Vec<String> = match group {
+        Some(g) => vec![g.to_string()],
+        None => crate::consumers::registry::all_groups(ctx)
+            .into_iter()
+            .filter(|(_, topics)| topics.iter().any(|t| t == topic))
+            .map(|(g, _)| g)
+            .collect(),
+    };
+    if groups.is_empty() {
+        return Err(AdminError::NoGroup(topic.to_string()));
+    }
+    let mut out = Vec::new();
+    for g in groups {
+        let id = seeks::request(&ctx.store, &g, topic, to, rebuild).await?;
+        out.push((g, id));
+    }
+    Ok(out)
+}
+
+/// Waits until the requests are applied (or `timeout`); returns whether all were.
+pub async fn wait_applied(
+    ctx: &AppContext,
+    ids: &[i64],
+    timeout: Duration,
+) -> Result<bool, AdminError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let mut all = true;
+        for id in ids {
+            if seeks::get(&ctx.store, *id)
+                .await?
+                .and_then(|r| r.applied_at)
+                .is_none()
+            {
+                all = false;
+            }
+        }
+        if all {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct DlqQuery {
+    pub group: Option<String>,
+    pub topic: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    #[serde(default)]
+    pub all: bool,
+    pub limit: Option<i64>,
+    #[serde(default)]
+    pub ids: Vec<i64>,
+}
+
+impl DlqQuery {
+    pub fn filter(&self) -> Result<dlq::Filter, AdminError> {
+        Ok(dlq::Filter {
+            ids: self.ids.clone(),
+            group: self.group.clone(),
+            topic: self.topic.clone(),
+            since: self.since.as_deref().map(parse_time).transpose()?,
+            until: self.until.as_deref().map(parse_time).transpose()?,
+            include_redriven: self.all,
+            limit: self.limit,
+        })
+    }
+}
+
+pub async fn http_dlq_list(
+    State(ctx): State<AppContext>,
+    Admin(_): Admin,
+    Query(q): Query<DlqQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let items = dlq::list(&ctx.store, &q.filter()?).await?;
+    Ok(Json(json!({ "dead_letters": items })))
+}
+
+pub async fn http_dlq_show(
+    State(ctx): State<AppContext>,
+    Admin(_): Admin,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let f = dlq::Filter {
+        ids: vec![id],
+        include_redriven: true,
+        ..Default::default()
+    };
+    let item = dlq::list(&ctx.store, &f)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::not_found("unknown_dead_letter").with("id", id))?;
+    let payload = ctx.schemas.decode_json(&item.payload).await.ok();
+    let mut v = serde_json::to_value(&item).unwrap_or(Value::Null);
+    v["payload"] = payload.unwrap_or(Value::Null);
+    Ok(Json(v))
+}
+
+pub async fn http_dlq_redrive(
+    State(ctx): State<AppContext>,
+    Admin(_): Admin,
+    Json(q): Json<DlqQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if q.ids.is_empty()
+        && q.group.is_none()
+        && q.topic.is_none()
+        && q.since.is_none()
+        && q.until.is_none()
+    {
+        return Err(ApiError::bad_request("invalid_request")
+            .with("reason", "give ids, group, topic or a time range"));
+    }
+    let done = dlq::redrive(&ctx.store, &ctx.outbox, &q.filter()?).await?;
+    Ok(Json(
+        json!({ "redriven": done.iter().map(|d| d.id).collect::<Vec<_>>() }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReplayBody {
+    pub topic: String,
+    pub group: Option<String>,
+    #[serde(default)]
+    pub from_beginning: bool,
+    pub from_offset: Option<i64>,
+    pub from_time: Option<String>,
+    #[serde(default)]
+    pub rebuild: bool,
+}
+
+/// The replay target named by exactly one of the three options.
+pub fn target(
+    beginning: bool,
+    offset: Option<i64>,
+    time: Option<&str>,
+) -> Result<SeekTo, AdminError> {
+    match (beginning, offset, time) {
+        (true, None, None) => Ok(SeekTo::Beginning),
+        (false, Some(n), None) => Ok(SeekTo::Offset(n)),
+        (false, None, Some(t)) => Ok(SeekTo::Time(parse_time(t)?)),
+        _ => Err(AdminError::Invalid(
+            "give exactly one of from_beginning, from_offset, from_time".into(),
+        )),
+    }
+}
+
+pub async fn http_replay(
+    State(ctx): State<AppContext>,
+    Admin(_): Admin,
+    Json(b): Json<ReplayBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let to = target(b.from_beginning, b.from_offset, b.from_time.as_deref())?;
+    let reqs = request_replay(&ctx, &b.topic, b.group.as_deref(), to, b.rebuild).await?;
+    let list: Vec<Value> = reqs
+        .iter()
+        .map(|(g, id)| json!({ "group": g, "request_id": id }))
+        .collect();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "requests": list }))))
+}
+
+pub fn router() -> axum::Router<AppContext> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/api/v1/admin/dlq", get(http_dlq_list))
+        .route("/api/v1/admin/dlq/{id}", get(http_dlq_show))
+        .route("/api/v1/admin/dlq/redrive", post(http_dlq_redrive))
+        .route("/api/v1/admin/replay", post(http_replay))
+}

@@ -1,0 +1,172 @@
+//! The consumer runtime every read model, saga and sink runs on. A `Handler` belongs to a
+//! consumer group and receives decoded `Envelope`s; the runtime (`runtime.rs`) gives it a
+//! store transaction in which the inbox record, the handler's writes and the events it emits
+//! commit together, before the log offset. Failures are retried with backoff, then
+//! dead-lettered (`dlq.rs`) so the partition keeps flowing; groups can be rewound
+//! (`seeks.rs`).
+
+pub mod admin;
+pub mod dlq;
+pub mod inbox;
+pub mod registry;
+pub mod runtime;
+pub mod seeks;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::events::{self, EventMeta};
+use crate::outbox::{Headers, NewEvent};
+use crate::schema::SchemaCatalog;
+use crate::store::{StoreError, Tx};
+
+pub use registry::{projection_handlers, saga_handlers};
+
+/// A decoded event as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The event id (`ce_id`; `topic/partition/offset` for records without one).
+    pub id: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    /// `ce_type`, e.g. `identity.login.events`.
+    pub event_type: String,
+    /// Unix microseconds (`ce_time`, else the log time).
+    pub time: i64,
+    pub headers: Headers,
+    /// The Avro payload as JSON.
+    pub payload: Value,
+}
+
+impl Envelope {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// The payload as a typed struct.
+    pub fn payload_as<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        serde_json::from_value(self.payload.clone()).map_err(|e| {
+            HandlerError::Reject(format!(
+                "payload does not fit {}: {e}",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+
+    pub fn str_field(&self, name: &str) -> Option<&str> {
+        self.payload.get(name).and_then(Value::as_str)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Transient: retried with backoff, then dead-lettered.
+    #[error("{0}")]
+    Retry(String),
+    /// Permanent: dead-lettered at once.
+    #[error("{0}")]
+    Reject(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+#[async_trait]
+pub trait Handler: Send + Sync {
+    /// The consumer group (also the scope of the inbox).
+    fn group(&self) -> &str;
+
+    fn topics(&self) -> Vec<String>;
+
+    /// Applies the event's effects inside `tx`; emits follow-up events through `out`.
+    async fn handle(
+        &self,
+        ev: &Envelope,
+        tx: &mut Tx,
+        out: &mut Emitter<'_>,
+    ) -> Result<(), HandlerError>;
+
+    /// Empties the read model for a rebuild (`replay --rebuild`). Returns false when the
+    /// handler's effects cannot be rebuilt from the log (sagas, sinks).
+    async fn reset(&self, _tx: &mut Tx) -> Result<bool, HandlerError> {
+        Ok(false)
+    }
+}
+
+/// Collects the events a handler emits; the runtime appends them to the outbox in the
+/// handler's transaction. They continue the cause's trace and correlation.
+pub struct Emitter<'a> {
+    schemas: &'a SchemaCatalog,
+    cause: &'a Envelope,
+    group: &'a str,
+    pub(crate) events: Vec<NewEvent>,
+}
+
+impl<'a> Emitter<'a> {
+    pub fn new(schemas: &'a SchemaCatalog, cause: &'a Envelope, group: &'a str) -> Self {
+        Self {
+            schemas,
+            cause,
+            group,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn cause(&self) -> &Envelope {
+        self.cause
+    }
+
+    /// Validates `payload` against `topic`'s schema and queues it. A payload that does not
+    /// fit is a bug in the handler, so it rejects the cause.
+    pub fn emit<T: Serialize>(
+        &mut self,
+        topic: &str,
+        key: &str,
+        payload: &T,
+    ) -> Result<String, HandlerError> {
+        let json =
+            serde_json::to_value(payload).map_err(|e| HandlerError::Reject(e.to_string()))?;
+        self.emit_json(topic, key, &json)
+    }
+
+    pub fn emit_json(
+        &mut self,
+        topic: &str,
+        key: &str,
+        payload: &Value,
+    ) -> Result<String, HandlerError> {
+        let mut extra = Headers::new();
+        extra.insert("causation_id".into(), self.cause.id.clone());
+        let meta = EventMeta {
+            source: format!("/consumers/{}", self.group),
+            traceparent: self
+                .cause
+                .header("traceparent")
+                .map(events::child_traceparent),
+            correlation_id: self
+                .cause
+                .header("correlation_id")
+                .map(str::to_string)
+                .or_else(|| Some(self.cause.id.clone())),
+            idempotency_key: None,
+            extra,
+        };
+        let ev = events::build(self.schemas, topic, key, payload, &meta)
+            .map_err(|e| HandlerError::Reject(format!("emitting to {topic}: {e}")))?;
+        let id = ev.event_id.clone();
+        self.events.push(ev);
+        Ok(id)
+    }
+}
+
+/// Runs the projection handlers (the `consumers` role).
+pub async fn run(
+    ctx: crate::app::AppContext,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let handlers = projection_handlers(&ctx);
+    runtime::run_handlers(ctx, handlers, shutdown).await
+}

@@ -1,0 +1,28 @@
+//! Which handlers run where: projections and sinks in the `consumers` role, saga supervisors
+//! in the `sagas` role. Add a handler here to have it run.
+
+use std::sync::Arc;
+
+use super::Handler;
+use crate::app::AppContext;
+
+/// Read models and sinks (the `consumers` role).
+pub fn projection_handlers(ctx: &AppContext) -> Vec<Arc<dyn Handler>> {
+    vec![Arc::new(
+        crate::projections::notifications::NotificationsProjection::new(ctx.clone()),
+    )]
+}
+
+/// Saga supervisors (the `sagas` role).
+pub fn saga_handlers(_ctx: &AppContext) -> Vec<Arc<dyn Handler>> {
+    Vec::new()
+}
+
+/// Every consumer group with its topics (for `replay` without `--group`, and lag).
+pub fn all_groups(ctx: &AppContext) -> Vec<(String, Vec<String>)> {
+    projection_handlers(ctx)
+        .into_iter()
+        .chain(saga_handlers(ctx))
+        .map(|h| (h.group().to_string(), h.topics()))
+        .collect()
+}

@@ -1,0 +1,561 @@
+//! The group loop. Poll a batch; decode it; in one transaction claim the events in the inbox,
+//! run the handler on the fresh ones, append what it emitted to the outbox, and (embedded
+//! log) commit the offsets; commit (Kafka offsets) after that. When a handler fails on event
+//! i, the batch is rolled back, events before i are applied on their own, and event i is
+//! retried with exponential backoff until it succeeds or is dead-lettered; then the batch
+//! goes on. Shutdown finishes the batch in hand.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Emitter, Envelope, Handler, HandlerError, dlq, inbox, seeks};
+use crate::app::AppContext;
+use crate::log::{LogConsumer, LogError, LogRecord, Position};
+use crate::schema::SchemaError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("log: {0}")]
+    Log(#[from] LogError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("shutting down")]
+    Shutdown,
+}
+
+/// Why a record could not become an envelope.
+enum DecodeFailure {
+    /// The bytes are bad: dead-letter at once.
+    Poison(String),
+    /// The registry could not be reached: retry later.
+    Transient(String),
+}
+
+/// Runs every handler's group until `shutdown`; honours `consumers.only`.
+pub async fn run_handlers(
+    ctx: AppContext,
+    handlers: Vec<Arc<dyn Handler>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let only = &ctx.config.consumers.only;
+    let mut set = tokio::task::JoinSet::new();
+    for h in handlers {
+        if !only.is_empty() && !only.iter().any(|g| g == h.group()) {
+            continue;
+        }
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        set.spawn(async move {
+            let group = h.group().to_string();
+            let r = run_group(ctx, h, shutdown).await;
+            (group, r)
+        });
+    }
+    while let Some(res) = set.join_next().await {
+        match res {
+            Ok((_, Ok(()))) | Ok((_, Err(ConsumerError::Shutdown))) => {}
+            Ok((group, Err(e))) => {
+                return Err(anyhow::anyhow!("consumer group {group} failed: {e}"));
+            }
+            Err(e) => return Err(anyhow::anyhow!("consumer task panicked: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Sleeps, unless shutdown comes first.
+async fn nap(d: Duration, shutdown: &CancellationToken) -> Result<(), ConsumerError> {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => Ok(()),
+        _ = shutdown.cancelled() => Err(ConsumerError::Shutdown),
+    }
+}
+
+pub async fn run_group(
+    ctx: AppContext,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+) -> Result<(), ConsumerError> {
+    let group = handler.group().to_string();
+    let topics = handler.topics();
+    let mut consumer = loop {
+        match ctx.log.subscribe(&group, &topics).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(%group, error = %e, "cannot join the consumer group; retrying");
+                nap(Duration::from_secs(1), &shutdown).await?;
+            }
+        }
+    };
+    let mut g = Group {
+        ctx: ctx.clone(),
+        handler,
+        group: group.clone(),
+        topics,
+        shutdown: shutdown.clone(),
+        seen_seek: seeks::max_id(&ctx.store, &group).await.unwrap_or(0),
+        next_seek_check: Instant::now(),
+        next_lag: Instant::now(),
+    };
+    tracing::info!(%group, topics = ?g.topics, log = ctx.log.name(), "consumer group started");
+    let res = g.run(consumer.as_mut()).await;
+    consumer.close().await;
+    tracing::info!(%group, "consumer group stopped");
+    match res {
+        Err(ConsumerError::Shutdown) => Ok(()),
+        other => other,
+    }
+}
+
+struct Group {
+    ctx: AppContext,
+    handler: Arc<dyn Handler>,
+    group: String,
+    topics: Vec<String>,
+    shutdown: CancellationToken,
+    seen_seek: i64,
+    next_seek_check: Instant,
+    next_lag: Instant,
+}
+
+/// How an attempt to apply a run of records ended.
+enum Applied {
+    Done,
+    /// The handler failed on the record at this index of the run.
+    HandlerFailed(usize, HandlerError),
+}
+
+impl Group {
+    async fn run(&mut self, consumer: &mut dyn LogConsumer) -> Result<(), ConsumerError> {
+        let batch = self.ctx.config.consumers.batch_size.max(1);
+        let mut backoff = self.initial_backoff();
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Err(ConsumerError::Shutdown);
+            }
+            if Instant::now() >= self.next_seek_check {
+                self.next_seek_check = Instant::now() + Duration::from_millis(500);
+                if let Err(e) = self.apply_seeks(consumer).await {
+                    tracing::warn!(group = %self.group, error = %e, "applying replay requests failed");
+                }
+            }
+            if Instant::now() >= self.next_lag {
+                self.next_lag = Instant::now() + Duration::from_secs(5);
+                self.report_lag().await;
+            }
+            let polled = tokio::select! {
+                r = consumer.poll(batch, Duration::from_millis(500)) => r,
+                _ = self.shutdown.cancelled() => return Err(ConsumerError::Shutdown),
+            };
+            let records = match polled {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(group = %self.group, error = %e, "poll failed; backing off");
+                    nap(backoff, &self.shutdown).await?;
+                    backoff = (backoff * 2).min(self.max_backoff());
+                    continue;
+                }
+            };
+            backoff = self.initial_backoff();
+            if records.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            self.process(consumer, &records).await?;
+            self.ctx
+                .metrics
+                .consumer_batch_seconds
+                .with_label_values(&[&self.group])
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    fn initial_backoff(&self) -> Duration {
+        Duration::from_millis(self.ctx.config.consumers.backoff_initial_ms.max(1))
+    }
+
+    fn max_backoff(&self) -> Duration {
+        Duration::from_millis(self.ctx.config.consumers.backoff_max_ms.max(1))
+    }
+
+    async fn decode(&self, rec: &LogRecord) -> Result<Envelope, DecodeFailure> {
+        let payload = match self.ctx.schemas.decode_json(&rec.value).await {
+            Ok(p) => p,
+            Err(SchemaError::Lookup(e)) if e.code().0 >= 500 => {
+                return Err(DecodeFailure::Transient(e.to_string()));
+            }
+            Err(e) => return Err(DecodeFailure::Poison(format!("undecodable payload: {e}"))),
+        };
+        let id = rec
+            .headers
+            .get("ce_id")
+            .cloned()
+            .unwrap_or_else(|| format!("{}/{}/{}", rec.topic, rec.partition, rec.offset));
+        let time = rec
+            .headers
+            .get("ce_time")
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_micros())
+            .unwrap_or(rec.timestamp);
+        Ok(Envelope {
+            id,
+            topic: rec.topic.clone(),
+            partition: rec.partition,
+            offset: rec.offset,
+            key: rec.key.clone().unwrap_or_default(),
+            event_type: rec
+                .headers
+                .get("ce_type")
+                .cloned()
+                .unwrap_or_else(|| crate::schema::event_type_of(&rec.topic)),
+            time,
+            headers: rec.headers.clone(),
+            payload,
+        })
+    }
+
+    /// The event id a record is known by, even when it cannot be decoded.
+    fn record_id(rec: &LogRecord) -> String {
+        rec.headers
+            .get("ce_id")
+            .cloned()
+            .unwrap_or_else(|| format!("{}/{}/{}", rec.topic, rec.partition, rec.offset))
+    }
+
+    /// Whether this group should see `rec` (a redriven record is for one group only).
+    fn is_for_us(&self, rec: &LogRecord) -> bool {
+        rec.headers
+            .get(dlq::REDRIVE_GROUP)
+            .is_none_or(|g| g == &self.group)
+    }
+
+    fn positions(records: &[LogRecord]) -> Vec<Position> {
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for r in records {
+            let e = next
+                .entry((r.topic.clone(), r.partition))
+                .or_insert(r.offset + 1);
+            *e = (*e).max(r.offset + 1);
+        }
+        next.into_iter()
+            .map(|((topic, partition), next_offset)| Position {
+                topic,
+                partition,
+                next_offset,
+            })
+            .collect()
+    }
+
+    async fn process(
+        &mut self,
+        consumer: &mut dyn LogConsumer,
+        records: &[LogRecord],
+    ) -> Result<(), ConsumerError> {
+        let mut envs = Vec::with_capacity(records.len());
+        for r in records {
+            let mut backoff = self.initial_backoff();
+            loop {
+                match self.decode(r).await {
+                    Err(DecodeFailure::Transient(e)) => {
+                        tracing::warn!(group = %self.group, error = %e, "registry unavailable; retrying decode");
+                        nap(backoff, &self.shutdown).await?;
+                        backoff = (backoff * 2).min(self.max_backoff());
+                    }
+                    Ok(env) => {
+                        envs.push(Ok(env));
+                        break;
+                    }
+                    Err(DecodeFailure::Poison(e)) => {
+                        envs.push(Err(e));
+                        break;
+                    }
+                }
+            }
+        }
+        let n = records.len();
+        let (mut start, mut end) = (0usize, n);
+        while start < n {
+            match self
+                .apply_with_infra_retry(consumer, &records[start..end], &envs[start..end])
+                .await?
+            {
+                Applied::Done => {
+                    start = end;
+                    end = n;
+                }
+                Applied::HandlerFailed(0, err) => {
+                    self.retry_one(consumer, &records[start], &envs[start], err)
+                        .await?;
+                    start += 1;
+                    end = n;
+                }
+                Applied::HandlerFailed(i, _) => {
+                    // Apply the records before the failure on their own first.
+                    end = start + i;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `apply`, retrying store/log outages (which are no fault of the events) until they pass.
+    async fn apply_with_infra_retry(
+        &mut self,
+        consumer: &mut dyn LogConsumer,
+        records: &[LogRecord],
+        envs: &[Result<Envelope, String>],
+    ) -> Result<Applied, ConsumerError> {
+        let mut backoff = self.initial_backoff();
+        loop {
+            match self.apply(consumer, records, envs).await {
+                Ok(a) => return Ok(a),
+                Err(e) => {
+                    tracing::warn!(group = %self.group, error = %e, "applying a batch failed; retrying");
+                    nap(backoff, &self.shutdown).await?;
+                    backoff = (backoff * 2).min(self.max_backoff());
+                }
+            }
+        }
+    }
+
+    /// One transaction over `records`: inbox, handler, emitted events, offsets.
+    async fn apply(
+        &mut self,
+        consumer: &mut dyn LogConsumer,
+        records: &[LogRecord],
+        envs: &[Result<Envelope, String>],
+    ) -> Result<Applied, ConsumerError> {
+        let ctx = &self.ctx;
+        let mut tx = ctx.store.begin().await?;
+        let ids: Vec<&str> = records
+            .iter()
+            .zip(envs)
+            .filter(|(r, e)| e.is_ok() && self.is_for_us(r))
+            .filter_map(|(_, e)| e.as_ref().ok().map(|e| e.id.as_str()))
+            .collect();
+        let mut fresh = inbox::claim(&mut tx, &self.group, &ids).await?;
+        let mut emitted = Vec::new();
+        let mut handled = 0u64;
+        let mut dead = 0u64;
+        for (i, (rec, env)) in records.iter().zip(envs).enumerate() {
+            match env {
+                Err(reason) => {
+                    dlq::write(
+                        &mut tx,
+                        &ctx.outbox,
+                        &self.group,
+                        &Self::record_id(rec),
+                        rec,
+                        reason,
+                        0,
+                    )
+                    .await?;
+                    dead += 1;
+                }
+                Ok(env) => {
+                    if !self.is_for_us(rec) || !fresh.remove(&env.id) {
+                        continue;
+                    }
+                    let mut out = Emitter::new(&ctx.schemas, env, &self.group);
+                    match self.handler.handle(env, &mut tx, &mut out).await {
+                        Ok(()) => {
+                            emitted.extend(out.events);
+                            handled += 1;
+                        }
+                        Err(e) => {
+                            let _ = tx.rollback().await;
+                            return Ok(Applied::HandlerFailed(i, e));
+                        }
+                    }
+                }
+            }
+        }
+        let refs: Vec<&crate::outbox::NewEvent> = emitted.iter().collect();
+        ctx.outbox.append(&mut tx, &refs).await?;
+        let positions = Self::positions(records);
+        if consumer.offsets_in_store() {
+            consumer.commit_in(&mut tx, &positions).await?;
+        }
+        tx.commit().await?;
+        if !consumer.offsets_in_store()
+            && let Err(e) = consumer.commit(&positions).await
+        {
+            // The effects are committed; a redelivery is absorbed by the inbox.
+            tracing::warn!(group = %self.group, error = %e, "offset commit failed");
+        }
+        let m = &ctx.metrics;
+        m.consumer_handled
+            .with_label_values(&[&self.group])
+            .inc_by(handled);
+        if dead > 0 {
+            m.consumer_dead_lettered
+                .with_label_values(&[&self.group])
+                .inc_by(dead);
+        }
+        Ok(Applied::Done)
+    }
+
+    /// Retries one failing record with exponential backoff; dead-letters it after
+    /// `consumers.max_retries` retries (at once when the handler rejects it).
+    async fn retry_one(
+        &mut self,
+        consumer: &mut dyn LogConsumer,
+        rec: &LogRecord,
+        env: &Result<Envelope, String>,
+        first: HandlerError,
+    ) -> Result<(), ConsumerError> {
+        let max = self.ctx.config.consumers.max_retries;
+        let mut attempts: u32 = 1;
+        let mut err = first;
+        let mut backoff = self.initial_backoff();
+        let one = std::slice::from_ref(rec);
+        let one_env = std::slice::from_ref(env);
+        loop {
+            self.ctx
+                .metrics
+                .consumer_failed
+                .with_label_values(&[&self.group])
+                .inc();
+            tracing::warn!(group = %self.group, topic = %rec.topic, offset = rec.offset, attempts, error = %err, "handler failed");
+            let give_up = matches!(err, HandlerError::Reject(_)) || attempts > max;
+            if give_up {
+                break;
+            }
+            if let HandlerError::Store(_) = &err {
+                // A store outage is not the event's fault: wait for the store, do not count it.
+                if self.ctx.store.ping().await.is_err() {
+                    attempts -= 1;
+                }
+            }
+            nap(backoff, &self.shutdown).await?;
+            backoff = (backoff * 2).min(self.max_backoff());
+            attempts += 1;
+            match self.apply_with_infra_retry(consumer, one, one_env).await? {
+                Applied::Done => return Ok(()),
+                Applied::HandlerFailed(_, e) => err = e,
+            }
+        }
+        // Dead-letter it and move past it, in one transaction.
+        let mut backoff = self.initial_backoff();
+        loop {
+            match self
+                .dead_letter(consumer, rec, &err.to_string(), attempts)
+                .await
+            {
+                Ok(()) => {
+                    self.ctx
+                        .metrics
+                        .consumer_dead_lettered
+                        .with_label_values(&[&self.group])
+                        .inc();
+                    tracing::error!(group = %self.group, topic = %rec.topic, offset = rec.offset, attempts, error = %err, "event dead-lettered");
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(group = %self.group, error = %e, "writing the dead letter failed; retrying");
+                    nap(backoff, &self.shutdown).await?;
+                    backoff = (backoff * 2).min(self.max_backoff());
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &mut self,
+        consumer: &mut dyn LogConsumer,
+        rec: &LogRecord,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(), ConsumerError> {
+        let mut tx = self.ctx.store.begin().await?;
+        dlq::write(
+            &mut tx,
+            &self.ctx.outbox,
+            &self.group,
+            &Self::record_id(rec),
+            rec,
+            reason,
+            attempts,
+        )
+        .await?;
+        let positions = Self::positions(std::slice::from_ref(rec));
+        if consumer.offsets_in_store() {
+            consumer.commit_in(&mut tx, &positions).await?;
+        }
+        tx.commit().await?;
+        if !consumer.offsets_in_store() {
+            consumer.commit(&positions).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies replay requests for this group: rebuild (reset the read model and forget the
+    /// inbox) if asked, move the offsets, mark applied.
+    async fn apply_seeks(&mut self, consumer: &mut dyn LogConsumer) -> Result<(), ConsumerError> {
+        let due = seeks::due(&self.ctx.store, &self.group, self.seen_seek).await?;
+        for req in due {
+            self.seen_seek = self.seen_seek.max(req.id);
+            if !self.topics.contains(&req.topic) {
+                continue;
+            }
+            if !consumer.ensure_active().await? {
+                // Another member leads this group; it applies the request.
+                continue;
+            }
+            // A rebuild empties the whole read model, so every topic of the group restarts.
+            let topics = if req.rebuild {
+                self.topics.clone()
+            } else {
+                vec![req.topic.clone()]
+            };
+            let mut positions = Vec::new();
+            for t in &topics {
+                positions.extend(consumer.resolve(t, req.target()).await?);
+            }
+            if !consumer.offsets_in_store() {
+                consumer.commit(&positions).await?;
+            }
+            let mut tx = self.ctx.store.begin().await?;
+            if req.rebuild {
+                match self.handler.reset(&mut tx).await {
+                    Ok(true) => inbox::clear(&mut tx, &self.group).await?,
+                    Ok(false) => {
+                        tracing::warn!(group = %self.group, "this group cannot be rebuilt; rewinding only")
+                    }
+                    Err(e) => {
+                        let _ = tx.rollback().await;
+                        tracing::error!(group = %self.group, error = %e, "reset failed; replay request left pending");
+                        continue;
+                    }
+                }
+            }
+            if consumer.offsets_in_store() {
+                consumer.commit_in(&mut tx, &positions).await?;
+            }
+            seeks::mark_applied(&mut tx, req.id).await?;
+            tx.commit().await?;
+            consumer.seek(&positions).await?;
+            tracing::info!(group = %self.group, topic = %req.topic, mode = %req.mode, rebuild = req.rebuild, "replay applied");
+        }
+        Ok(())
+    }
+
+    async fn report_lag(&self) {
+        match self.ctx.log.lag(&self.group, &self.topics).await {
+            Ok(parts) => {
+                for p in parts {
+                    self.ctx
+                        .metrics
+                        .consumer_lag
+                        .with_label_values(&[&self.group, &p.topic, &p.partition.to_string()])
+                        .set(p.lag());
+                }
+            }
+            Err(e) => tracing::debug!(group = %self.group, error = %e, "lag unavailable"),
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Read models built from the log by consumer groups. Each is idempotent (the runtime's
+//! inbox) and rebuildable (`replay --rebuild`).
+
+pub mod notifications;

@@ -1,0 +1,253 @@
+//! The notifications projection (the seed's `user_notifications`): identity events and user
+//! messages become rows with `event_type` `{domain}.{entity}`, a JSON payload, `visibility`
+//! (`private` | `broadcast` | `direct`), `recipient_id`, `event_time` and an increasing id.
+//! A user sees their own rows, broadcast rows, and direct rows addressed to them.
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::app::AppContext;
+use crate::consumers::{Emitter, Envelope, Handler, HandlerError};
+use crate::store::{Backend, Store, StoreError, Tx, now_micros};
+use crate::{on_read, on_tx};
+
+pub const GROUP: &str = "notifications";
+
+/// A notification to store.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub event_id: String,
+    pub user_id: String,
+    pub event_type: String,
+    pub payload: Value,
+    pub visibility: String,
+    pub recipient_id: Option<String>,
+    pub event_time: i64,
+}
+
+/// A stored notification.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NotificationRow {
+    pub id: i64,
+    pub event_id: String,
+    pub user_id: String,
+    pub event_type: String,
+    pub payload: Value,
+    pub visibility: String,
+    pub recipient_id: Option<String>,
+    pub event_time: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct RawRow {
+    id: i64,
+    event_id: String,
+    user_id: String,
+    event_type: String,
+    payload: String,
+    visibility: String,
+    recipient_id: Option<String>,
+    event_time: i64,
+}
+
+impl From<RawRow> for NotificationRow {
+    fn from(r: RawRow) -> Self {
+        NotificationRow {
+            id: r.id,
+            event_id: r.event_id,
+            user_id: r.user_id,
+            event_type: r.event_type,
+            payload: serde_json::from_str(&r.payload).unwrap_or(Value::Null),
+            visibility: r.visibility,
+            recipient_id: r.recipient_id,
+            event_time: r.event_time,
+        }
+    }
+}
+
+const ROW_COLUMNS: &str =
+    "id, event_id, user_id, event_type, payload, visibility, recipient_id, event_time";
+
+/// Lock key that keeps notification ids visible in commit order on PostgreSQL (readers page
+/// by id, so a lower id must never appear after a higher one).
+const ORDER_LOCK: i64 = 72_530_002;
+
+/// Inserts a notification inside `tx` (once per event id).
+pub async fn insert(tx: &mut Tx, n: &Notification) -> Result<(), StoreError> {
+    if tx.backend() == Backend::Postgres {
+        tx.advisory_lock(ORDER_LOCK).await?;
+    }
+    let payload = serde_json::to_string(&n.payload).unwrap_or_else(|_| "{}".into());
+    on_tx!(tx, c => {
+        sqlx::query(
+            "INSERT INTO notifications (event_id, user_id, event_type, payload, visibility, recipient_id, event_time, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(&n.event_id)
+        .bind(&n.user_id)
+        .bind(&n.event_type)
+        .bind(payload)
+        .bind(&n.visibility)
+        .bind(n.recipient_id.as_deref())
+        .bind(n.event_time)
+        .bind(now_micros())
+        .execute(&mut *c)
+        .await?;
+    });
+    Ok(())
+}
+
+/// The SQL condition for rows `$1` may see.
+pub const VISIBLE_TO: &str =
+    "(user_id = $1 OR visibility = 'broadcast' OR (visibility = 'direct' AND recipient_id = $1))";
+
+/// Rows visible to `user` with id > `after`, oldest first.
+pub async fn visible_after(
+    store: &Store,
+    user: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<NotificationRow>, StoreError> {
+    let sql = format!(
+        "SELECT {ROW_COLUMNS} FROM notifications WHERE {VISIBLE_TO} AND id > $2 ORDER BY id LIMIT $3"
+    );
+    let rows: Vec<RawRow> = on_read!(store, p => {
+        sqlx::query_as(&sql).bind(user).bind(after).bind(limit).fetch_all(p).await?
+    });
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// How a topic becomes a notification: its event type, the payload field with the event's
+/// time, and whether visibility comes from the payload.
+struct Mapping {
+    topic: &'static str,
+    event_type: &'static str,
+    time_field: &'static str,
+    from_payload: bool,
+}
+
+const MAPPINGS: &[Mapping] = &[
+    Mapping {
+        topic: "public.identity.login.events",
+        event_type: "identity.login",
+        time_field: "login_time",
+        from_payload: false,
+    },
+    Mapping {
+        topic: "public.identity.signup.events",
+        event_type: "identity.signup",
+        time_field: "signup_time",
+        from_payload: false,
+    },
+    Mapping {
+        topic: "public.identity.signout.events",
+        event_type: "identity.signout",
+        time_field: "signout_time",
+        from_payload: false,
+    },
+    Mapping {
+        topic: "public.user.message.events",
+        event_type: "user.message",
+        time_field: "timestamp",
+        from_payload: true,
+    },
+];
+
+pub struct NotificationsProjection {
+    _ctx: AppContext,
+}
+
+impl NotificationsProjection {
+    pub fn new(ctx: AppContext) -> Self {
+        Self { _ctx: ctx }
+    }
+}
+
+/// Epoch-millisecond payload times become micros; the envelope time is the fallback.
+fn event_time(ev: &Envelope, field: &str) -> i64 {
+    ev.payload
+        .get(field)
+        .and_then(Value::as_i64)
+        .map(|ms| ms * 1000)
+        .unwrap_or(ev.time)
+}
+
+#[async_trait]
+impl Handler for NotificationsProjection {
+    fn group(&self) -> &str {
+        GROUP
+    }
+
+    fn topics(&self) -> Vec<String> {
+        MAPPINGS.iter().map(|m| m.topic.to_string()).collect()
+    }
+
+    async fn handle(
+        &self,
+        ev: &Envelope,
+        tx: &mut Tx,
+        _out: &mut Emitter<'_>,
+    ) -> Result<(), HandlerError> {
+        let Some(m) = MAPPINGS.iter().find(|m| m.topic == ev.topic) else {
+            return Ok(());
+        };
+        let user_id = ev
+            .str_field("user_id")
+            .map(str::to_string)
+            .unwrap_or_else(|| ev.key.clone());
+        let (visibility, recipient_id) = if m.from_payload {
+            let v = ev
+                .str_field("visibility")
+                .unwrap_or("broadcast")
+                .to_string();
+            let r = ev.str_field("recipient_id").map(str::to_string);
+            if v == "direct" && r.is_none() {
+                return Err(HandlerError::Reject(
+                    "a direct message needs recipient_id".into(),
+                ));
+            }
+            (v, r)
+        } else {
+            ("private".to_string(), None)
+        };
+        insert(
+            tx,
+            &Notification {
+                event_id: ev.id.clone(),
+                user_id,
+                event_type: m.event_type.to_string(),
+                payload: ev.payload.clone(),
+                visibility,
+                recipient_id,
+                event_time: event_time(ev, m.time_field),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn reset(&self, tx: &mut Tx) -> Result<bool, HandlerError> {
+        // Ids restart too, so a rebuild reproduces the table exactly.
+        let sql: &[&str] = match tx.backend() {
+            Backend::Sqlite => &[
+                "DELETE FROM notifications",
+                "DELETE FROM sqlite_sequence WHERE name = 'notifications'",
+            ],
+            Backend::Postgres => &["TRUNCATE notifications RESTART IDENTITY"],
+        };
+        for stmt in sql {
+            on_tx!(tx, c => {
+                sqlx::query(stmt).execute(&mut *c).await.map_err(StoreError::from)?;
+            });
+        }
+        Ok(true)
+    }
+}
+
+/// Every row, in id order (tests and rebuild checks).
+pub async fn all(store: &Store) -> Result<Vec<NotificationRow>, StoreError> {
+    let sql = format!("SELECT {ROW_COLUMNS} FROM notifications ORDER BY id");
+    let rows: Vec<RawRow> = on_read!(store, p => { sqlx::query_as(&sql).fetch_all(p).await? });
+    Ok(rows.into_iter().map(Into::into).collect())
+}
