@@ -39,6 +39,8 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration as TOML, secrets redacted.
     Config,
+    /// Exit 0 when the local server answers /healthz (container health checks).
+    Healthcheck,
     /// Development tokens.
     Token {
         #[command(subcommand)]
@@ -190,6 +192,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config => {
             print!("{}", cfg.to_redacted_toml()?);
+            Ok(())
+        }
+        Command::Healthcheck => {
+            let mut addr = cfg.http.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let resp = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()?
+                .get(format!("http://{addr}/healthz"))
+                .send()
+                .await
+                .with_context(|| format!("no answer from {addr}"))?;
+            anyhow::ensure!(
+                resp.status().is_success(),
+                "/healthz answered {}",
+                resp.status()
+            );
             Ok(())
         }
         Command::Token {

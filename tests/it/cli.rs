@@ -230,3 +230,31 @@ async fn sigterm_drains_requests_in_flight() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_command_probes_the_server() {
+    let app = TestApp::start_roles(
+        Backend::Sqlite,
+        vec![substrate::roles::Role::Gateway],
+        |_| {},
+    )
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let ok = bin()
+        .arg("healthcheck")
+        .env("SUBSTRATE_HTTP__LISTEN", &addr)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    app.stop().await;
+    let down = bin()
+        .arg("healthcheck")
+        .env("SUBSTRATE_HTTP__LISTEN", &addr)
+        .output()
+        .unwrap();
+    assert!(!down.status.success());
+}
