@@ -9,4 +9,7 @@ mod cli;
 mod gateway;
 mod log;
 mod media;
+mod media_credits;
+mod media_failures;
+mod media_urls;
 mod registry;
