@@ -126,6 +126,18 @@ pub async fn claim(
     Ok(timers)
 }
 
+/// When the next timer free to claim comes due (unix micros), if any.
+pub async fn next_due(store: &Store, now: i64) -> Result<Option<i64>, StoreError> {
+    Ok(on_read!(store, p => {
+        sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MIN(fire_at) FROM saga_timers WHERE claimed_until IS NULL OR claimed_until < $1",
+        )
+        .bind(now)
+        .fetch_one(p)
+        .await?
+    }))
+}
+
 /// Removes a fired timer; false when `t`'s claim was lost (re-armed, cancelled or taken over
 /// after the lease), in which case the caller must roll back.
 pub async fn finish(tx: &mut Tx, t: &Timer) -> Result<bool, StoreError> {
@@ -203,8 +215,8 @@ async fn drop_unknown(ctx: &AppContext, t: &Timer) -> Result<(), super::MediaErr
     Ok(())
 }
 
-/// The timer loop of the sagas role: claim what is due, work on it, sleep until the next
-/// poll or a local wake-up.
+/// The timer loop of the sagas role: sleep until the next timer is due (at most a poll
+/// interval, or until a local wake-up), claim what is due, work on it.
 pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
     let poll = Duration::from_millis(ctx.config.media.timer_poll_ms.max(10));
     let lease = Duration::from_secs(ctx.config.media.timer_lease_secs.max(1));
@@ -215,6 +227,26 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
             return Ok(());
         }
         let now = now_micros();
+        // Claiming is a write; look first (a read) whether anything is due.
+        let due = match next_due(&ctx.store, now).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading saga timers failed");
+                None
+            }
+        };
+        if due.is_none_or(|d| d > now) {
+            let wait = due
+                .map(|d| Duration::from_micros((d - now).max(0) as u64))
+                .unwrap_or(poll)
+                .min(poll);
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = ctx.media.timer_wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
         let claimed = match claim(
             &ctx.store,
             &owner,
@@ -230,18 +262,18 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
                 Vec::new()
             }
         };
-        let full = claimed.len() as i64 == BATCH;
+        if claimed.is_empty() {
+            // Another instance took them; look again after a poll interval.
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = ctx.media.timer_wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+            continue;
+        }
         futures::stream::iter(claimed)
             .for_each_concurrent(CONCURRENCY, |t| fire(&ctx, t))
             .await;
-        if full {
-            continue;
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = ctx.media.timer_wake.notified() => {}
-            _ = tokio::time::sleep(poll) => {}
-        }
     }
 }
 

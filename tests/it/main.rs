@@ -11,5 +11,6 @@ mod log;
 mod media;
 mod media_credits;
 mod media_failures;
+mod media_restart;
 mod media_urls;
 mod registry;
