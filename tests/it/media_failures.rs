@@ -297,3 +297,77 @@ async fn wrong_media_types_and_sizes_are_refused_and_nothing_is_stored(b: Backen
     );
     app.stop().await;
 }
+
+both!(a_failing_delete_is_retried_dead_lettered_and_redriven);
+async fn a_failing_delete_is_retried_dead_lettered_and_redriven(b: Backend) {
+    let mut app = MediaApp::start(b, |c| c.consumers.max_retries = 2).await;
+    let (_, path) = app.upload("sam", "d.mpeg", "video/mpeg", &[9u8; 512]).await;
+    // Break the object store for real: S3 goes down; locally, a directory takes the file's
+    // place (which no delete can remove — not even as root).
+    let local = app
+        .ctx
+        .config
+        .objects
+        .url
+        .strip_prefix("file://")
+        .map(|root| std::path::PathBuf::from(root).join(&path));
+    match (&mut app.s3, &local) {
+        (Some(s3), _) => s3.stop(),
+        (None, Some(fs)) => {
+            std::fs::remove_file(fs).unwrap();
+            std::fs::create_dir_all(fs.join("blocker")).unwrap();
+        }
+        (None, None) => unreachable!(),
+    }
+    let rid = app.file_intent("sam", "delete", &path).await;
+    let dead = eventually(30, || async {
+        let d = substrate::consumers::dlq::list(&app.ctx.store, &Default::default())
+            .await
+            .unwrap();
+        d.into_iter().find(|d| d.group == "media-delete")
+    })
+    .await;
+    assert_eq!(dead.topic, "internal.media.delete.intent");
+    assert_eq!(dead.attempts, 3, "first try + 2 retries");
+    assert!(dead.error.contains(&path), "{}", dead.error);
+    // The object could not be removed, so the row stays active and the file stays listed.
+    let (_, list) = app.get_json("/api/v1/media", Some(&app.token("sam"))).await;
+    assert_eq!(list["files"][0]["file_path"], path.as_str());
+    assert!(
+        app.notes("sam")
+            .await
+            .iter()
+            .all(|n| n.event_type != "media.file_deleted")
+    );
+    // Repair the store, redrive: the delete completes once.
+    match (&mut app.s3, &local) {
+        (Some(s3), _) => s3.restart().await,
+        (None, Some(fs)) => std::fs::remove_dir_all(fs).unwrap(),
+        (None, None) => unreachable!(),
+    }
+    let (s, r) = app
+        .post_json(
+            "/api/v1/admin/dlq/redrive",
+            &app.admin_token(),
+            &json!({ "topic": "internal.media.delete.intent" }),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    app.note("sam", "media.file_deleted", &rid).await;
+    assert!(!app.exists(&path).await);
+    assert_eq!(
+        files::get(&app.ctx.store, &path)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "deleted"
+    );
+    assert_eq!(
+        app.events_on("public.media.delete.events", None)
+            .await
+            .len(),
+        1
+    );
+    app.stop().await;
+}

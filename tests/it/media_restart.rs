@@ -277,3 +277,51 @@ async fn kill_mid_saga_then_restart_completes_without_double_charge(b: Backend) 
     }
     app.stop().await;
 }
+
+both!(two_sagas_instances_share_the_timers_and_fire_each_once);
+async fn two_sagas_instances_share_the_timers_and_fire_each_once(b: Backend) {
+    // One sagas instance in the test, one in a child process, on the same store.
+    let app = MediaApp::start(b, |c| {
+        c.media.starting_credits = 20;
+        c.media.upload_ttl_secs = 1;
+    })
+    .await;
+    let mut other = SagasProcess::new(&app);
+    other.start();
+    let mut rids = Vec::new();
+    for i in 0..12 {
+        rids.push(
+            app.intent("uma", &format!("t{i}.webp"), "image/webp", 10)
+                .await,
+        );
+    }
+    for r in &rids {
+        app.wait_state(r, "expired").await;
+    }
+    eventually(20, || async {
+        for r in &rids {
+            if !timers::for_request(&app.ctx.store, r)
+                .await
+                .unwrap()
+                .is_empty()
+            {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    other.kill9();
+    assert_eq!(app.balance("uma").await, 20);
+    for r in &rids {
+        assert_eq!(app.ledger_count("uma", r, "refund").await, 1, "{r}");
+        assert_eq!(
+            app.events_on("public.media.expired.events", Some(r))
+                .await
+                .len(),
+            1,
+            "{r}"
+        );
+    }
+    app.stop().await;
+}

@@ -16,8 +16,9 @@ pub const BUCKET: &str = "media";
 pub struct S3Server {
     /// `http://127.0.0.1:PORT`
     pub endpoint: String,
+    pub port: u16,
     pub dir: tempfile::TempDir,
-    child: Child,
+    child: Option<Child>,
 }
 
 fn binary() -> PathBuf {
@@ -45,6 +46,52 @@ fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+fn spawn(bin: &std::path::Path, port: u16, dir: &std::path::Path) -> Child {
+    Command::new(bin)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--access-key",
+            ACCESS_KEY,
+            "--secret-key",
+            SECRET_KEY,
+        ])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "s3s-fs ({}) is required for the S3 tests (scripts/setup.sh installs it): {e}",
+                bin.display()
+            )
+        })
+}
+
+/// Waits until `child` accepts connections on `port`; false if it exited or timed out.
+async fn ready(child: &mut Child, port: u16) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl S3Server {
     pub async fn start() -> S3Server {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -53,51 +100,32 @@ impl S3Server {
         // A port picked here may be taken before s3s-fs binds it; then try another.
         for _ in 0..5 {
             let port = free_port();
-            let mut child = Command::new(&bin)
-                .args([
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    &port.to_string(),
-                    "--access-key",
-                    ACCESS_KEY,
-                    "--secret-key",
-                    SECRET_KEY,
-                ])
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "s3s-fs ({}) is required for the S3 tests (scripts/setup.sh installs it): {e}",
-                        bin.display()
-                    )
-                });
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // exited: the port was taken
-                }
-                if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-                {
-                    return S3Server {
-                        endpoint: format!("http://127.0.0.1:{port}"),
-                        dir,
-                        child,
-                    };
-                }
-                if tokio::time::Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            let mut child = spawn(&bin, port, dir.path());
+            if ready(&mut child, port).await {
+                return S3Server {
+                    endpoint: format!("http://127.0.0.1:{port}"),
+                    port,
+                    dir,
+                    child: Some(child),
+                };
             }
         }
         panic!("s3s-fs did not start");
+    }
+
+    /// Stops the server (an outage); `restart` brings it back on the same port and data.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop();
+        let mut child = spawn(&binary(), self.port, self.dir.path());
+        assert!(ready(&mut child, self.port).await, "s3s-fs did not restart");
+        self.child = Some(child);
     }
 
     /// Points `cfg`'s object storage at this server's bucket.
@@ -126,7 +154,6 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
