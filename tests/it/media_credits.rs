@@ -169,3 +169,41 @@ async fn credits_api_opens_an_account_with_the_starting_balance(b: Backend) {
     assert_eq!(s, 401);
     app.stop().await;
 }
+
+both!(a_retried_intent_with_its_idempotency_key_is_charged_once);
+async fn a_retried_intent_with_its_idempotency_key_is_charged_once(b: Backend) {
+    let app = MediaApp::start(b, |c| c.media.starting_credits = 5).await;
+    let body = json!({ "file_name": "k.jpg", "media_type": "image/jpeg", "file_size": 99 });
+    let send = || {
+        app.http
+            .post(app.url("/api/v1/media/upload-intent"))
+            .bearer_auth(app.token("vic"))
+            .header("idempotency-key", "upload-k-1")
+            .json(&body)
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status().as_u16(), 202);
+    let first: serde_json::Value = first.json().await.unwrap();
+    let again = send().await.unwrap();
+    assert_eq!(again.status().as_u16(), 202);
+    assert_eq!(
+        again
+            .headers()
+            .get("idempotency-replayed")
+            .map(|v| v.as_bytes()),
+        Some(b"true".as_slice())
+    );
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(first["request_id"], again["request_id"]);
+    let rid = first["request_id"].as_str().unwrap();
+    app.wait_state(rid, "signed").await;
+    assert_eq!(
+        app.events_on("internal.media.upload.intent", None)
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(app.balance("vic").await, 4);
+    app.stop().await;
+}
