@@ -590,6 +590,11 @@ impl Config {
                 "telemetry.log_format: expected auto, json or pretty".into(),
             ));
         }
+        if !(1..=604_800).contains(&self.media.url_ttl_secs) {
+            return Err(ConfigError::Invalid(
+                "media.url_ttl_secs: from 1 to 604800 (7 days, the longest S3 allows)".into(),
+            ));
+        }
         let objects = &self.objects.url;
         if !(objects.starts_with("file://")
             || objects.starts_with("s3://")

@@ -231,8 +231,12 @@ impl UploadSaga {
             timers::schedule(tx, kind::UPLOAD_MOVE, &u.request_id, now, &json!({})).await?;
             timers::wake_after_commit(tx, &self.ctx);
             emit::step(tx, &self.ctx.metrics, SAGA, "received");
-        } else if u.state == state::EXPIRED {
-            // Arrived after the expiry (and the refund): it must not stay.
+        } else if matches!(
+            u.state.as_str(),
+            state::EXPIRED | state::CONFIRMED | state::REJECTED
+        ) {
+            // Arrived after the expiry (and the refund), or uploaded again after the saga
+            // ended: it must not stay. (A dead-lettered upload is kept for inspection.)
             timers::schedule(
                 tx,
                 kind::REMOVE_OBJECT,
