@@ -417,15 +417,16 @@ async fn ttl_expiry_refunds_once_and_removes_the_object(b: Backend) {
     })
     .await;
     let rid = app.intent("dave", "clip.mp4", "video/mp4", 4096).await;
-    let ready = app.note("dave", "media.upload_ready", &rid).await;
-    assert_eq!(app.balance("dave").await, 2);
-    // A partial object nobody reported (an abandoned upload).
-    let key = ready.payload["file_path"].as_str().unwrap().to_string();
+    // A partial object nobody reported (an abandoned upload), there before the TTL is armed.
+    let key = format!("uploads/dave/{rid}/clip.mp4");
     app.ctx
         .objects
         .put(&key, bytes::Bytes::from_static(b"partial"))
         .await
         .unwrap();
+    let ready = app.note("dave", "media.upload_ready", &rid).await;
+    assert_eq!(ready.payload["file_path"], key.as_str());
+    assert_eq!(app.ledger_count("dave", &rid, "charge").await, 1);
     let expired = app.note("dave", "media.upload_expired", &rid).await;
     assert!(expired.payload["reason"].as_str().unwrap().contains("1s"));
     assert_eq!(app.wait_state(&rid, "expired").await.state, "expired");

@@ -35,6 +35,8 @@ impl SagasProcess {
                 "SUBSTRATE_GATEWAY__ROUTES_FILE".into(),
                 c.gateway.routes_file.display().to_string(),
             ),
+            // The same log as the test's process (embedded, or a broker).
+            ("SUBSTRATE_LOG__URL".into(), c.log.url.clone()),
             ("SUBSTRATE_OBJECTS__URL".into(), c.objects.url.clone()),
             (
                 "SUBSTRATE_MEDIA__STARTING_CREDITS".into(),
@@ -102,15 +104,16 @@ both!(ttl_refunds_exactly_once_across_kills_and_restarts);
 async fn ttl_refunds_exactly_once_across_kills_and_restarts(b: Backend) {
     let app = start_without_sagas(b, |c| {
         c.media.starting_credits = 2;
-        c.media.upload_ttl_secs = 2;
+        c.media.upload_ttl_secs = 4;
     })
     .await;
     let mut sagas = SagasProcess::new(&app);
     sagas.start();
     let rid = app.intent("quinn", "t.wav", "audio/wav", 64).await;
-    app.note("quinn", "media.upload_ready", &rid).await;
-    assert_eq!(app.balance("quinn").await, 1);
+    // Kill it once the URL is signed, well before the TTL (4s after approval).
+    app.wait_state(&rid, "signed").await;
     sagas.kill9();
+    assert_eq!(app.balance("quinn").await, 1);
 
     // The TTL comes due while no sagas process runs: nothing happens…
     let ttl = eventually(20, || async {
