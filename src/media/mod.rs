@@ -1,7 +1,7 @@
-//! Media sagas with a credit economy. HTTP intents (`api.rs`) become events; saga
-//! supervisors run as consumer groups in the `sagas` role (`upload.rs`, `download.rs`,
-//! `delete.rs`) with durable timers (`timers.rs`); uploads are detected by the storage webhook,
-//! the local blob endpoint or a HEAD check (`detect.rs`). See docs/media.md.
+//! Media sagas with a credit economy (`credits.rs`). HTTP intents (`api.rs`) become events;
+//! saga supervisors run as consumer groups in the `sagas` role (`upload.rs`, `download.rs`,
+//! `delete.rs`) and on durable timers (`timers.rs`: `moving.rs`, `expiry.rs`); uploads are
+//! detected by the storage webhook, the blob endpoint or a HEAD check (`detect.rs`).
 
 pub mod api;
 pub mod credits;
@@ -9,7 +9,9 @@ pub mod delete;
 pub mod detect;
 pub mod download;
 pub mod emit;
+pub mod expiry;
 pub mod files;
+pub mod moving;
 pub mod payloads;
 pub mod role;
 pub mod timers;
