@@ -43,6 +43,10 @@ pub struct AppInner {
     pub routes: Arc<Routes>,
     pub metrics: Arc<Metrics>,
     pub log: Arc<dyn EventLog>,
+    /// Object storage (local files, S3, GCS) and its signed URLs.
+    pub objects: Arc<crate::objects::Objects>,
+    /// The media component's process-wide state (timer wake-ups).
+    pub media: Arc<crate::media::Media>,
 }
 
 #[derive(Clone)]
@@ -103,6 +107,10 @@ impl AppContext {
         }
         let log = crate::log::open(&config, &store, &outbox.signal).await?;
         let metrics = Arc::new(Metrics::new());
+        let objects = Arc::new(
+            crate::objects::Objects::open(&config)
+                .map_err(|e| BuildError::Config(e.to_string()))?,
+        );
         metrics
             .store_up
             .with_label_values(&[store.backend().as_str()])
@@ -118,6 +126,8 @@ impl AppContext {
             routes,
             metrics,
             log,
+            objects,
+            media: Arc::new(crate::media::Media::new()),
         })))
     }
 }

@@ -9,6 +9,8 @@ pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod log;
+pub mod media;
+pub mod objects;
 pub mod outbox;
 pub mod projections;
 pub mod relay;

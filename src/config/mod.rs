@@ -371,8 +371,19 @@ pub struct MediaConfig {
     pub move_max_retries: u32,
     /// Seconds between HEAD checks for uploads when no notification arrives (0 = off).
     pub head_check_secs: u64,
-    /// Shared secret for `POST /webhooks/storage` (bucket notifications).
+    /// Shared secret for `POST /webhooks/storage` (bucket notifications). Unset = the
+    /// webhook is off (404); uploads are then found by the blob endpoint or the HEAD check.
     pub storage_webhook_secret: Option<Secret>,
+    /// First backoff between move attempts in milliseconds (doubles each attempt).
+    pub move_backoff_ms: u64,
+    /// Milliseconds between checks for due saga timers (a local wake-up comes sooner).
+    pub timer_poll_ms: u64,
+    /// Seconds a sagas instance holds a claimed timer; a crashed holder's timers are taken
+    /// over by another instance (or by itself after a restart) once this has passed.
+    pub timer_lease_secs: u64,
+    /// FOR TESTING ONLY: fail the first N move attempts of every upload, to exercise the
+    /// retry and dead-letter path. Leave at 0 in production.
+    pub inject_move_failures: u32,
 }
 
 impl Default for MediaConfig {
@@ -385,6 +396,10 @@ impl Default for MediaConfig {
             move_max_retries: 3,
             head_check_secs: 30,
             storage_webhook_secret: None,
+            move_backoff_ms: 1000,
+            timer_poll_ms: 500,
+            timer_lease_secs: 30,
+            inject_move_failures: 0,
         }
     }
 }
@@ -392,15 +407,30 @@ impl Default for MediaConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ObjectsConfig {
-    /// `file://path` (embedded) or `s3://bucket`.
+    /// `file://path` (embedded), `s3://bucket` (AWS S3, MinIO, any S3-compatible server) or
+    /// `gs://bucket` (Google Cloud Storage).
     pub url: String,
     /// S3 endpoint (MinIO, s3s-fs, …); unset for AWS.
     pub endpoint: Option<String>,
     pub region: String,
     pub access_key_id: Option<Secret>,
     pub secret_access_key: Option<Secret>,
-    /// HMAC key for substrate-signed blob URLs (local backend). Generated when unset.
+    /// HMAC key for substrate-signed blob URLs (local backend). When unset, a random key is
+    /// generated once into `signing_key_file`, shared by every process on the machine.
     pub signing_key: Option<Secret>,
+    /// Where the generated blob-signing key lives. Default: `<root>.signing-key`, beside the
+    /// local objects folder.
+    pub signing_key_file: Option<PathBuf>,
+    /// Endpoint clients reach the bucket at, when it differs from `endpoint` (e.g. MinIO
+    /// behind a proxy). Presigned URLs are signed for this host.
+    pub public_endpoint: Option<String>,
+    /// Seconds one object-store request may take (S3/GCS).
+    pub request_timeout_secs: u64,
+    /// Retries of a failed object-store request inside the client (S3/GCS).
+    pub max_retries: usize,
+    /// Google Cloud Storage (`gs://`): path of the service-account JSON key. Unset = the
+    /// application default credentials or the instance's metadata server.
+    pub gcs_service_account_path: Option<PathBuf>,
 }
 
 impl Default for ObjectsConfig {
@@ -412,6 +442,11 @@ impl Default for ObjectsConfig {
             access_key_id: None,
             secret_access_key: None,
             signing_key: None,
+            signing_key_file: None,
+            public_endpoint: None,
+            request_timeout_secs: 30,
+            max_retries: 2,
+            gcs_service_account_path: None,
         }
     }
 }
@@ -553,6 +588,20 @@ impl Config {
         ) {
             return Err(ConfigError::Invalid(
                 "telemetry.log_format: expected auto, json or pretty".into(),
+            ));
+        }
+        if !(1..=604_800).contains(&self.media.url_ttl_secs) {
+            return Err(ConfigError::Invalid(
+                "media.url_ttl_secs: from 1 to 604800 (7 days, the longest S3 allows)".into(),
+            ));
+        }
+        let objects = &self.objects.url;
+        if !(objects.starts_with("file://")
+            || objects.starts_with("s3://")
+            || objects.starts_with("gs://"))
+        {
+            return Err(ConfigError::Invalid(
+                "objects.url: expected file://path, s3://bucket or gs://bucket".into(),
             ));
         }
         crate::schema::Compatibility::parse(&self.schemas.compatibility)

@@ -14,8 +14,12 @@ pub fn projection_handlers(ctx: &AppContext) -> Vec<Arc<dyn Handler>> {
 }
 
 /// Saga supervisors (the `sagas` role).
-pub fn saga_handlers(_ctx: &AppContext) -> Vec<Arc<dyn Handler>> {
-    Vec::new()
+pub fn saga_handlers(ctx: &AppContext) -> Vec<Arc<dyn Handler>> {
+    vec![
+        Arc::new(crate::media::upload::UploadSaga::new(ctx.clone())),
+        Arc::new(crate::media::download::DownloadSaga::new(ctx.clone())),
+        Arc::new(crate::media::delete::DeleteSaga::new(ctx.clone())),
+    ]
 }
 
 /// Every consumer group with its topics (for `replay` without `--group`, and lag).

@@ -25,7 +25,8 @@ pub fn router(ctx: &AppContext, roles: &[Role]) -> Router {
         r = r
             .merge(crate::gateway::router())
             .merge(crate::schema::registry::http::router())
-            .merge(crate::consumers::admin::router());
+            .merge(crate::consumers::admin::router())
+            .merge(crate::media::router());
     }
     r.layer(axum::middleware::from_fn_with_state(ctx.clone(), track))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())

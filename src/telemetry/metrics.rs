@@ -23,6 +23,8 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     pub consumer_batch_seconds: HistogramVec,
     pub dlq_depth: IntGaugeVec,
+    pub saga_steps: IntCounterVec,
+    pub saga_duration: HistogramVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -128,6 +130,23 @@ impl Metrics {
             ),
             &["group"],
         ));
+        let saga_steps = must(IntCounterVec::new(
+            Opts::new(
+                "saga_steps_total",
+                "Saga steps committed (the funnel: intent, approved, rejected, signed, received, confirmed, expired, dead_lettered, …).",
+            ),
+            &["saga", "step"],
+        ));
+        let saga_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "saga_duration_seconds",
+                "Time from a saga's intent to its end, by outcome.",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+            ]),
+            &["saga", "outcome"],
+        ));
         let m = Self {
             registry,
             http_requests,
@@ -144,6 +163,8 @@ impl Metrics {
             consumer_lag,
             consumer_batch_seconds,
             dlq_depth,
+            saga_steps,
+            saga_duration,
         };
         m.register(Box::new(m.http_requests.clone()));
         m.register(Box::new(m.http_duration.clone()));
@@ -159,6 +180,8 @@ impl Metrics {
         m.register(Box::new(m.consumer_lag.clone()));
         m.register(Box::new(m.consumer_batch_seconds.clone()));
         m.register(Box::new(m.dlq_depth.clone()));
+        m.register(Box::new(m.saga_steps.clone()));
+        m.register(Box::new(m.saga_duration.clone()));
         #[cfg(target_os = "linux")]
         m.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),

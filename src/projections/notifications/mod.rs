@@ -152,6 +152,62 @@ const MAPPINGS: &[Mapping] = &[
         time_field: "timestamp",
         from_payload: true,
     },
+    // Media saga outcomes, private to the file's owner (the payload's `user_id`); they carry
+    // no time field, so the event's time is used.
+    Mapping {
+        topic: "public.media.upload.signed",
+        event_type: "media.upload_ready",
+        time_field: "",
+        from_payload: false,
+    },
+    Mapping {
+        topic: "public.media.upload.rejected",
+        event_type: "media.upload_rejected",
+        time_field: "",
+        from_payload: false,
+    },
+    Mapping {
+        topic: "public.media.upload.confirmed",
+        event_type: "media.upload_completed",
+        time_field: "",
+        from_payload: false,
+    },
+    Mapping {
+        topic: "internal.media.upload.dead-letter",
+        event_type: "media.upload_failed",
+        time_field: "",
+        from_payload: false,
+    },
+    Mapping {
+        topic: "public.media.expired.events",
+        event_type: "media.upload_expired",
+        time_field: "",
+        from_payload: false,
+    },
+    Mapping {
+        topic: "public.media.download.signed",
+        event_type: "media.download_ready",
+        time_field: "",
+        from_payload: false,
+    },
+    Mapping {
+        topic: "public.media.download.rejected",
+        event_type: "media.download_rejected",
+        time_field: "",
+        from_payload: false,
+    },
+    Mapping {
+        topic: "public.media.delete.events",
+        event_type: "media.file_deleted",
+        time_field: "",
+        from_payload: false,
+    },
+    Mapping {
+        topic: "public.media.delete.rejected",
+        event_type: "media.delete_rejected",
+        time_field: "",
+        from_payload: false,
+    },
 ];
 
 pub struct NotificationsProjection {

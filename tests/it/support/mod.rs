@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -156,12 +157,16 @@ impl TestApp {
     }
 
     /// Starts on an existing store (restarts, several processes on one store).
-    pub async fn start_on(store: TestStore, cfg: Config, roles: Vec<Role>) -> TestApp {
+    pub async fn start_on(store: TestStore, mut cfg: Config, roles: Vec<Role>) -> TestApp {
         substrate::telemetry::logging::init(&cfg.telemetry);
-        let ctx = AppContext::build(cfg).await.expect("build app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        // Links the server hands out (signed blob URLs) point at this listener.
+        if cfg.http.public_url.is_none() {
+            cfg.http.public_url = Some(format!("http://{}", listener.local_addr().expect("addr")));
+        }
+        let ctx = AppContext::build(cfg).await.expect("build app");
         let running =
             substrate::server::start(ctx.clone(), roles, listener, CancellationToken::new())
                 .expect("start");

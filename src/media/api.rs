@@ -1,0 +1,311 @@
+//! The media HTTP API. Intents (`POST /api/v1/media/{upload,download,delete}-intent`) are
+//! validated, appended to the outbox through group commit and answered `202 {request_id}`
+//! once durable; invalid input gets a 400 naming the problem and stores nothing. Queries:
+//! `GET /api/v1/media` (the caller's active files), `GET /api/v1/media/uploads/{id}` (the
+//! caller's upload saga), `GET /api/v1/users/me/credits` (balance and recent ledger).
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::payloads::{FileIntent, UploadIntent};
+use super::{credits, files, topics, types, uploads};
+use crate::app::AppContext;
+use crate::events::{self, EventMeta};
+use crate::gateway::auth::{Principal, PrincipalKind};
+use crate::gateway::ingest::{Body, commit, header_str, parse_json};
+use crate::http::error::ApiError;
+use crate::outbox::{Guard, Headers};
+
+pub fn router() -> Router<AppContext> {
+    Router::new()
+        .route("/api/v1/media/upload-intent", post(upload_intent))
+        .route("/api/v1/media/download-intent", post(download_intent))
+        .route("/api/v1/media/delete-intent", post(delete_intent))
+        .route("/api/v1/media", get(list_files))
+        .route("/api/v1/media/uploads/{request_id}", get(upload_status))
+        .route("/api/v1/users/me/credits", get(my_credits))
+}
+
+/// Media intents are made by users for themselves.
+fn user(p: &Principal) -> Result<&str, ApiError> {
+    if p.kind != PrincipalKind::User {
+        return Err(ApiError::forbidden(
+            "media requests are made by users (a JWT), for their own files",
+        ));
+    }
+    Ok(&p.id)
+}
+
+fn field<'a>(doc: &'a Value, name: &str) -> Result<&'a Value, ApiError> {
+    doc.get(name).filter(|v| !v.is_null()).ok_or_else(|| {
+        ApiError::bad_request("invalid_request")
+            .with("field", name.to_string())
+            .with("reason", "required")
+    })
+}
+
+fn string_field<'a>(doc: &'a Value, name: &str) -> Result<&'a str, ApiError> {
+    field(doc, name)?.as_str().ok_or_else(|| {
+        ApiError::bad_request("invalid_request")
+            .with("field", name.to_string())
+            .with("reason", "expected a string")
+    })
+}
+
+/// An intent ready to be appended.
+struct Intent<'a, T> {
+    route: &'a str,
+    body: &'a [u8],
+    topic: &'a str,
+    request_id: &'a str,
+    payload: &'a T,
+}
+
+/// Appends the intent and answers 202 `{request_id}` once it is durable. An
+/// `Idempotency-Key` makes a retried request answer with the first request id.
+async fn accept<T: serde::Serialize>(
+    ctx: &AppContext,
+    principal: &Principal,
+    headers: &HeaderMap,
+    intent: Intent<'_, T>,
+) -> Result<Response, ApiError> {
+    let Intent {
+        route,
+        body,
+        topic,
+        request_id,
+        payload,
+    } = intent;
+    let idem = header_str(headers, "idempotency-key");
+    if idem.is_some_and(|k| k.len() > 255) {
+        return Err(ApiError::bad_request("invalid_idempotency_key")
+            .with("reason", "longer than 255 characters"));
+    }
+    let mut extra = Headers::new();
+    extra.insert("principal".into(), principal.id.clone());
+    let meta = EventMeta {
+        source: format!("/api/v1/media/{route}"),
+        traceparent: header_str(headers, "traceparent").map(str::to_string),
+        correlation_id: header_str(headers, "x-correlation-id").map(str::to_string),
+        idempotency_key: idem.map(str::to_string),
+        extra,
+    };
+    let json = serde_json::to_value(payload).map_err(ApiError::internal)?;
+    let ev = events::build(&ctx.schemas, topic, &principal.id, &json, &meta)
+        .map_err(|e| ApiError::bad_request("invalid_request").with("reason", e.to_string()))?;
+    let response = json!({ "request_id": request_id });
+    let guard = idem.map(|k| {
+        let mut h = Sha256::new();
+        h.update(route.as_bytes());
+        h.update(b"\n");
+        h.update(body);
+        Guard::Idempotency {
+            principal: principal.id.clone(),
+            key: k.to_string(),
+            fingerprint: hex::encode(h.finalize()),
+            response: response.to_string(),
+        }
+    });
+    commit(ctx, topic, vec![ev], guard, response).await
+}
+
+fn new_request_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+async fn upload_intent(
+    State(ctx): State<AppContext>,
+    principal: Principal,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let user_id = user(&principal)?;
+    let doc = parse_json(&body)?;
+    let file_name = string_field(&doc, "file_name")?;
+    let media_type = string_field(&doc, "media_type")?;
+    let file_size = field(&doc, "file_size")?.as_i64().ok_or_else(|| {
+        ApiError::bad_request("invalid_request")
+            .with("field", "file_size")
+            .with("reason", "expected an integer number of bytes")
+    })?;
+    if let Some(problem) = types::file_name_problem(file_name) {
+        return Err(ApiError::bad_request("invalid_file_name")
+            .with("field", "file_name")
+            .with("reason", problem));
+    }
+    let Some(media_type) = types::allowed_media_type(media_type) else {
+        return Err(ApiError::bad_request("invalid_media_type")
+            .with("field", "media_type")
+            .with("media_type", media_type.to_string())
+            .with("allowed", types::ALLOWED_MEDIA_TYPES.to_vec()));
+    };
+    let max = ctx.config.media.max_file_size;
+    if file_size < 1 {
+        return Err(ApiError::bad_request("invalid_file_size")
+            .with("field", "file_size")
+            .with("reason", "must be at least 1 byte"));
+    }
+    if file_size > max {
+        return Err(ApiError::bad_request("file_too_large")
+            .with("field", "file_size")
+            .with("file_size", file_size)
+            .with("max_file_size", max));
+    }
+    let request_id = new_request_id();
+    let payload = UploadIntent {
+        version: 1,
+        user_id: user_id.to_string(),
+        request_id: request_id.clone(),
+        file_name: file_name.to_string(),
+        media_type: media_type.to_string(),
+        file_size,
+    };
+    let intent = Intent {
+        route: "upload-intent",
+        body: &body,
+        topic: topics::UPLOAD_INTENT,
+        request_id: &request_id,
+        payload: &payload,
+    };
+    accept(&ctx, &principal, &headers, intent).await
+}
+
+/// The download and delete intents: `{file_path}`.
+async fn file_intent(
+    ctx: AppContext,
+    principal: Principal,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+    route: &str,
+    topic: &str,
+) -> Result<Response, ApiError> {
+    let user_id = user(&principal)?;
+    let doc = parse_json(&body)?;
+    let file_path = string_field(&doc, "file_path")?;
+    if file_path.is_empty() || file_path.len() > 1024 {
+        return Err(ApiError::bad_request("invalid_request")
+            .with("field", "file_path")
+            .with("reason", "expected 1 to 1024 bytes"));
+    }
+    let request_id = new_request_id();
+    let payload = FileIntent {
+        version: 1,
+        user_id: user_id.to_string(),
+        request_id: request_id.clone(),
+        file_path: file_path.to_string(),
+    };
+    let intent = Intent {
+        route,
+        body: &body,
+        topic,
+        request_id: &request_id,
+        payload: &payload,
+    };
+    accept(&ctx, &principal, &headers, intent).await
+}
+
+async fn download_intent(
+    State(ctx): State<AppContext>,
+    principal: Principal,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    file_intent(
+        ctx,
+        principal,
+        headers,
+        body,
+        "download-intent",
+        topics::DOWNLOAD_INTENT,
+    )
+    .await
+}
+
+async fn delete_intent(
+    State(ctx): State<AppContext>,
+    principal: Principal,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    file_intent(
+        ctx,
+        principal,
+        headers,
+        body,
+        "delete-intent",
+        topics::DELETE_INTENT,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct Page {
+    limit: Option<i64>,
+    /// Unix microseconds: only files created before this (the previous page's `next`).
+    before: Option<i64>,
+}
+
+async fn list_files(
+    State(ctx): State<AppContext>,
+    principal: Principal,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    let user_id = user(&principal)?;
+    let limit = page.limit.unwrap_or(100).clamp(1, 500);
+    let files = files::list_active(&ctx.store, user_id, limit, page.before).await?;
+    let next = (files.len() as i64 == limit)
+        .then(|| files.last().map(|f| f.created_at))
+        .flatten();
+    Ok(Json(json!({ "files": files, "next": next })))
+}
+
+async fn upload_status(
+    State(ctx): State<AppContext>,
+    principal: Principal,
+    Path(request_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let user_id = user(&principal)?;
+    match uploads::get(&ctx.store, &request_id).await? {
+        Some(u) if u.user_id == user_id => Ok(Json(json!(u))),
+        // Another user's request looks exactly like one that does not exist.
+        _ => Err(ApiError::not_found("unknown_request")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LedgerPage {
+    limit: Option<i64>,
+}
+
+async fn my_credits(
+    State(ctx): State<AppContext>,
+    principal: Principal,
+    Query(page): Query<LedgerPage>,
+) -> Result<Json<Value>, ApiError> {
+    let user_id = user(&principal)?;
+    // First contact opens the account with the starting balance.
+    let balance = match credits::account(&ctx.store, user_id).await? {
+        Some(b) => b,
+        None => {
+            let mut tx = ctx.store.begin().await?;
+            let b =
+                credits::open_account(&mut tx, user_id, ctx.config.media.starting_credits).await?;
+            tx.commit().await?;
+            b
+        }
+    };
+    let limit = page.limit.unwrap_or(50).clamp(1, 500);
+    let ledger = credits::ledger(&ctx.store, user_id, limit).await?;
+    Ok(Json(json!({
+        "user_id": user_id,
+        "balance": balance,
+        "ledger": ledger,
+    })))
+}

@@ -1,0 +1,198 @@
+//! `PUT/GET /blobs/{key}`: the local backend's stand-in for S3 presigned URLs. A request
+//! must carry a valid substrate signature (`local.rs`) for its method, before the expiry, and
+//! a PUT must send exactly the signed length and content type. The body streams to the store
+//! (atomically: the object appears whole or not at all); a finished upload is reported to the
+//! media saga like a bucket notification would be.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use object_store::buffered::BufWriter;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+use super::local::{BlobQuery, Denied, Grant};
+use super::{Objects, ObjectsError};
+use crate::app::AppContext;
+use crate::http::error::ApiError;
+
+pub fn router() -> Router<AppContext> {
+    Router::new().route(
+        "/blobs/{*key}",
+        axum::routing::put(put_blob).get(get_blob).head(get_blob),
+    )
+}
+
+fn denied(d: Denied) -> ApiError {
+    match d {
+        Denied::Malformed(field) => {
+            ApiError::new(StatusCode::FORBIDDEN, "invalid_url").with("field", field)
+        }
+        Denied::BadSignature => ApiError::new(StatusCode::FORBIDDEN, "invalid_signature"),
+        Denied::WrongMethod => ApiError::new(StatusCode::FORBIDDEN, "wrong_method")
+            .with("reason", "the URL was signed for another method"),
+        Denied::Expired => ApiError::new(StatusCode::FORBIDDEN, "url_expired"),
+    }
+}
+
+impl From<ObjectsError> for ApiError {
+    fn from(e: ObjectsError) -> Self {
+        match e {
+            ObjectsError::InvalidKey(k) => ApiError::bad_request("invalid_key").with("key", k),
+            ObjectsError::NotFound(_) => ApiError::not_found("not_found"),
+            other => {
+                tracing::error!(error = %other, "object storage error");
+                ApiError::unavailable("object storage unavailable")
+            }
+        }
+    }
+}
+
+/// Verifies the signature for this request, or says why not.
+fn authorize(
+    ctx: &AppContext,
+    method: &Method,
+    key: &str,
+    q: Result<Query<BlobQuery>, QueryRejection>,
+) -> Result<Grant, ApiError> {
+    let signer = ctx.objects.blob_signer().ok_or_else(|| {
+        ApiError::not_found("blob_endpoint_disabled").with(
+            "reason",
+            "objects are not stored locally; use the presigned URL",
+        )
+    })?;
+    let Ok(Query(q)) = q else {
+        return Err(denied(Denied::Malformed("query")));
+    };
+    let now = chrono::Utc::now().timestamp();
+    signer.verify(method.as_str(), key, &q, now).map_err(denied)
+}
+
+/// The media type part of a Content-Type header, lowercased.
+fn media_type(h: &HeaderMap) -> Option<String> {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+}
+
+async fn put_blob(
+    State(ctx): State<AppContext>,
+    method: Method,
+    Path(key): Path<String>,
+    q: Result<Query<BlobQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let grant = authorize(&ctx, &method, &key, q)?;
+    let path = Objects::path(&key)?;
+    let sent_len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(expected) = grant.length {
+        match sent_len {
+            None => {
+                return Err(
+                    ApiError::new(StatusCode::LENGTH_REQUIRED, "length_required")
+                        .with("expected_length", expected),
+                );
+            }
+            Some(n) if n != expected => {
+                return Err(ApiError::bad_request("content_length_mismatch")
+                    .with("expected_length", expected)
+                    .with("content_length", n));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(expected) = &grant.content_type {
+        let sent = media_type(&headers);
+        if sent.as_deref() != Some(expected.to_ascii_lowercase().as_str()) {
+            return Err(
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content_type_mismatch")
+                    .with("expected_content_type", expected.clone())
+                    .with("content_type", sent.unwrap_or_default()),
+            );
+        }
+    }
+    let limit = grant.length.or(sent_len);
+    let mut writer = BufWriter::new(ctx.objects.store().clone(), path);
+    let mut stream = body.into_data_stream();
+    let mut written: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(ApiError::bad_request("body_interrupted").with("reason", e.to_string()));
+            }
+        };
+        written += chunk.len() as u64;
+        if limit.is_some_and(|l| written > l) {
+            let _ = writer.abort().await;
+            return Err(ApiError::bad_request("content_length_mismatch"));
+        }
+        if let Err(e) = writer.put(chunk).await {
+            let _ = writer.abort().await;
+            return Err(ObjectsError::from(e).into());
+        }
+    }
+    if limit.is_some_and(|l| written != l) {
+        let _ = writer.abort().await;
+        return Err(ApiError::bad_request("content_length_mismatch").with("received", written));
+    }
+    if let Err(e) = writer.shutdown().await {
+        tracing::error!(error = %e, %key, "completing a blob upload failed");
+        return Err(ApiError::unavailable("object storage unavailable"));
+    }
+    // The object is stored; report it before answering, so a 200 means the saga will see it.
+    crate::media::detect::object_created(&ctx, &key, written, crate::media::detect::Source::Blob)
+        .await?;
+    Ok((StatusCode::OK, Json(json!({ "key": key, "size": written }))).into_response())
+}
+
+async fn get_blob(
+    State(ctx): State<AppContext>,
+    method: Method,
+    Path(key): Path<String>,
+    q: Result<Query<BlobQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let grant = authorize(&ctx, &method, &key, q)?;
+    let path = Objects::path(&key)?;
+    let got = match ctx.objects.store().get(&path).await {
+        Ok(g) => g,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(ApiError::not_found("not_found"));
+        }
+        Err(e) => return Err(ObjectsError::from(e).into()),
+    };
+    let size = got.meta.size;
+    let ctype = grant
+        .content_type
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from_stream(got.into_stream())
+    };
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, ctype),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        body,
+    )
+        .into_response())
+}
