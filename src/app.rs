@@ -43,6 +43,10 @@ pub struct AppInner {
     pub routes: Arc<Routes>,
     pub metrics: Arc<Metrics>,
     pub log: Arc<dyn EventLog>,
+    /// Notification streams: the fan-out hub and stream tokens.
+    pub realtime: Arc<crate::realtime::Realtime>,
+    /// Where event counts are read from (the store, or ClickHouse when configured).
+    pub analytics: Arc<crate::analytics::Analytics>,
 }
 
 #[derive(Clone)]
@@ -107,6 +111,14 @@ impl AppContext {
             .store_up
             .with_label_values(&[store.backend().as_str()])
             .set(1);
+        let realtime = Arc::new(crate::realtime::Realtime::new(
+            &config.realtime,
+            store.clone(),
+        ));
+        let analytics = Arc::new(
+            crate::analytics::Analytics::new(&config.analytics, store.clone())
+                .map_err(|e| BuildError::Config(e.to_string()))?,
+        );
         Ok(AppContext(Arc::new(AppInner {
             rate_limiter: Arc::new(RateLimiter::new(config.gateway.rate_limit.clone())),
             config: Arc::new(config),
@@ -118,6 +130,8 @@ impl AppContext {
             routes,
             metrics,
             log,
+            realtime,
+            analytics,
         })))
     }
 }

@@ -25,7 +25,11 @@ pub fn router(ctx: &AppContext, roles: &[Role]) -> Router {
         r = r
             .merge(crate::gateway::router())
             .merge(crate::schema::registry::http::router())
-            .merge(crate::consumers::admin::router());
+            .merge(crate::consumers::admin::router())
+            .merge(crate::realtime::router())
+            .merge(crate::projections::stats::api::router())
+            .merge(crate::projections::snapshot::api::router())
+            .merge(crate::analytics::api::router());
     }
     r.layer(axum::middleware::from_fn_with_state(ctx.clone(), track))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())

@@ -8,4 +8,5 @@ mod auth;
 mod cli;
 mod gateway;
 mod log;
+mod realtime;
 mod registry;
