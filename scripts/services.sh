@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the local services the test suite talks to, when they are not already up:
-# PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres). Safe to run again.
+# PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres) and ClickHouse on 127.0.0.1:8123.
+# Safe to run again.
 set -euo pipefail
 log() { printf '[services] %s\n' "$*" >&2; }
 

@@ -68,8 +68,12 @@ impl ClickHouse {
             return Err(ChError::BadDatabase(cfg.clickhouse_database.clone()));
         }
         // RowBinary without the schema round trip: old servers lack
-        // RowBinaryWithNamesAndTypes, and `EventRow` matches the DDL below.
-        let mut server = Client::default().with_url(url).with_validation(false);
+        // RowBinaryWithNamesAndTypes, and `EventRow` matches the DDL below. No LZ4 framing:
+        // 18.x answers `compress=1` queries with an empty body.
+        let mut server = Client::default()
+            .with_url(url)
+            .with_validation(false)
+            .with_compression(clickhouse::Compression::None);
         if let Some(u) = &cfg.clickhouse_user {
             server = server.with_user(u);
         }

@@ -124,13 +124,17 @@ pub fn parse(
         })?,
     };
     let m = step.micros();
+    let up = |t: i64| match t.rem_euclid(m) {
+        0 => t,
+        r => t.saturating_add(m - r),
+    };
     let to = match raw.to.as_deref() {
         Some(t) => parse_time("to", t)?,
-        None => now,
+        None => up(now),
     };
     let from = match raw.from.as_deref() {
         Some(f) => parse_time("from", f)?,
-        None => to.saturating_sub(60 * m).max(0),
+        None => up(to).saturating_sub(60 * m).max(0),
     };
     if from >= to {
         return Err(QueryError::Invalid {
@@ -139,10 +143,7 @@ pub fn parse(
         });
     }
     let from = from - from.rem_euclid(m);
-    let to = match to.rem_euclid(m) {
-        0 => to,
-        r => to.saturating_add(m - r),
-    };
+    let to = up(to);
     let buckets = (to - from) / m;
     if buckets > max_buckets as i64 {
         return Err(QueryError::RangeTooLarge {

@@ -138,6 +138,12 @@ impl Sink {
                     for r in &records {
                         self.add(r).await?;
                     }
+                    if !records.is_empty() && consumer.offsets_in_store() {
+                        // The embedded log reads from its committed position until a commit
+                        // or seek moves it; move it past what is buffered so the next poll
+                        // continues (a Kafka consumer's poll does this by itself).
+                        consumer.seek(&self.pending_positions()).await?;
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(group = GROUP, error = %e, "poll failed; backing off");
@@ -234,19 +240,24 @@ impl Sink {
         Ok(())
     }
 
+    fn pending_positions(&self) -> Vec<Position> {
+        self.positions
+            .iter()
+            .map(|((topic, partition), next_offset)| Position {
+                topic: topic.clone(),
+                partition: *partition,
+                next_offset: *next_offset,
+            })
+            .collect()
+    }
+
     /// Commits the positions of what has been written.
     async fn commit(&mut self, consumer: &mut dyn LogConsumer) -> Result<(), SinkError> {
         if !self.rows.is_empty() || self.positions.is_empty() {
             return Ok(());
         }
-        let positions: Vec<Position> = std::mem::take(&mut self.positions)
-            .into_iter()
-            .map(|((topic, partition), next_offset)| Position {
-                topic,
-                partition,
-                next_offset,
-            })
-            .collect();
+        let positions = self.pending_positions();
+        self.positions.clear();
         self.since = None;
         if let Err(e) = consumer.commit(&positions).await {
             // The rows are in ClickHouse; a redelivery collapses into them.

@@ -4,9 +4,11 @@
 #[macro_use]
 mod support;
 
+mod analytics;
 mod auth;
 mod cli;
 mod gateway;
 mod log;
 mod realtime;
 mod registry;
+mod stats;
