@@ -352,6 +352,8 @@ pub struct RealtimeConfig {
     /// Recent notifications (all users) each process keeps in memory so live streams are fed
     /// without a query per client; a stream further behind reads the store.
     pub hub_buffer: usize,
+    /// Upper bound of that buffer in bytes of notification JSON (whichever limit is hit first).
+    pub hub_buffer_bytes: usize,
     /// Fallback poll of the notifications table, in milliseconds, for changes no wake-up
     /// announced (another process on SQLite, a lost LISTEN connection).
     pub poll_ms: u64,
@@ -370,6 +372,7 @@ impl Default for RealtimeConfig {
             slow_client_timeout_ms: 5000,
             max_stream_secs: 3600,
             hub_buffer: 10_000,
+            hub_buffer_bytes: 64 * 1024 * 1024,
             poll_ms: 2000,
             stream_token_secret: None,
         }

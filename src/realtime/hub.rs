@@ -45,6 +45,17 @@ struct Ring {
     lo: i64,
     hi: i64,
     rows: VecDeque<Arc<Entry>>,
+    /// JSON bytes held in `rows`.
+    bytes: usize,
+}
+
+impl Ring {
+    fn reset(&mut self, at: i64) {
+        self.rows.clear();
+        self.bytes = 0;
+        self.lo = at;
+        self.hi = at;
+    }
 }
 
 /// What one read returned: the visible rows (in order), how far the reader has looked
@@ -64,6 +75,7 @@ pub struct Hub {
     /// Wakes the tail reader (PostgreSQL NOTIFY).
     wake: Notify,
     capacity: usize,
+    capacity_bytes: usize,
     poll: Duration,
     started: AtomicBool,
     start_lock: tokio::sync::Mutex<()>,
@@ -71,17 +83,25 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(store: Store, capacity: usize, poll: Duration, closing: CancellationToken) -> Self {
+    pub fn new(
+        store: Store,
+        capacity: usize,
+        capacity_bytes: usize,
+        poll: Duration,
+        closing: CancellationToken,
+    ) -> Self {
         Self {
             store,
             ring: RwLock::new(Ring {
                 lo: 0,
                 hi: 0,
                 rows: VecDeque::new(),
+                bytes: 0,
             }),
             head: watch::channel(0).0,
             wake: Notify::new(),
             capacity: capacity.max(1),
+            capacity_bytes: capacity_bytes.max(1),
             poll: poll.max(Duration::from_millis(10)),
             started: AtomicBool::new(false),
             start_lock: tokio::sync::Mutex::new(()),
@@ -109,12 +129,7 @@ impl Hub {
             return Ok(());
         }
         let max = notifications::max_id(&self.store).await?;
-        {
-            let mut r = self.ring.write();
-            r.lo = max;
-            r.hi = max;
-            r.rows.clear();
-        }
+        self.ring.write().reset(max);
         if let Some(pool) = self.store.pg_pool() {
             tokio::spawn(listen_pg(pool.clone(), self.clone()));
         }
@@ -177,11 +192,7 @@ impl Hub {
             // A rebuild empties the table and restarts ids: start over from its new end.
             let max = notifications::max_id(&self.store).await?;
             if max < hi {
-                let mut r = self.ring.write();
-                r.rows.clear();
-                r.lo = max;
-                r.hi = max;
-                drop(r);
+                self.ring.write().reset(max);
                 self.head.send_modify(|n| *n = n.wrapping_add(1));
                 tracing::info!(
                     from = hi,
@@ -198,13 +209,14 @@ impl Hub {
             for e in entries {
                 if e.id() > r.hi {
                     r.hi = e.id();
+                    r.bytes += e.json.len();
                     r.rows.push_back(e);
                 }
             }
-            while r.rows.len() > self.capacity {
-                if let Some(old) = r.rows.pop_front() {
-                    r.lo = old.id();
-                }
+            while r.rows.len() > self.capacity || r.bytes > self.capacity_bytes {
+                let Some(old) = r.rows.pop_front() else { break };
+                r.lo = old.id();
+                r.bytes -= old.json.len();
             }
         }
         self.head.send_modify(|n| *n = n.wrapping_add(1));

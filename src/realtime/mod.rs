@@ -47,6 +47,7 @@ impl Realtime {
             hub: Arc::new(Hub::new(
                 store.clone(),
                 cfg.hub_buffer,
+                cfg.hub_buffer_bytes,
                 Duration::from_millis(cfg.poll_ms),
                 closing.clone(),
             )),
