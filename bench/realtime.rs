@@ -16,7 +16,8 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret";
-const ROUTES: &str = "routes:\n  message:\n    topic: public.user.message.events\n    allow: [user]\n";
+const ROUTES: &str =
+    "routes:\n  message:\n    topic: public.user.message.events\n    allow: [user]\n";
 
 struct Args {
     bin: PathBuf,
@@ -240,7 +241,9 @@ async fn latency(a: &Args, s: &Server) -> (Value, i64) {
             let r = http
                 .post(url)
                 .bearer_auth(tok)
-                .json(&json!({ "message": format!("seq:{seq}"), "timestamp": 1_767_225_600_000i64 }))
+                .json(
+                    &json!({ "message": format!("seq:{seq}"), "timestamp": 1_767_225_600_000i64 }),
+                )
                 .send()
                 .await;
             if matches!(&r, Ok(r) if r.status().as_u16() == 202) {

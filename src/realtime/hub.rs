@@ -285,3 +285,98 @@ async fn listen_pg(pool: sqlx::PgPool, hub: Arc<Hub>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projections::notifications::Notification;
+
+    async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::config::StoreConfig::default();
+        cfg.url = crate::config::Secret::new(format!("sqlite://{}/t.db", dir.path().display()));
+        let s = Store::connect(&cfg).await.unwrap();
+        s.migrate().await.unwrap();
+        (s, dir)
+    }
+
+    async fn add(s: &Store, i: usize, user: &str, visibility: &str) {
+        let mut tx = s.begin().await.unwrap();
+        notifications::insert(
+            &mut tx,
+            &Notification {
+                event_id: format!("e{i}"),
+                user_id: user.into(),
+                event_type: "user.message".into(),
+                payload: serde_json::json!({ "i": i }),
+                visibility: visibility.into(),
+                recipient_id: None,
+                event_time: 0,
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    fn ids(b: &Batch) -> Vec<i64> {
+        b.rows.iter().map(|e| e.id()).collect()
+    }
+
+    #[tokio::test]
+    async fn reads_from_the_buffer_or_the_store_and_restarts_after_a_reset() {
+        let (s, _dir) = store().await;
+        for i in 1..=4 {
+            add(&s, i, "bob", "private").await;
+        }
+        let hub = Arc::new(Hub::new(
+            s.clone(),
+            3,
+            1 << 20,
+            Duration::from_secs(60),
+            CancellationToken::new(),
+        ));
+        hub.ensure_started().await.unwrap();
+        assert_eq!(hub.head_id(), 4);
+        let mut head = hub.subscribe();
+        for i in 5..=9 {
+            add(&s, i, if i % 2 == 0 { "alice" } else { "bob" }, "private").await;
+        }
+        while hub.head_id() < 9 {
+            head.changed().await.unwrap();
+        }
+        // The buffer keeps the newest 3 rows (7, 8, 9): alice's 8 comes from it, and bob's
+        // rows 7 and 9 are skipped, yet scanned past.
+        let b = hub.read("alice", 6, 10).await.unwrap();
+        assert_eq!((ids(&b), b.scanned, b.more), (vec![8], 9, false));
+        // Behind the buffer: the store answers, and a short answer covers the buffer too.
+        let b = hub.read("alice", 0, 10).await.unwrap();
+        assert_eq!((ids(&b), b.scanned), (vec![6, 8], 9));
+        let b = hub.read("bob", 0, 2).await.unwrap();
+        assert_eq!((ids(&b), b.scanned, b.more), (vec![1, 2], 2, true));
+        // A rebuild empties the table and restarts ids: the hub starts over from its new end.
+        let mut tx = s.begin().await.unwrap();
+        for stmt in [
+            "DELETE FROM notifications",
+            "DELETE FROM sqlite_sequence WHERE name = 'notifications'",
+        ] {
+            crate::on_tx!(tx, c => {
+                sqlx::query(stmt).execute(&mut *c).await.unwrap();
+            });
+        }
+        tx.commit().await.unwrap();
+        add(&s, 10, "alice", "broadcast").await;
+        while hub.head_id() != 1 {
+            head.changed().await.unwrap();
+        }
+        add(&s, 11, "alice", "broadcast").await;
+        while hub.head_id() != 2 {
+            head.changed().await.unwrap();
+        }
+        let b = hub.read("carol", 0, 10).await.unwrap();
+        assert_eq!(ids(&b), vec![1, 2], "broadcasts after the rebuild");
+        let b = hub.read("carol", 1, 10).await.unwrap();
+        assert_eq!((ids(&b), b.scanned), (vec![2], 2));
+        hub.closing.cancel();
+    }
+}
