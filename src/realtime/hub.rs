@@ -293,8 +293,10 @@ mod tests {
 
     async fn store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = crate::config::StoreConfig::default();
-        cfg.url = crate::config::Secret::new(format!("sqlite://{}/t.db", dir.path().display()));
+        let cfg = crate::config::StoreConfig {
+            url: crate::config::Secret::new(format!("sqlite://{}/t.db", dir.path().display())),
+            ..Default::default()
+        };
         let s = Store::connect(&cfg).await.unwrap();
         s.migrate().await.unwrap();
         (s, dir)
