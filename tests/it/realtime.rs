@@ -1,7 +1,8 @@
 //! Realtime notifications on both backends: the reconnect race (every visible notification
 //! exactly once, in order, across many disconnects while producers keep posting), visibility on
 //! every path (history, SSE, WebSocket), stream tokens, heartbeats and `retry:`, slow clients
-//! dropped and resumed without loss, and delivery across two `serve` processes on PostgreSQL.
+//! dropped and resumed without loss, and delivery across `serve` processes on PostgreSQL (one
+//! projecting, two gateways).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -774,60 +775,89 @@ async fn slow_client_is_dropped_and_resumes(b: Backend) {
     app.stop().await;
 }
 
-/// Two `serve` processes on one PostgreSQL database: a client streaming from the second
-/// (gateway only, polling switched off) gets what the first process projected, through
-/// the trigger's NOTIFY.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cross_process_delivery_postgres() {
-    let app = TestApp::start(Backend::Postgres).await;
+/// A `substrate serve` child process on `store`; killed when dropped.
+struct Child {
+    proc: std::process::Child,
+    base: String,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+async fn serve(store: &TestStore, roles: &str) -> Child {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_substrate"))
-        .args(["serve", "--roles", "gateway"])
-        .env("SUBSTRATE_STORE__URL", &app.store.url)
+    let cfg = test_config(store);
+    let proc = std::process::Command::new(env!("CARGO_BIN_EXE_substrate"))
+        .args(["serve", "--roles", roles])
+        .env("SUBSTRATE_STORE__URL", &store.url)
         .env("SUBSTRATE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("SUBSTRATE_SCHEMAS__DIR", repo().join("avro"))
         .env("SUBSTRATE_AUTH__HS256_SECRET", SECRET)
         .env(
             "SUBSTRATE_GATEWAY__ROUTES_FILE",
-            app.ctx.config.gateway.routes_file.to_str().unwrap(),
+            cfg.gateway.routes_file.to_str().unwrap(),
         )
+        // No fallback polling: only NOTIFY can wake a stream in time.
         .env("SUBSTRATE_REALTIME__POLL_MS", "600000")
         .env("SUBSTRATE_TELEMETRY__LOG_FILTER", "warn")
         .spawn()
         .unwrap();
-    let other = format!("http://127.0.0.1:{port}");
+    let base = format!("http://127.0.0.1:{port}");
     eventually(30, || async {
-        let r = reqwest::get(format!("{other}/healthz")).await.ok()?;
+        let r = reqwest::get(format!("{base}/healthz")).await.ok()?;
         r.status().is_success().then_some(())
     })
     .await;
-    let alice = app.token("alice");
-    let mut sse = Sse::open(&other, &Auth::Bearer(alice.clone()), From::Start)
+    Child { proc, base }
+}
+
+/// Three `serve` processes on one PostgreSQL database: one projects (`consumers`), two are
+/// gateways. A client streaming from gateway C gets what was posted to gateway B (or to C)
+/// and projected by the consumers process, woken by the trigger's NOTIFY (polling is off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_process_delivery_postgres() {
+    let store = TestStore::new(Backend::Postgres).await;
+    let s = substrate::store::Store::connect(&test_config(&store).store)
         .await
         .unwrap();
-    let mut ws = Ws::open(&other, &Auth::Bearer(alice.clone()), From::Start)
+    s.migrate().await.unwrap();
+    s.close().await;
+    let consumers = serve(&store, "consumers").await;
+    let b = serve(&store, "gateway").await;
+    let c = serve(&store, "gateway").await;
+    let alice = token_with("alice", &[], None);
+    let mut sse = Sse::open(&c.base, &Auth::Bearer(alice.clone()), From::Start)
         .await
         .unwrap();
-    // Accepted by the first process's gateway, projected by its consumers…
-    post(
-        &app,
-        &app.token("bob"),
-        &direct("from process one", "alice"),
-    )
-    .await;
-    // …and accepted by the second process's gateway (projected by the first).
-    let r = reqwest::Client::new()
-        .post(format!("{other}/api/v1/events/message"))
-        .bearer_auth(&alice)
-        .json(&message("via process two"))
-        .send()
+    let mut ws = Ws::open(&c.base, &Auth::Bearer(alice.clone()), From::Start)
         .await
         .unwrap();
-    assert_eq!(r.status(), 202);
-    for want in ["from process one", "via process two"] {
+    let http = reqwest::Client::new();
+    for (gateway, token, body) in [
+        (
+            &b.base,
+            token_with("bob", &[], None),
+            direct("via gateway B", "alice"),
+        ),
+        (&c.base, alice.clone(), message("via gateway C")),
+    ] {
+        let r = http
+            .post(format!("{gateway}/api/v1/events/message"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    for want in ["via gateway B", "via gateway C"] {
         let (_, row) = tokio::time::timeout(Duration::from_secs(20), sse.notification())
             .await
             .expect("delivered by NOTIFY")
@@ -839,7 +869,18 @@ async fn cross_process_delivery_postgres() {
             .unwrap();
         assert_eq!(row["payload"]["message"], want);
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    app.stop().await;
+    // Gateway B never streamed, gateway C never projected: the rows came from the consumers
+    // process, through the store.
+    let (_, page) = {
+        let r = http
+            .get(format!("{}/api/v1/notifications", b.base))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(page["notifications"].as_array().unwrap().len(), 2);
+    drop((consumers, b, c));
+    store.drop_db().await;
 }
