@@ -123,7 +123,7 @@ async fn start(a: &Args) -> Server {
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
-    let child = std::process::Command::new(&a.bin)
+    let mut child = std::process::Command::new(&a.bin)
         .args(["serve", "--roles", "all"])
         .env("SUBSTRATE_STORE__URL", &url)
         .env("SUBSTRATE_STORE__MIGRATE_ON_START", "true")
@@ -143,6 +143,9 @@ async fn start(a: &Args) -> Server {
             && r.status().is_success()
         {
             break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("substrate exited during start-up: {status}");
         }
         assert!(Instant::now() < deadline, "substrate did not become ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
