@@ -78,9 +78,13 @@ XML
      >"${ch_dir}/log/stdout.log" 2>&1 &)
   for _ in $(seq 1 60); do ch_up && break; sleep 0.5; done
   ch_up || { log "ClickHouse did not start; see ${ch_dir}/log"; exit 1; }
-  # Leftover databases of interrupted test runs.
-  for db in $(curl -fsS "http://127.0.0.1:${ch_http}/" --data-binary "SELECT name FROM system.databases WHERE name LIKE 'st\\_%'"); do
+fi
+if ch_up; then
+  # Leftover databases of interrupted test runs (older than an hour, so a run in progress
+  # elsewhere keeps its own).
+  for db in $(curl -fsS "http://127.0.0.1:${ch_http}/" --data-binary \
+      "SELECT DISTINCT database FROM system.tables WHERE database LIKE 'st\\_%' AND metadata_modification_time < now() - 3600"); do
     curl -fsS "http://127.0.0.1:${ch_http}/" --data-binary "DROP DATABASE IF EXISTS ${db}" >/dev/null || true
   done
+  log "ClickHouse ready on 127.0.0.1:${ch_http}"
 fi
-ch_up && log "ClickHouse ready on 127.0.0.1:${ch_http}"
