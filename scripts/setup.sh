@@ -22,6 +22,7 @@ if ! $build_only; then
   command -v chromium >/dev/null || need_apt+=(chromium)
   command -v promtool >/dev/null || need_apt+=(prometheus)
   command -v pg_isready >/dev/null || need_apt+=(postgresql)
+  command -v curl >/dev/null || need_apt+=(curl)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"

@@ -47,6 +47,10 @@ pub struct AppInner {
     pub objects: Arc<crate::objects::Objects>,
     /// The media component's process-wide state (timer wake-ups).
     pub media: Arc<crate::media::Media>,
+    /// Notification streams: the fan-out hub and stream tokens.
+    pub realtime: Arc<crate::realtime::Realtime>,
+    /// Where event counts are read from (the store, or ClickHouse when configured).
+    pub analytics: Arc<crate::analytics::Analytics>,
 }
 
 #[derive(Clone)]
@@ -115,6 +119,14 @@ impl AppContext {
             .store_up
             .with_label_values(&[store.backend().as_str()])
             .set(1);
+        let realtime = Arc::new(crate::realtime::Realtime::new(
+            &config.realtime,
+            store.clone(),
+        ));
+        let analytics = Arc::new(
+            crate::analytics::Analytics::new(&config.analytics, store.clone())
+                .map_err(|e| BuildError::Config(e.to_string()))?,
+        );
         Ok(AppContext(Arc::new(AppInner {
             rate_limiter: Arc::new(RateLimiter::new(config.gateway.rate_limit.clone())),
             config: Arc::new(config),
@@ -128,6 +140,8 @@ impl AppContext {
             log,
             objects,
             media: Arc::new(crate::media::Media::new()),
+            realtime,
+            analytics,
         })))
     }
 }

@@ -1,6 +1,7 @@
 //! substrate: an event-driven substrate in one binary. See `docs/` and DESIGN for the
 //! architecture; each folder here is one component or role.
 
+pub mod analytics;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod media;
 pub mod objects;
 pub mod outbox;
 pub mod projections;
+pub mod realtime;
 pub mod relay;
 pub mod roles;
 pub mod schema;

@@ -84,7 +84,11 @@ pub fn parse_roles(s: &str) -> Result<Vec<Role>, UnknownRole> {
 pub async fn run(role: Role, ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
     match role {
         Role::Gateway => crate::gateway::run(ctx, shutdown).await,
-        Role::Consumers => crate::consumers::run(ctx, shutdown).await,
+        Role::Consumers => {
+            // The projections, and the ClickHouse sink when analytics.clickhouse_url is set.
+            let sink = crate::analytics::sink::run(ctx.clone(), shutdown.clone());
+            tokio::try_join!(crate::consumers::run(ctx, shutdown), sink).map(|_| ())
+        }
         Role::Relay => crate::relay::run(ctx, shutdown).await,
         Role::Sagas => crate::media::role::run(ctx, shutdown).await,
         Role::Probe => {

@@ -65,6 +65,8 @@ pub fn start(
             }
         }
         tracing::info!("shutting down");
+        // Streams never end on their own: close them so the HTTP server can drain.
+        ctx.realtime.close();
         match http.await {
             Ok(Err(e)) => tracing::error!(error = %e, "http server error"),
             Err(e) => tracing::error!(error = %e, "http server panicked"),

@@ -343,6 +343,23 @@ pub struct RealtimeConfig {
     pub client_buffer: usize,
     /// Lifetime of a stream query token, in seconds.
     pub stream_token_ttl_secs: u64,
+    /// How long a connection's buffer may stay full (the client reads nothing) before the
+    /// client is dropped; it reconnects and resumes from its cursor, losing nothing.
+    pub slow_client_timeout_ms: u64,
+    /// Streams are closed after this many seconds so credentials are checked again; clients
+    /// reconnect and resume from their cursor.
+    pub max_stream_secs: u64,
+    /// Recent notifications (all users) each process keeps in memory so live streams are fed
+    /// without a query per client; a stream further behind reads the store.
+    pub hub_buffer: usize,
+    /// Upper bound of that buffer in bytes of notification JSON (whichever limit is hit first).
+    pub hub_buffer_bytes: usize,
+    /// Fallback poll of the notifications table, in milliseconds, for changes no wake-up
+    /// announced (another process on SQLite, a lost LISTEN connection).
+    pub poll_ms: u64,
+    /// HMAC key for stream tokens. When unset, a key is generated once and kept in the store,
+    /// so every instance sharing the store accepts every instance's tokens.
+    pub stream_token_secret: Option<Secret>,
 }
 
 impl Default for RealtimeConfig {
@@ -352,6 +369,12 @@ impl Default for RealtimeConfig {
             retry_ms: 2000,
             client_buffer: 1024,
             stream_token_ttl_secs: 60,
+            slow_client_timeout_ms: 5000,
+            max_stream_secs: 3600,
+            hub_buffer: 10_000,
+            hub_buffer_bytes: 64 * 1024 * 1024,
+            poll_ms: 2000,
+            stream_token_secret: None,
         }
     }
 }
@@ -463,6 +486,8 @@ pub struct AnalyticsConfig {
     pub batch_rows: usize,
     /// Longest a row waits before its batch is flushed, in milliseconds.
     pub flush_ms: u64,
+    /// Most buckets one event-counts query may return (more → 400 `range_too_large`).
+    pub max_buckets: usize,
 }
 
 impl Default for AnalyticsConfig {
@@ -474,6 +499,7 @@ impl Default for AnalyticsConfig {
             clickhouse_password: None,
             batch_rows: 10_000,
             flush_ms: 1000,
+            max_buckets: 1440,
         }
     }
 }

@@ -506,6 +506,20 @@ impl Group {
                 // Another member leads this group; it applies the request.
                 continue;
             }
+            if req.mode == crate::projections::snapshot::SEEK_MODE {
+                // Rebuild from a snapshot plus the tail of the log.
+                let r = crate::projections::snapshot::apply(
+                    &self.ctx,
+                    self.handler.as_ref(),
+                    consumer,
+                    &req,
+                )
+                .await;
+                if let Err(e) = r {
+                    tracing::error!(group = %self.group, error = %e, "snapshot restore failed; request left pending");
+                }
+                continue;
+            }
             // A rebuild empties the whole read model, so every topic of the group restarts.
             let topics = if req.rebuild {
                 self.topics.clone()

@@ -26,7 +26,11 @@ pub fn router(ctx: &AppContext, roles: &[Role]) -> Router {
             .merge(crate::gateway::router())
             .merge(crate::schema::registry::http::router())
             .merge(crate::consumers::admin::router())
-            .merge(crate::media::router());
+            .merge(crate::media::router())
+            .merge(crate::realtime::router())
+            .merge(crate::projections::stats::api::router())
+            .merge(crate::projections::snapshot::api::router())
+            .merge(crate::analytics::api::router());
     }
     r.layer(axum::middleware::from_fn_with_state(ctx.clone(), track))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())

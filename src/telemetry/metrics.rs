@@ -25,6 +25,12 @@ pub struct Metrics {
     pub dlq_depth: IntGaugeVec,
     pub saga_steps: IntCounterVec,
     pub saga_duration: HistogramVec,
+    pub realtime_connections: IntGaugeVec,
+    pub realtime_dropped: IntCounterVec,
+    pub realtime_delivered: IntCounterVec,
+    pub analytics_rows: IntCounterVec,
+    pub analytics_errors: IntCounterVec,
+    pub analytics_flush_seconds: HistogramVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -147,6 +153,51 @@ impl Metrics {
             ]),
             &["saga", "outcome"],
         ));
+        let realtime_connections = must(IntGaugeVec::new(
+            Opts::new(
+                "realtime_connections",
+                "Open notification streams, by transport (sse, websocket).",
+            ),
+            &["transport"],
+        ));
+        let realtime_dropped = must(IntCounterVec::new(
+            Opts::new(
+                "realtime_dropped_total",
+                "Streams the server closed, by reason (slow_client, lifetime, shutdown, error).",
+            ),
+            &["reason"],
+        ));
+        let realtime_delivered = must(IntCounterVec::new(
+            Opts::new(
+                "realtime_delivered_total",
+                "Notifications written to streams, by transport.",
+            ),
+            &["transport"],
+        ));
+        let analytics_rows = must(IntCounterVec::new(
+            Opts::new(
+                "analytics_rows_written_total",
+                "Rows the analytics sink wrote, by backend.",
+            ),
+            &["backend"],
+        ));
+        let analytics_errors = must(IntCounterVec::new(
+            Opts::new(
+                "analytics_write_errors_total",
+                "Failed analytics batch writes (each is retried), by backend.",
+            ),
+            &["backend"],
+        ));
+        let analytics_flush_seconds = must(HistogramVec::new(
+            HistogramOpts::new(
+                "analytics_flush_duration_seconds",
+                "Time to write one analytics batch.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+            ]),
+            &["backend"],
+        ));
         let m = Self {
             registry,
             http_requests,
@@ -165,6 +216,12 @@ impl Metrics {
             dlq_depth,
             saga_steps,
             saga_duration,
+            realtime_connections,
+            realtime_dropped,
+            realtime_delivered,
+            analytics_rows,
+            analytics_errors,
+            analytics_flush_seconds,
         };
         m.register(Box::new(m.http_requests.clone()));
         m.register(Box::new(m.http_duration.clone()));
@@ -182,6 +239,12 @@ impl Metrics {
         m.register(Box::new(m.dlq_depth.clone()));
         m.register(Box::new(m.saga_steps.clone()));
         m.register(Box::new(m.saga_duration.clone()));
+        m.register(Box::new(m.realtime_connections.clone()));
+        m.register(Box::new(m.realtime_dropped.clone()));
+        m.register(Box::new(m.realtime_delivered.clone()));
+        m.register(Box::new(m.analytics_rows.clone()));
+        m.register(Box::new(m.analytics_errors.clone()));
+        m.register(Box::new(m.analytics_flush_seconds.clone()));
         #[cfg(target_os = "linux")]
         m.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),

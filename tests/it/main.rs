@@ -4,6 +4,7 @@
 #[macro_use]
 mod support;
 
+mod analytics;
 mod auth;
 mod cli;
 mod gateway;
@@ -13,4 +14,6 @@ mod media_credits;
 mod media_failures;
 mod media_restart;
 mod media_urls;
+mod realtime;
 mod registry;
+mod stats;

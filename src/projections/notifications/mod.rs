@@ -3,9 +3,12 @@
 //! (`private` | `broadcast` | `direct`), `recipient_id`, `event_time` and an increasing id.
 //! A user sees their own rows, broadcast rows, and direct rows addressed to them.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::watch;
 
 use crate::app::AppContext;
 use crate::consumers::{Emitter, Envelope, Handler, HandlerError};
@@ -66,6 +69,33 @@ impl From<RawRow> for NotificationRow {
     }
 }
 
+impl NotificationRow {
+    /// Whether `user` may see this row: the in-memory twin of [`VISIBLE_TO`] (the realtime
+    /// hub filters its buffer with it).
+    pub fn visible_to(&self, user: &str) -> bool {
+        self.user_id == user
+            || self.visibility == "broadcast"
+            || (self.visibility == "direct" && self.recipient_id.as_deref() == Some(user))
+    }
+}
+
+/// Bumped after every committed transaction of this process that inserted or reset
+/// notifications, so local streams wake at once (other processes learn of it through the
+/// PostgreSQL trigger's NOTIFY on `substrate_notifications`, or by polling).
+static CHANGED: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0).0);
+
+/// A receiver of the in-process change counter (see `CHANGED`).
+pub fn local_changes() -> watch::Receiver<u64> {
+    CHANGED.subscribe()
+}
+
+fn bump_after_commit(tx: &mut Tx) {
+    tx.after_commit(|| CHANGED.send_modify(|n| *n = n.wrapping_add(1)));
+}
+
+/// PostgreSQL channel the `notifications_changed` trigger notifies (migration 0003).
+pub const PG_CHANNEL: &str = "substrate_notifications";
+
 const ROW_COLUMNS: &str =
     "id, event_id, user_id, event_type, payload, visibility, recipient_id, event_time";
 
@@ -95,6 +125,7 @@ pub async fn insert(tx: &mut Tx, n: &Notification) -> Result<(), StoreError> {
         .execute(&mut *c)
         .await?;
     });
+    bump_after_commit(tx);
     Ok(())
 }
 
@@ -297,6 +328,7 @@ impl Handler for NotificationsProjection {
                 sqlx::query(stmt).execute(&mut *c).await.map_err(StoreError::from)?;
             });
         }
+        bump_after_commit(tx);
         Ok(true)
     }
 }
@@ -306,4 +338,25 @@ pub async fn all(store: &Store) -> Result<Vec<NotificationRow>, StoreError> {
     let sql = format!("SELECT {ROW_COLUMNS} FROM notifications ORDER BY id");
     let rows: Vec<RawRow> = on_read!(store, p => { sqlx::query_as(&sql).fetch_all(p).await? });
     Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// Every row (any user) with id > `after`, oldest first: the realtime hub's tail.
+pub async fn after(
+    store: &Store,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<NotificationRow>, StoreError> {
+    let sql = format!("SELECT {ROW_COLUMNS} FROM notifications WHERE id > $1 ORDER BY id LIMIT $2");
+    let rows: Vec<RawRow> = on_read!(store, p => {
+        sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(p).await?
+    });
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// The highest id in the table (0 when empty).
+pub async fn max_id(store: &Store) -> Result<i64, StoreError> {
+    let id: Option<i64> = on_read!(store, p => {
+        sqlx::query_scalar("SELECT MAX(id) FROM notifications").fetch_one(p).await?
+    });
+    Ok(id.unwrap_or(0))
 }

@@ -1,0 +1,217 @@
+//! Realtime push of the `notifications` read model: the caller's history
+//! (`GET /api/v1/notifications`), one ordered, resumable stream per client over SSE
+//! (`/api/v1/notifications/stream`) or WebSocket (`/api/v1/notifications/ws`), and stream tokens
+//! for browsers. Every path reads by the notification id cursor and filters by the caller's
+//! visibility in the server. See `docs/realtime.md`.
+
+pub mod history;
+pub mod hub;
+pub mod sse;
+pub mod stream;
+pub mod token;
+pub mod ws;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppContext;
+use crate::config::RealtimeConfig;
+use crate::gateway::auth::{Principal, PrincipalKind};
+use crate::http::error::ApiError;
+use crate::store::{Store, StoreError};
+use hub::Hub;
+use stream::{Conn, Pump, Shared, Transport};
+use token::{StreamTokens, TokenError};
+
+/// The realtime component of a process: the fan-out hub, the stream tokens, and the signal
+/// that closes every stream when the process shuts down.
+pub struct Realtime {
+    pub hub: Arc<Hub>,
+    pub tokens: StreamTokens,
+    cfg: RealtimeConfig,
+    closing: CancellationToken,
+}
+
+impl Realtime {
+    pub fn new(cfg: &RealtimeConfig, store: Store) -> Self {
+        let closing = CancellationToken::new();
+        Self {
+            hub: Arc::new(Hub::new(
+                store.clone(),
+                cfg.hub_buffer,
+                cfg.hub_buffer_bytes,
+                Duration::from_millis(cfg.poll_ms),
+                closing.clone(),
+            )),
+            tokens: StreamTokens::new(
+                store,
+                cfg.stream_token_secret.clone(),
+                cfg.stream_token_ttl_secs,
+            ),
+            cfg: cfg.clone(),
+            closing,
+        }
+    }
+
+    /// Ends every stream (they resume elsewhere from their cursor) and stops the hub.
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    /// Opens a stream for `user` after cursor `after`.
+    pub async fn open(
+        &self,
+        ctx: &AppContext,
+        user: String,
+        after: i64,
+        transport: Transport,
+    ) -> Result<Conn, StoreError> {
+        self.hub.ensure_started().await?;
+        let (tx, rx) = mpsc::channel(self.cfg.client_buffer.max(1));
+        let shared = Arc::new(Shared::default());
+        let (heartbeat, slow_timeout, lifetime) = Pump::from_config(&self.cfg);
+        let pump = Pump {
+            hub: self.hub.clone(),
+            user,
+            cursor: after,
+            tx,
+            shared: shared.clone(),
+            transport,
+            closing: self.closing.clone(),
+            metrics: ctx.metrics.clone(),
+            heartbeat,
+            slow_timeout,
+            lifetime,
+        };
+        tokio::spawn(pump.run());
+        Ok(Conn { rx, shared, after })
+    }
+
+    pub fn retry_ms(&self) -> u64 {
+        self.cfg.retry_ms
+    }
+
+    pub fn heartbeat_secs(&self) -> u64 {
+        self.cfg.heartbeat_secs
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Expired => ApiError::unauthorized("token_expired")
+                .with("reason", "the stream token expired: fetch a new one"),
+            TokenError::Malformed | TokenError::BadSignature => {
+                ApiError::unauthorized("invalid_token").with("reason", e.to_string())
+            }
+            TokenError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// Who is opening a stream: `Authorization` (JWT) or `X-API-Key` headers, else the
+/// `access_token` query parameter holding a stream token. Rate-limited like every request.
+pub async fn stream_principal(
+    ctx: &AppContext,
+    headers: &HeaderMap,
+    access_token: Option<&str>,
+) -> Result<Principal, ApiError> {
+    let has_header = headers.contains_key(axum::http::header::AUTHORIZATION)
+        || headers.contains_key("x-api-key");
+    let p = match access_token {
+        Some(t) if !has_header => {
+            let user = ctx.realtime.tokens.verify(t).await?;
+            Principal {
+                id: user,
+                kind: PrincipalKind::User,
+                roles: Vec::new(),
+                scopes: Vec::new(),
+                admin: false,
+                email: None,
+            }
+        }
+        _ => ctx.auth.authenticate(headers).await?,
+    };
+    ctx.rate_limiter.check(&p)?;
+    Ok(p)
+}
+
+/// A cursor parameter: a notification id, 0 for "from the beginning".
+pub fn parse_cursor(name: &str, value: &str) -> Result<i64, ApiError> {
+    match value.trim().parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(n),
+        _ => Err(ApiError::bad_request("invalid_parameter")
+            .with("parameter", name.to_string())
+            .with("reason", "expected a notification id (an integer >= 0)")),
+    }
+}
+
+/// Where a stream starts: `Last-Event-ID` (a reconnecting EventSource) wins over `?after=`.
+pub fn stream_cursor(headers: &HeaderMap, after: Option<&str>) -> Result<i64, ApiError> {
+    if let Some(v) = headers.get("last-event-id") {
+        let s = v.to_str().map_err(|_| {
+            ApiError::bad_request("invalid_parameter").with("parameter", "Last-Event-ID")
+        })?;
+        if !s.trim().is_empty() {
+            return parse_cursor("Last-Event-ID", s);
+        }
+    }
+    match after {
+        Some(a) if !a.trim().is_empty() => parse_cursor("after", a),
+        _ => Ok(0),
+    }
+}
+
+/// `POST /api/v1/notifications/stream-token`: a short-lived token for
+/// `?access_token=` on the stream endpoints.
+async fn issue_token(
+    State(ctx): State<AppContext>,
+    p: Principal,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let (token, exp) = ctx.realtime.tokens.issue(&p.id).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "token": token,
+            "expires_at": crate::events::rfc3339_micros(exp * 1_000_000),
+            "expires_in": ctx.realtime.tokens.ttl_secs(),
+            "usage": "GET /api/v1/notifications/stream?access_token=<token>[&after=<id>] (or /ws)",
+        })),
+    ))
+}
+
+pub fn router() -> Router<AppContext> {
+    Router::new()
+        .route("/api/v1/notifications", get(history::list))
+        .route("/api/v1/notifications/stream", get(sse::stream))
+        .route("/api/v1/notifications/ws", get(ws::upgrade))
+        .route("/api/v1/notifications/stream-token", post(issue_token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_prefers_last_event_id() {
+        let mut h = HeaderMap::new();
+        assert_eq!(stream_cursor(&h, None).unwrap(), 0);
+        assert_eq!(stream_cursor(&h, Some("7")).unwrap(), 7);
+        h.insert("last-event-id", "42".parse().unwrap());
+        assert_eq!(stream_cursor(&h, Some("7")).unwrap(), 42);
+        h.insert("last-event-id", "x".parse().unwrap());
+        assert_eq!(
+            stream_cursor(&h, None).unwrap_err().code(),
+            "invalid_parameter"
+        );
+        assert!(parse_cursor("after", "-1").is_err());
+    }
+}

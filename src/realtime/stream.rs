@@ -1,0 +1,224 @@
+//! One client's stream, independent of the transport: a pump task reads the client's next
+//! visible rows by cursor from the hub and puts them, in order, into a bounded buffer that the
+//! transport (SSE or WebSocket) drains. History and live rows come through the same cursor
+//! loop, so there is no seam to race on. A client whose buffer stays full for
+//! `realtime.slow_client_timeout_ms` is dropped; it resumes from its cursor.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::{Entry, Hub};
+use crate::config::RealtimeConfig;
+use crate::telemetry::Metrics;
+
+/// Rows read from the hub per step.
+const READ_BATCH: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Sse,
+    WebSocket,
+}
+
+impl Transport {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Transport::Sse => "sse",
+            Transport::WebSocket => "websocket",
+        }
+    }
+}
+
+/// Why the server closed a stream (the `reason` label of `realtime_dropped_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The client read nothing for `slow_client_timeout_ms` while its buffer was full.
+    SlowClient,
+    /// The stream reached `max_stream_secs`.
+    Lifetime,
+    /// The process is shutting down.
+    Shutdown,
+    /// The store could not be read.
+    Error,
+}
+
+impl DropReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DropReason::SlowClient => "slow_client",
+            DropReason::Lifetime => "lifetime",
+            DropReason::Shutdown => "shutdown",
+            DropReason::Error => "error",
+        }
+    }
+}
+
+/// What the pump hands the transport.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    Notification(Arc<Entry>),
+    Heartbeat,
+}
+
+/// State shared by the pump and the transport.
+#[derive(Default)]
+pub struct Shared {
+    /// Cancelled when the server drops the client: the transport stops at once.
+    pub dropped: CancellationToken,
+    pub reason: OnceLock<DropReason>,
+}
+
+/// The transport's end of a stream.
+pub struct Conn {
+    pub rx: mpsc::Receiver<Frame>,
+    pub shared: Arc<Shared>,
+    /// The cursor the stream started after.
+    pub after: i64,
+}
+
+impl Conn {
+    /// The next frame, or `None` when the stream is over (the server dropped the client, or
+    /// the pump ended).
+    pub async fn next(&mut self) -> Option<Frame> {
+        tokio::select! {
+            biased;
+            _ = self.shared.dropped.cancelled() => None,
+            f = self.rx.recv() => f,
+        }
+    }
+
+    pub fn drop_reason(&self) -> Option<DropReason> {
+        self.shared.reason.get().copied()
+    }
+}
+
+pub(crate) struct Pump {
+    pub hub: Arc<Hub>,
+    pub user: String,
+    pub cursor: i64,
+    pub tx: mpsc::Sender<Frame>,
+    pub shared: Arc<Shared>,
+    pub transport: Transport,
+    pub closing: CancellationToken,
+    pub metrics: Arc<Metrics>,
+    pub heartbeat: Duration,
+    pub slow_timeout: Duration,
+    pub lifetime: Duration,
+}
+
+enum Sent {
+    Ok,
+    /// The client went away.
+    Gone,
+    Dropped(DropReason),
+}
+
+impl Pump {
+    pub fn from_config(cfg: &RealtimeConfig) -> (Duration, Duration, Duration) {
+        (
+            Duration::from_secs(cfg.heartbeat_secs.max(1)),
+            Duration::from_millis(cfg.slow_client_timeout_ms.max(1)),
+            Duration::from_secs(cfg.max_stream_secs.max(1)),
+        )
+    }
+
+    /// Runs until the client goes away or the server drops it.
+    pub async fn run(self) {
+        let gauge = self
+            .metrics
+            .realtime_connections
+            .with_label_values(&[self.transport.as_str()]);
+        gauge.inc();
+        let outcome = self.pump().await;
+        gauge.dec();
+        if let Some(reason) = outcome {
+            let _ = self.shared.reason.set(reason);
+            self.metrics
+                .realtime_dropped
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            self.shared.dropped.cancel();
+        }
+    }
+
+    async fn send(&self, frame: Frame) -> Sent {
+        match self.tx.try_send(frame) {
+            Ok(()) => Sent::Ok,
+            Err(mpsc::error::TrySendError::Closed(_)) => Sent::Gone,
+            Err(mpsc::error::TrySendError::Full(frame)) => tokio::select! {
+                r = self.tx.send(frame) => if r.is_ok() { Sent::Ok } else { Sent::Gone },
+                _ = tokio::time::sleep(self.slow_timeout) => Sent::Dropped(DropReason::SlowClient),
+                _ = self.closing.cancelled() => Sent::Dropped(DropReason::Shutdown),
+            },
+        }
+    }
+
+    /// The loop; `None` when the client left, else why the server dropped it.
+    async fn pump(&self) -> Option<DropReason> {
+        let mut head = self.hub.subscribe();
+        let deadline = Instant::now() + self.lifetime;
+        let mut next_beat = Instant::now() + self.heartbeat;
+        let mut scanned = self.cursor;
+        let delivered = self
+            .metrics
+            .realtime_delivered
+            .with_label_values(&[self.transport.as_str()]);
+        loop {
+            if self.closing.is_cancelled() {
+                return Some(DropReason::Shutdown);
+            }
+            if self.tx.is_closed() {
+                return None;
+            }
+            if Instant::now() >= deadline {
+                return Some(DropReason::Lifetime);
+            }
+            // Mark the head seen *before* reading, so a row committed after the read wakes us.
+            head.borrow_and_update();
+            let batch = match self.hub.read(&self.user, scanned, READ_BATCH).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stream cannot read notifications; dropping it");
+                    return Some(DropReason::Error);
+                }
+            };
+            scanned = batch.scanned;
+            if !batch.rows.is_empty() {
+                for e in batch.rows {
+                    match self.send(Frame::Notification(e)).await {
+                        Sent::Ok => delivered.inc(),
+                        Sent::Gone => return None,
+                        Sent::Dropped(r) => return Some(r),
+                    }
+                }
+                next_beat = Instant::now() + self.heartbeat;
+                continue;
+            }
+            if batch.more {
+                continue;
+            }
+            tokio::select! {
+                r = head.changed() => {
+                    if r.is_err() {
+                        return Some(DropReason::Shutdown);
+                    }
+                }
+                _ = tokio::time::sleep_until(next_beat) => {
+                    match self.send(Frame::Heartbeat).await {
+                        Sent::Ok => {}
+                        Sent::Gone => return None,
+                        Sent::Dropped(r) => return Some(r),
+                    }
+                    next_beat = Instant::now() + self.heartbeat;
+                }
+                _ = tokio::time::sleep_until(deadline) => return Some(DropReason::Lifetime),
+                _ = self.closing.cancelled() => return Some(DropReason::Shutdown),
+                _ = self.tx.closed() => return None,
+            }
+        }
+    }
+}

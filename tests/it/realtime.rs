@@ -1,0 +1,886 @@
+//! Realtime notifications on both backends: the reconnect race (every visible notification
+//! exactly once, in order, across many disconnects while producers keep posting), visibility on
+//! every path (history, SSE, WebSocket), stream tokens, heartbeats and `retry:`, slow clients
+//! dropped and resumed without loss, and delivery across `serve` processes on PostgreSQL (one
+//! projecting, two gateways).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use rand::Rng;
+use serde_json::{Value, json};
+use substrate::projections::notifications;
+use tokio_tungstenite::tungstenite;
+
+use crate::support::*;
+
+// ---------------------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------------------
+
+/// How a stream client authenticates.
+#[derive(Clone)]
+pub enum Auth {
+    Bearer(String),
+    /// A stream token in `?access_token=`.
+    Query(String),
+}
+
+/// Where a stream starts.
+#[derive(Clone, Copy)]
+pub enum From {
+    Start,
+    LastEventId(i64),
+    After(i64),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    pub retry: Option<u64>,
+    pub comment: Option<String>,
+}
+
+/// A minimal EventSource: one connection, events parsed as they arrive.
+pub struct Sse {
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: String,
+    /// How much of `buf` is known to hold no event boundary.
+    scanned: usize,
+}
+
+fn query_of(auth: &Auth, from: From) -> String {
+    let mut q = Vec::new();
+    if let Auth::Query(t) = auth {
+        q.push(format!("access_token={t}"));
+    }
+    if let From::After(n) = from {
+        q.push(format!("after={n}"));
+    }
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    }
+}
+
+impl Sse {
+    pub async fn open(base: &str, auth: &Auth, from: From) -> Result<Sse, (u16, Value)> {
+        let url = format!("{base}/api/v1/notifications/stream{}", query_of(auth, from));
+        let mut req = reqwest::Client::new().get(url);
+        if let Auth::Bearer(t) = auth {
+            req = req.bearer_auth(t);
+        }
+        if let From::LastEventId(n) = from {
+            req = req.header("last-event-id", n.to_string());
+        }
+        let r = req.send().await.expect("request");
+        if r.status() != 200 {
+            let s = r.status().as_u16();
+            return Err((s, r.json().await.unwrap_or(Value::Null)));
+        }
+        assert_eq!(
+            r.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        Ok(Sse {
+            body: r.bytes_stream().boxed(),
+            buf: String::new(),
+            scanned: 0,
+        })
+    }
+
+    /// The next event (notification, heartbeat comment or retry), `None` at the end.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(i) = self.buf[self.scanned..].find("\n\n") {
+                let block: String = self.buf.drain(..self.scanned + i + 2).collect();
+                self.scanned = 0;
+                let mut ev = SseEvent::default();
+                for line in block.lines() {
+                    if let Some(c) = line.strip_prefix(':') {
+                        ev.comment = Some(c.trim().to_string());
+                    } else if let Some((k, v)) = line.split_once(':') {
+                        let v = v.strip_prefix(' ').unwrap_or(v);
+                        match k {
+                            "id" => ev.id = Some(v.to_string()),
+                            "event" => ev.event = Some(v.to_string()),
+                            "data" => ev.data.push_str(v),
+                            "retry" => ev.retry = v.parse().ok(),
+                            _ => {}
+                        }
+                    }
+                }
+                return Some(ev);
+            }
+            self.scanned = self.buf.len().saturating_sub(1);
+            while !self.buf.is_char_boundary(self.scanned) {
+                self.scanned -= 1;
+            }
+            match self.body.next().await {
+                Some(Ok(b)) => self.buf.push_str(&String::from_utf8_lossy(&b)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next notification as (id, row), skipping heartbeats; `None` at the end.
+    pub async fn notification(&mut self) -> Option<(i64, Value)> {
+        loop {
+            let ev = self.next().await?;
+            if ev.event.as_deref() == Some("notification") {
+                let id: i64 = ev.id.as_deref().and_then(|s| s.parse().ok()).expect("id");
+                let row: Value = serde_json::from_str(&ev.data).expect("json data");
+                assert_eq!(row["id"], id, "the SSE id is the notification id");
+                return Some((id, row));
+            }
+        }
+    }
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket stream client.
+pub struct Ws {
+    pub ws: WsStream,
+}
+
+impl Ws {
+    pub async fn open(base: &str, auth: &Auth, from: From) -> Result<Ws, u16> {
+        use tungstenite::client::IntoClientRequest;
+        let from = match from {
+            From::LastEventId(n) => From::After(n),
+            f => f,
+        };
+        let url = format!(
+            "{}/api/v1/notifications/ws{}",
+            base.replacen("http://", "ws://", 1),
+            query_of(auth, from)
+        );
+        let mut req = url.into_client_request().expect("ws request");
+        if let Auth::Bearer(t) = auth {
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => {
+                let mut w = Ws { ws };
+                let hello = w.next_json().await.expect("hello");
+                assert_eq!(hello["type"], "hello", "{hello}");
+                Ok(w)
+            }
+            Err(tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+            Err(e) => panic!("ws connect: {e}"),
+        }
+    }
+
+    /// The next JSON message, `None` when the server closed.
+    pub async fn next_json(&mut self) -> Option<Value> {
+        loop {
+            match self.ws.next().await? {
+                Ok(tungstenite::Message::Text(t)) => {
+                    return Some(serde_json::from_str(t.as_str()).expect("json"));
+                }
+                Ok(tungstenite::Message::Close(_)) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    pub async fn notification(&mut self) -> Option<(i64, Value)> {
+        loop {
+            let m = self.next_json().await?;
+            if m["type"] == "notification" {
+                let id = m["id"].as_i64().expect("id");
+                assert_eq!(m["data"]["id"], id);
+                return Some((id, m["data"].clone()));
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Transport {
+    Sse,
+    Ws,
+}
+
+/// Either client, for scenarios that run over both.
+pub enum Stream {
+    Sse(Sse),
+    Ws(Box<Ws>),
+}
+
+impl Stream {
+    pub async fn open(t: Transport, base: &str, auth: &Auth, from: From) -> Stream {
+        match t {
+            Transport::Sse => Stream::Sse(Sse::open(base, auth, from).await.expect("sse")),
+            Transport::Ws => Stream::Ws(Box::new(Ws::open(base, auth, from).await.expect("ws"))),
+        }
+    }
+
+    pub async fn notification(&mut self) -> Option<(i64, Value)> {
+        match self {
+            Stream::Sse(s) => s.notification().await,
+            Stream::Ws(w) => w.notification().await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Producers
+// ---------------------------------------------------------------------------------------
+
+pub fn direct(text: &str, to: &str) -> Value {
+    json!({ "message": text, "timestamp": "2026-01-01T00:00:00Z", "visibility": "direct", "recipient_id": to })
+}
+
+pub async fn post(app: &TestApp, token: &str, body: &Value) {
+    let (s, r) = app.post_json("/api/v1/events/message", token, body).await;
+    assert_eq!(s, 202, "{r}");
+}
+
+/// A login event for `user` through the identity service's API key.
+pub async fn login_at(app: &TestApp, key: &str, user: &str, time: &str) {
+    let body =
+        json!({ "user_id": user, "email": format!("{user}@example.com"), "login_time": time });
+    let r = app
+        .http
+        .post(app.url("/api/v1/events/login"))
+        .header("x-api-key", key)
+        .json(&body)
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status().as_u16(), 202);
+}
+
+pub async fn login(app: &TestApp, key: &str, user: &str) {
+    login_at(app, key, user, "2026-01-01T10:00:00Z").await
+}
+
+/// Waits until the notifications projection holds `n` rows.
+pub async fn wait_notifications(app: &TestApp, n: usize) -> Vec<notifications::NotificationRow> {
+    eventually(30, || async {
+        let r = notifications::all(&app.ctx.store).await.ok()?;
+        (r.len() >= n).then_some(r)
+    })
+    .await
+}
+
+async fn visible(app: &TestApp, user: &str) -> Vec<notifications::NotificationRow> {
+    notifications::visible_after(&app.ctx.store, user, 0, 1_000_000)
+        .await
+        .unwrap()
+}
+
+fn label(row: &Value) -> String {
+    row["payload"]["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            format!(
+                "{}:{}",
+                row["event_type"].as_str().unwrap(),
+                row["user_id"].as_str().unwrap()
+            )
+        })
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------
+
+/// Posts the visibility fixture; returns what alice must see, in order.
+async fn visibility_fixture(app: &TestApp) -> Vec<&'static str> {
+    let svc = app.api_key("identity", &["identity:write"]).await;
+    let (alice, bob, carol) = (app.token("alice"), app.token("bob"), app.token("carol"));
+    login(app, &svc, "bob").await; // bob's own (private): not for alice
+    login(app, &svc, "alice").await;
+    post(app, &bob, &message("hello all")).await;
+    post(app, &bob, &direct("psst carol", "carol")).await; // bob → carol: not for alice
+    post(app, &bob, &direct("hi alice", "alice")).await;
+    post(app, &carol, &direct("for bob", "bob")).await; // carol → bob: not for alice
+    post(app, &alice, &message("alice here")).await;
+    post(app, &carol, &message("the end")).await;
+    wait_notifications(app, 8).await;
+    vec![
+        "identity.login:alice",
+        "hello all",
+        "hi alice",
+        "alice here",
+        "the end",
+    ]
+}
+
+both!(visibility_on_every_path);
+async fn visibility_on_every_path(b: Backend) {
+    let app = TestApp::start(b).await;
+    let want = visibility_fixture(&app).await;
+    let alice = app.token("alice");
+
+    // History, oldest first, paged by the cursor.
+    let mut seen = Vec::new();
+    let mut after = 0;
+    let mut pages = 0;
+    loop {
+        let (s, page) = app
+            .get_json(
+                &format!("/api/v1/notifications?after={after}&limit=2"),
+                Some(&alice),
+            )
+            .await;
+        assert_eq!(s, 200, "{page}");
+        pages += 1;
+        for n in page["notifications"].as_array().unwrap() {
+            seen.push(label(n));
+        }
+        after = page["next_after"].as_i64().unwrap();
+        if !page["has_more"].as_bool().unwrap() {
+            break;
+        }
+    }
+    assert_eq!(seen, want, "history");
+    assert_eq!(pages, 3);
+
+    // SSE and WebSocket, from the start: exactly the same rows, then nothing else.
+    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    for t in [Transport::Sse, Transport::Ws] {
+        let mut s = Stream::open(t, &app.base, &Auth::Bearer(alice.clone()), From::Start).await;
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            let (_, row) = s.notification().await.expect("notification");
+            got.push(label(&row));
+        }
+        assert_eq!(got, want, "{t:?}");
+        // A later row for alice is the very next thing on the stream: nothing invisible
+        // was queued in between.
+        post(
+            &app,
+            &app.token("bob"),
+            &direct(&format!("later {t:?}"), "alice"),
+        )
+        .await;
+        let (_, row) = s.notification().await.expect("live notification");
+        assert_eq!(label(&row), format!("later {t:?}"));
+        want.push(format!("later {t:?}"));
+    }
+
+    // Bob sees his own login and his direct messages, carol what was sent to her.
+    let bob: Vec<String> = visible(&app, "bob")
+        .await
+        .iter()
+        .map(|r| label(&serde_json::to_value(r).unwrap()))
+        .collect();
+    assert!(bob.contains(&"identity.login:bob".to_string()));
+    assert!(bob.contains(&"for bob".to_string()));
+    assert!(!bob.contains(&"identity.login:alice".to_string()));
+    app.stop().await;
+}
+
+both!(history_parameters_are_validated);
+async fn history_parameters_are_validated(b: Backend) {
+    let app = TestApp::start_roles(b, vec![substrate::roles::Role::Gateway], |_| {}).await;
+    let t = app.token("alice");
+    for (q, param) in [
+        ("after=-1", "after"),
+        ("after=abc", "after"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+    ] {
+        let (s, body) = app
+            .get_json(&format!("/api/v1/notifications?{q}"), Some(&t))
+            .await;
+        assert_eq!(
+            (s, body["error"].as_str()),
+            (400, Some("invalid_parameter")),
+            "{q}"
+        );
+        assert_eq!(body["parameter"], param, "{q}: {body}");
+    }
+    let (s, body) = app.get_json("/api/v1/notifications", None).await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (401, Some("missing_credentials"))
+    );
+    let r = app
+        .http
+        .get(app.url("/api/v1/notifications/stream"))
+        .bearer_auth(&t)
+        .header("last-event-id", "nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["parameter"], "Last-Event-ID");
+    let (s, page) = app.get_json("/api/v1/notifications", Some(&t)).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        page,
+        json!({ "notifications": [], "next_after": 0, "has_more": false })
+    );
+    app.stop().await;
+}
+
+/// Producers keep posting while alice's stream disconnects and reconnects with its cursor
+/// dozens of times, at random points (mid-history, at the seam, live). Everything she
+/// received, taken together, is exactly what she may see, in order, once.
+async fn race(b: Backend, transport: Transport, hub_buffer: usize) {
+    let app = TestApp::start_with(b, |c| c.realtime.hub_buffer = hub_buffer).await;
+    let svc = app.api_key("identity", &["identity:write"]).await;
+    let rounds = 40;
+    let finished = Arc::new(AtomicBool::new(false));
+    let producers = {
+        let base_app = (app.base.clone(), app.token("alice"), app.token("bob"));
+        let (base, alice, bob) = base_app;
+        let svc = svc.clone();
+        let finished = finished.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let send = |path: &'static str, auth: (&'static str, String), body: Value| {
+                let http = http.clone();
+                let url = format!("{base}{path}");
+                async move {
+                    let mut req = http.post(url).json(&body);
+                    req = match auth.0 {
+                        "bearer" => req.bearer_auth(auth.1),
+                        _ => req.header("x-api-key", auth.1),
+                    };
+                    let r = req.send().await.expect("post");
+                    assert_eq!(r.status().as_u16(), 202);
+                }
+            };
+            for i in 0..rounds {
+                let m = "/api/v1/events/message";
+                let l = "/api/v1/events/login";
+                let a = ("bearer", alice.clone());
+                let bb = ("bearer", bob.clone());
+                let k = ("key", svc.clone());
+                let lg = |u: &str| json!({ "user_id": u, "email": "x@example.com", "login_time": 1_767_225_600_000i64 });
+                // Concurrent producers: their events interleave in the log.
+                tokio::join!(
+                    send(m, a.clone(), message(&format!("a{i}"))),
+                    send(m, bb.clone(), direct(&format!("ba{i}"), "alice")),
+                    send(m, bb.clone(), message(&format!("b{i}"))),
+                    send(m, bb, direct(&format!("bc{i}"), "carol")),
+                    send(l, k.clone(), lg("alice")),
+                    send(l, k, lg("carol")),
+                );
+            }
+            finished.store(true, Ordering::SeqCst);
+        })
+    };
+    let auth = Auth::Bearer(app.token("alice"));
+    let mut got: Vec<(i64, Value)> = Vec::new();
+    let mut reconnects = 0;
+    let mut while_producing = 0;
+    let mut expected: Option<Vec<i64>> = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the race did not settle"
+        );
+        let from = match got.last() {
+            None => From::Start,
+            Some((id, _)) if reconnects % 4 == 3 => From::After(*id),
+            Some((id, _)) => From::LastEventId(*id),
+        };
+        let mut s = Stream::open(transport, &app.base, &auth, from).await;
+        reconnects += 1;
+        if !finished.load(Ordering::SeqCst) {
+            while_producing += 1;
+        }
+        let take = rand::thread_rng().gen_range(0..8);
+        for _ in 0..take {
+            match tokio::time::timeout(Duration::from_millis(300), s.notification()).await {
+                Ok(Some(n)) => got.push(n),
+                _ => break,
+            }
+        }
+        drop(s);
+        if expected.is_none() && finished.load(Ordering::SeqCst) {
+            wait_notifications(&app, rounds * 6).await;
+            expected = Some(visible(&app, "alice").await.iter().map(|r| r.id).collect());
+        }
+        if let Some(e) = &expected
+            && got.len() >= e.len()
+        {
+            break;
+        }
+    }
+    producers.await.unwrap();
+    let expected = expected.unwrap();
+    let ids: Vec<i64> = got.iter().map(|(id, _)| *id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "in order, no duplicates: {ids:?}"
+    );
+    assert_eq!(ids, expected, "exactly the visible notifications");
+    assert_eq!(
+        expected.len(),
+        rounds * 4,
+        "alice sees a, ba, b and her logins"
+    );
+    let rows = visible(&app, "alice").await;
+    for ((_, row), want) in got.iter().zip(&rows) {
+        assert_eq!(row, &serde_json::to_value(want).unwrap());
+    }
+    assert!(reconnects >= 30, "only {reconnects} reconnects");
+    eprintln!("{reconnects} reconnects, {while_producing} while producers were posting");
+    app.stop().await;
+}
+
+both!(race_sse);
+async fn race_sse(b: Backend) {
+    race(b, Transport::Sse, 10_000).await
+}
+
+both!(race_websocket);
+async fn race_websocket(b: Backend) {
+    race(b, Transport::Ws, 10_000).await
+}
+
+both!(race_sse_behind_a_tiny_hub_buffer);
+/// The same race with a hub that keeps only 5 rows in memory: reconnecting clients are
+/// mostly behind it and catch up from the store before they join the live tail.
+async fn race_sse_behind_a_tiny_hub_buffer(b: Backend) {
+    race(b, Transport::Sse, 5).await
+}
+
+both!(streams_end_at_their_lifetime_and_at_shutdown);
+async fn streams_end_at_their_lifetime_and_at_shutdown(b: Backend) {
+    let app = TestApp::start_with(b, |c| c.realtime.max_stream_secs = 1).await;
+    let auth = Auth::Bearer(app.token("alice"));
+    let mut s = Sse::open(&app.base, &auth, From::Start).await.unwrap();
+    while s.next().await.is_some() {}
+    let mut w = Ws::open(&app.base, &auth, From::Start).await.unwrap();
+    let close = loop {
+        match w.ws.next().await {
+            Some(Ok(tungstenite::Message::Close(c))) => break c,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let close = close.expect("close frame with a code");
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (4002, "lifetime")
+    );
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("substrate_realtime_dropped_total{reason=\"lifetime\"} 2"),
+        "{metrics}"
+    );
+    // Shutdown ends open streams itself (rather than waiting out the grace period and
+    // aborting them).
+    let app2 = TestApp::start_with(b, |_| {}).await;
+    let mut s = Sse::open(&app2.base, &Auth::Bearer(app2.token("bob")), From::Start)
+        .await
+        .unwrap();
+    let ctx = app2.ctx.clone();
+    app2.stop().await;
+    while s.next().await.is_some() {}
+    assert_eq!(
+        ctx.metrics
+            .realtime_dropped
+            .with_label_values(&["shutdown"])
+            .get(),
+        1
+    );
+    app.stop().await;
+}
+
+both!(stream_tokens_open_streams_only);
+async fn stream_tokens_open_streams_only(b: Backend) {
+    let app = TestApp::start(b).await;
+    let alice = app.token("alice");
+    post(&app, &alice, &message("one")).await;
+    wait_notifications(&app, 1).await;
+    let (s, tok) = app
+        .post_json("/api/v1/notifications/stream-token", &alice, &json!({}))
+        .await;
+    assert_eq!(s, 201, "{tok}");
+    assert_eq!(tok["expires_in"], 60);
+    let token = tok["token"].as_str().unwrap().to_string();
+    // EventSource style: no header, the token in the query.
+    for t in [Transport::Sse, Transport::Ws] {
+        let mut st = Stream::open(t, &app.base, &Auth::Query(token.clone()), From::Start).await;
+        let (_, row) = st.notification().await.unwrap();
+        assert_eq!(row["payload"]["message"], "one");
+    }
+    // It is not a credential anywhere else…
+    let (s, _) = app.get_json("/api/v1/notifications", Some(&token)).await;
+    assert_eq!(s, 401);
+    let (s, _) = app
+        .post_json("/api/v1/events/message", &token, &message("x"))
+        .await;
+    assert_eq!(s, 401);
+    // …a tampered one is refused, and a JWT is never taken from the URL.
+    let mut bad = token.clone();
+    bad.pop();
+    bad.push(if token.ends_with('A') { 'B' } else { 'A' });
+    let e = Sse::open(&app.base, &Auth::Query(bad), From::Start)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!((e.0, e.1["error"].as_str()), (401, Some("invalid_token")));
+    let e = Sse::open(&app.base, &Auth::Query(alice.clone()), From::Start)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.0, 401);
+    assert_eq!(
+        Ws::open(&app.base, &Auth::Query("st1.x.1.y".into()), From::Start)
+            .await
+            .err(),
+        Some(401)
+    );
+    // Without any credential: 401.
+    let r = app
+        .http
+        .get(app.url("/api/v1/notifications/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    app.stop().await;
+}
+
+both!(heartbeats_retry_and_connection_gauge);
+async fn heartbeats_retry_and_connection_gauge(b: Backend) {
+    let app = TestApp::start_with(b, |c| {
+        c.realtime.heartbeat_secs = 1;
+        c.realtime.retry_ms = 1234;
+    })
+    .await;
+    let auth = Auth::Bearer(app.token("alice"));
+    let mut s = Sse::open(&app.base, &auth, From::Start).await.unwrap();
+    let first = s.next().await.unwrap();
+    assert_eq!(first.retry, Some(1234), "{first:?}");
+    let beat = s.next().await.unwrap();
+    assert_eq!(beat.comment.as_deref(), Some("heartbeat"));
+    let mut w = Ws::open(&app.base, &auth, From::Start).await.unwrap();
+    assert_eq!(w.next_json().await.unwrap()["type"], "heartbeat");
+    w.ws.send(tungstenite::Message::Text(r#"{"type":"ping"}"#.into()))
+        .await
+        .unwrap();
+    assert_eq!(w.next_json().await.unwrap()["type"], "pong");
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("substrate_realtime_connections{transport=\"sse\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("substrate_realtime_connections{transport=\"websocket\"} 1"));
+    drop(s);
+    drop(w);
+    eventually(10, || async {
+        let m = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        m.contains("substrate_realtime_connections{transport=\"sse\"} 0")
+            .then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+both!(slow_client_is_dropped_and_resumes);
+/// A client that stops reading is dropped once its buffer has been full for the configured
+/// time; it reconnects from its cursor and gets the rest — nothing lost, nothing repeated.
+async fn slow_client_is_dropped_and_resumes(b: Backend) {
+    let app = TestApp::start_with(b, |c| {
+        c.realtime.client_buffer = 2;
+        c.realtime.slow_client_timeout_ms = 300;
+        c.gateway.body_limit_bytes = 512 * 1024;
+    })
+    .await;
+    let alice = app.token("alice");
+    let auth = Auth::Bearer(alice.clone());
+    let mut s = Sse::open(&app.base, &auth, From::Start).await.unwrap();
+    // Big notifications fill the socket buffers quickly while the client reads nothing.
+    let big = "x".repeat(200 * 1024);
+    let n = 60;
+    for i in 0..n {
+        post(&app, &alice, &message(&format!("{i}:{big}"))).await;
+    }
+    wait_notifications(&app, n).await;
+    eventually(30, || async {
+        let m = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        m.contains("substrate_realtime_dropped_total{reason=\"slow_client\"} 1")
+            .then_some(())
+    })
+    .await;
+    // What was already in flight arrives, then the stream ends.
+    let mut ids = Vec::new();
+    while let Some((id, _)) = s.notification().await {
+        ids.push(id);
+    }
+    assert!(
+        ids.len() < n,
+        "the client was cut off early ({} of {n})",
+        ids.len()
+    );
+    eprintln!("slow client cut off after {} of {n}", ids.len());
+    // Resume from the cursor (again, if this slow test client is dropped again).
+    while ids.len() < n {
+        let from = ids.last().map_or(From::Start, |l| From::LastEventId(*l));
+        let mut s = Sse::open(&app.base, &auth, from).await.unwrap();
+        while let Some((id, _)) = s.notification().await {
+            ids.push(id);
+            if ids.len() == n {
+                break;
+            }
+        }
+    }
+    let all: Vec<i64> = visible(&app, "alice").await.iter().map(|r| r.id).collect();
+    assert_eq!(ids, all);
+    app.stop().await;
+}
+
+/// A `substrate serve` child process on `store`; killed when dropped.
+struct Child {
+    proc: std::process::Child,
+    base: String,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+async fn serve(store: &TestStore, roles: &str) -> Child {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cfg = test_config(store);
+    let proc = std::process::Command::new(env!("CARGO_BIN_EXE_substrate"))
+        .args(["serve", "--roles", roles])
+        .env("SUBSTRATE_STORE__URL", &store.url)
+        .env("SUBSTRATE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("SUBSTRATE_SCHEMAS__DIR", repo().join("avro"))
+        .env("SUBSTRATE_AUTH__HS256_SECRET", SECRET)
+        .env(
+            "SUBSTRATE_GATEWAY__ROUTES_FILE",
+            cfg.gateway.routes_file.to_str().unwrap(),
+        )
+        // No fallback polling: only NOTIFY can wake a stream in time.
+        .env("SUBSTRATE_REALTIME__POLL_MS", "600000")
+        .env("SUBSTRATE_TELEMETRY__LOG_FILTER", "warn")
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(30, || async {
+        let r = reqwest::get(format!("{base}/healthz")).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    Child { proc, base }
+}
+
+/// Three `serve` processes on one PostgreSQL database: one projects (`consumers`), two are
+/// gateways. A client streaming from gateway C gets what was posted to gateway B (or to C)
+/// and projected by the consumers process, woken by the trigger's NOTIFY (polling is off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_process_delivery_postgres() {
+    let store = TestStore::new(Backend::Postgres).await;
+    let s = substrate::store::Store::connect(&test_config(&store).store)
+        .await
+        .unwrap();
+    s.migrate().await.unwrap();
+    s.close().await;
+    let consumers = serve(&store, "consumers").await;
+    let b = serve(&store, "gateway").await;
+    let c = serve(&store, "gateway").await;
+    let alice = token_with("alice", &[], None);
+    let mut sse = Sse::open(&c.base, &Auth::Bearer(alice.clone()), From::Start)
+        .await
+        .unwrap();
+    let mut ws = Ws::open(&c.base, &Auth::Bearer(alice.clone()), From::Start)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    for (gateway, token, body) in [
+        (
+            &b.base,
+            token_with("bob", &[], None),
+            direct("via gateway B", "alice"),
+        ),
+        (&c.base, alice.clone(), message("via gateway C")),
+    ] {
+        let r = http
+            .post(format!("{gateway}/api/v1/events/message"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    for want in ["via gateway B", "via gateway C"] {
+        let (_, row) = tokio::time::timeout(Duration::from_secs(20), sse.notification())
+            .await
+            .expect("delivered by NOTIFY")
+            .unwrap();
+        assert_eq!(row["payload"]["message"], want);
+        let (_, row) = tokio::time::timeout(Duration::from_secs(20), ws.notification())
+            .await
+            .expect("delivered by NOTIFY")
+            .unwrap();
+        assert_eq!(row["payload"]["message"], want);
+    }
+    // Gateway B never streamed, gateway C never projected: the rows came from the consumers
+    // process, through the store.
+    let (_, page) = {
+        let r = http
+            .get(format!("{}/api/v1/notifications", b.base))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(page["notifications"].as_array().unwrap().len(), 2);
+    drop((consumers, b, c));
+    store.drop_db().await;
+}
