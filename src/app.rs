@@ -43,6 +43,10 @@ pub struct AppInner {
     pub routes: Arc<Routes>,
     pub metrics: Arc<Metrics>,
     pub log: Arc<dyn EventLog>,
+    /// Component checks and the status document (`/status`, `/readyz`, the probe).
+    pub status: Arc<crate::status::StatusService>,
+    /// Wakes a waiting probe when its event has been projected.
+    pub probe: Arc<crate::probe::ProbeHub>,
 }
 
 #[derive(Clone)]
@@ -118,6 +122,8 @@ impl AppContext {
             routes,
             metrics,
             log,
+            status: Arc::new(crate::status::StatusService::new()),
+            probe: Arc::new(crate::probe::ProbeHub::default()),
         })))
     }
 }

@@ -86,7 +86,8 @@ pub async fn run(role: Role, ctx: AppContext, shutdown: CancellationToken) -> an
         Role::Gateway => crate::gateway::run(ctx, shutdown).await,
         Role::Consumers => crate::consumers::run(ctx, shutdown).await,
         Role::Relay => crate::relay::run(ctx, shutdown).await,
-        Role::Sagas | Role::Probe => {
+        Role::Probe => crate::probe::run(ctx, shutdown).await,
+        Role::Sagas => {
             shutdown.cancelled().await;
             Ok(())
         }

@@ -452,6 +452,25 @@ pub struct ProbeConfig {
     pub timeout_secs: u64,
     /// Days of status history kept.
     pub history_days: u64,
+    /// Round trips slower than this (milliseconds) mark the projections degraded.
+    pub degraded_round_trip_ms: u64,
+    /// Seconds the oldest unpublished outbox row may wait before the relay counts as
+    /// degraded, and as down.
+    pub relay_degraded_age_secs: u64,
+    pub relay_down_age_secs: u64,
+    /// Records a consumer group may have left to read before it counts as degraded.
+    pub lag_degraded_records: i64,
+    /// Seconds a saga timer may be overdue before the sagas count as degraded, and as down.
+    pub timer_overdue_degraded_secs: u64,
+    pub timer_overdue_down_secs: u64,
+    /// Milliseconds one dependency check may take before it counts as failed.
+    pub check_timeout_ms: u64,
+    /// Milliseconds after which an answering dependency counts as slow (degraded).
+    pub slow_check_ms: u64,
+    /// Seconds between reloads of the status page in the browser.
+    pub page_refresh_secs: u64,
+    /// Heading of the public status page.
+    pub page_title: String,
 }
 
 impl Default for ProbeConfig {
@@ -460,6 +479,16 @@ impl Default for ProbeConfig {
             interval_secs: 10,
             timeout_secs: 10,
             history_days: 90,
+            degraded_round_trip_ms: 2000,
+            relay_degraded_age_secs: 60,
+            relay_down_age_secs: 600,
+            lag_degraded_records: 10_000,
+            timer_overdue_degraded_secs: 60,
+            timer_overdue_down_secs: 900,
+            check_timeout_ms: 2000,
+            slow_check_ms: 1000,
+            page_refresh_secs: 30,
+            page_title: "Platform status".into(),
         }
     }
 }
@@ -471,12 +500,17 @@ pub struct TelemetryConfig {
     pub log_format: String,
     /// tracing filter directive, e.g. `info,substrate=debug`.
     pub log_filter: String,
-    /// OTLP endpoint for traces; unset = no export.
+    /// OTLP endpoint for traces; unset = no export. The collector's base URL:
+    /// `http://collector:4318` for `http` (`/v1/traces` is appended unless present), or
+    /// `http://collector:4317` for `grpc`.
     pub otlp_endpoint: Option<String>,
-    /// `grpc` or `http`.
+    /// `grpc` or `http` (protobuf over HTTP).
     pub otlp_protocol: String,
     /// Service name reported in traces.
     pub service_name: String,
+    /// Share of new traces recorded (0.0–1.0); a sampled or unsampled incoming
+    /// `traceparent` is always followed.
+    pub trace_sample_ratio: f64,
 }
 
 impl Default for TelemetryConfig {
@@ -487,6 +521,7 @@ impl Default for TelemetryConfig {
             otlp_endpoint: None,
             otlp_protocol: "http".into(),
             service_name: "substrate".into(),
+            trace_sample_ratio: 1.0,
         }
     }
 }
@@ -553,6 +588,21 @@ impl Config {
         ) {
             return Err(ConfigError::Invalid(
                 "telemetry.log_format: expected auto, json or pretty".into(),
+            ));
+        }
+        if !matches!(self.telemetry.otlp_protocol.as_str(), "http" | "grpc") {
+            return Err(ConfigError::Invalid(
+                "telemetry.otlp_protocol: expected http or grpc".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.telemetry.trace_sample_ratio) {
+            return Err(ConfigError::Invalid(
+                "telemetry.trace_sample_ratio: expected a number from 0.0 to 1.0".into(),
+            ));
+        }
+        if self.probe.interval_secs == 0 || self.probe.timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "probe.interval_secs and probe.timeout_secs: must be at least 1".into(),
             ));
         }
         crate::schema::Compatibility::parse(&self.schemas.compatibility)

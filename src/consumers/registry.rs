@@ -8,9 +8,10 @@ use crate::app::AppContext;
 
 /// Read models and sinks (the `consumers` role).
 pub fn projection_handlers(ctx: &AppContext) -> Vec<Arc<dyn Handler>> {
-    vec![Arc::new(
-        crate::projections::notifications::NotificationsProjection::new(ctx.clone()),
-    )]
+    vec![
+        Arc::new(crate::projections::notifications::NotificationsProjection::new(ctx.clone())),
+        Arc::new(crate::probe::projection::ProbeProjection::new(ctx.clone())),
+    ]
 }
 
 /// Saga supervisors (the `sagas` role).
