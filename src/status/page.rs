@@ -23,7 +23,8 @@ main{max-width:860px;margin:0 auto;padding:20px 14px 40px}h1{font-size:1.5rem;ma
 .bars{display:flex;gap:2px;height:30px;margin-top:10px}.bar{flex:1 1 0;min-width:1px;border-radius:2px;background:var(--none)}
 .bar.d-operational{background:var(--ok)}.bar.d-degraded{background:var(--warn)}.bar.d-down{background:var(--down)}
 .legend{display:flex;justify-content:space-between;color:var(--muted);font-size:.78rem;margin-top:4px}
-.probe{padding:14px 0}.probe svg{width:100%;height:auto;display:block;margin-top:10px}
+.card.probe{padding:14px 16px}.probe svg{width:100%;height:120px;display:block;margin-top:10px}
+.axis{display:flex;justify-content:space-between;color:var(--muted);font-size:.78rem;margin-top:2px}.note{color:var(--muted);font-size:.85rem;margin-top:2px}
 .stats{display:grid;grid-template-columns:repeat(auto-fit,minmax(120px,1fr));gap:8px;margin:12px 0 4px}
 .stats div{border:1px solid var(--line);border-radius:8px;padding:8px 10px}.stats dt{color:var(--muted);font-size:.78rem}.stats dd{margin:0;font-weight:600}
 footer{color:var(--muted);font-size:.82rem}footer a{color:inherit}
@@ -60,6 +61,25 @@ fn banner(s: State) -> &'static str {
     }
 }
 
+/// What a reason code means to a reader of the page.
+fn explain(reason: &str) -> &'static str {
+    match reason {
+        "slow" => "Responding slowly",
+        "unreachable" | "timeout" => "Not responding",
+        "unavailable" | "lag_unknown" => "State cannot be determined right now",
+        "outbox_backlog" | "probe_slow" => "Events are delayed",
+        "outbox_stalled" => "Event delivery has stopped",
+        "probe_failed" => "Events are not reaching their destinations",
+        "probe_stale" => "End-to-end monitoring has paused",
+        "consumer_lag" => "Processing is behind",
+        "timers_overdue" => "Scheduled steps are running late",
+        "timers_stalled" => "Scheduled steps have stopped",
+        "accept_failed" => "New events are not being accepted",
+        "error_rate" => "Elevated error rate",
+        _ => "Investigating",
+    }
+}
+
 fn component(out: &mut String, c: &ComponentDoc) {
     let st = c.state.as_str();
     let _ = write!(
@@ -69,6 +89,9 @@ fn component(out: &mut String, c: &ComponentDoc) {
         title = esc(c.title),
         label = state_label(c.state),
     );
+    if let Some(r) = c.reason {
+        let _ = write!(out, r#"<div class="note">{}</div>"#, explain(r));
+    }
     let uptime = c
         .uptime_percent
         .map(|u| format!("{u:.2}% uptime"))
@@ -101,7 +124,7 @@ fn component(out: &mut String, c: &ComponentDoc) {
 fn chart(out: &mut String, p: &ProbeDoc, now_ms: i64) {
     const W: f64 = 600.0;
     const H: f64 = 120.0;
-    const TOP: f64 = 14.0;
+    const TOP: f64 = 4.0;
     let max = p
         .points
         .iter()
@@ -112,8 +135,7 @@ fn chart(out: &mut String, p: &ProbeDoc, now_ms: i64) {
     let y = |ms: f64| TOP + (H - TOP) * (1.0 - (ms / ymax).min(1.0));
     let _ = write!(
         out,
-        r#"<svg viewBox="0 0 {W} {h}" role="img" aria-label="Probe round trip over the last hour" preserveAspectRatio="none"><rect x="0" y="0" width="{W}" height="{H}" fill="none" stroke="var(--line)"/>"#,
-        h = H + 18.0
+        r#"<div class="axis"><span>{ymax} ms</span></div><svg viewBox="0 0 {W} {H}" role="img" aria-label="Probe round trip over the last hour" preserveAspectRatio="none"><rect x="0" y="0" width="{W}" height="{H}" fill="none" stroke="var(--line)" vector-effect="non-scaling-stroke"/>"#
     );
     let line: Vec<String> = p
         .points
@@ -127,29 +149,25 @@ fn chart(out: &mut String, p: &ProbeDoc, now_ms: i64) {
     if !line.is_empty() {
         let _ = write!(
             out,
-            r#"<polyline fill="none" stroke="var(--ok)" stroke-width="2" points="{}"/>"#,
+            r#"<polyline fill="none" stroke="var(--ok)" stroke-width="2" vector-effect="non-scaling-stroke" points="{}"/>"#,
             line.join(" ")
         );
     }
     for pt in p.points.iter().filter(|pt| !pt.ok) {
         let _ = write!(
             out,
-            r#"<line x1="{0:.1}" x2="{0:.1}" y1="{TOP}" y2="{H}" stroke="var(--down)" stroke-width="2"><title>failed</title></line>"#,
+            r#"<line x1="{0:.1}" x2="{0:.1}" y1="{TOP}" y2="{H}" stroke="var(--down)" stroke-width="2" vector-effect="non-scaling-stroke"><title>failed</title></line>"#,
             x(pt.at_ms)
-        );
-    }
-    if p.points.is_empty() {
-        let _ = write!(
-            out,
-            r#"<text x="{}" y="{}" text-anchor="middle" fill="var(--muted)" font-size="14">No probe runs in the last hour</text>"#,
-            W / 2.0,
-            H / 2.0 + 5.0
         );
     }
     let _ = write!(
         out,
-        r#"<text x="4" y="11" fill="var(--muted)" font-size="11">{ymax} ms</text><text x="0" y="{b}" fill="var(--muted)" font-size="11">60 min ago</text><text x="{W}" y="{b}" text-anchor="end" fill="var(--muted)" font-size="11">now</text></svg>"#,
-        b = H + 15.0
+        r#"</svg><div class="axis"><span>60 min ago</span><span>{}</span><span>now</span></div>"#,
+        if p.points.is_empty() {
+            "no probe runs in the last hour"
+        } else {
+            ""
+        }
     );
 }
 

@@ -9,3 +9,4 @@ mod cli;
 mod gateway;
 mod log;
 mod registry;
+mod status;
