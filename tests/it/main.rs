@@ -5,8 +5,10 @@
 mod support;
 
 mod auth;
+mod browser;
 mod cli;
 mod gateway;
 mod log;
 mod registry;
 mod status;
+mod tracing;
