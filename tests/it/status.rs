@@ -602,3 +602,106 @@ async fn dashboard_and_rules_name_exported_metrics() {
     );
     app.stop().await;
 }
+
+/// A nisshi Kafka broker of the test's own: a free port, SQLite storage kept across restarts.
+struct Broker {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut b = Broker {
+            dir: tempfile::tempdir().unwrap(),
+            port,
+            child: None,
+        };
+        b.restart();
+        b
+    }
+
+    fn restart(&mut self) {
+        let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new("nisshi")
+            .current_dir(self.dir.path())
+            .args(["broker", "--listener-url", &listener])
+            .args(["--advertised-listener-url", &listener])
+            .args(["--group-initial-rebalance-delay", "0s"])
+            .arg("--storage-engine")
+            .arg(format!("sqlite:///{}/broker.db", self.dir.path().display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nisshi (cargo install nisshi, see scripts/setup.sh)");
+        self.child = Some(child);
+    }
+
+    /// SIGTERM, and wait until it has exited (so the port is free again).
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The production column with a real broker: stopping it turns the log component down
+/// within a bounded time (a check times out after `probe.check_timeout_ms`, the document is
+/// cached two seconds); starting it again brings it and the probe back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Kafka backend (src/log/kafka, the kafka branch): remove this line once it is merged"]
+async fn broker_stop_turns_the_log_down_and_back() {
+    let mut broker = Broker::start();
+    let port = broker.port;
+    let app = TestApp::start_with(Backend::Postgres, |c| {
+        fast_probe(c);
+        c.log.url = format!("kafka://127.0.0.1:{port}");
+        c.probe.check_timeout_ms = 1000;
+    })
+    .await;
+    eventually(60, || async {
+        let d = status_json(&app).await;
+        (d["probe"]["last"]["ok"] == true && component(&d, "log")["state"] == "operational")
+            .then_some(())
+    })
+    .await;
+    broker.stop();
+    // Bounded: the log check fails within its timeout, plus the document's cache.
+    let doc = eventually(15, || async {
+        let d = status_json(&app).await;
+        (component(&d, "log")["state"] == "down").then_some(d)
+    })
+    .await;
+    let reason = component(&doc, "log")["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        ["unreachable", "timeout"].contains(&reason.as_str()),
+        "{reason}"
+    );
+    assert_eq!(component(&doc, "store")["state"], "operational");
+    assert_no_internals(&app, &text(&app.http, &app.url("/status")).await);
+    broker.restart();
+    eventually(90, || async {
+        let d = status_json(&app).await;
+        (component(&d, "log")["state"] == "operational" && d["probe"]["last"]["ok"] == true)
+            .then_some(())
+    })
+    .await;
+    app.stop().await;
+}

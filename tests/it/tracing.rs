@@ -1,5 +1,5 @@
-//! One request, one trace. A real `substrate serve` exports over OTLP/HTTP to a tiny receiver
-//! in the test: one POST carrying a `traceparent` yields, in that trace, the server span, the
+//! One request, one trace. A real `substrate serve` exports over OTLP (HTTP, and gRPC) to a
+//! tiny receiver in the test: one POST carrying a `traceparent` yields, in that trace, the server span, the
 //! `publish` span, the outbox append and the consumer's `process` span, with the messaging
 //! attributes, parented in that order; the outbox row names the publish span; the JSON logs
 //! carry trace, span, request and event ids. In process, with an exporter that collects
@@ -63,8 +63,29 @@ fn value_text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> S
     }
 }
 
+fn collect(sink: &Mutex<Vec<Got>>, req: ExportTraceServiceRequest) {
+    for rs in req.resource_spans {
+        for ss in rs.scope_spans {
+            for s in ss.spans {
+                sink.lock().push(Got {
+                    trace_id: hex::encode(&s.trace_id),
+                    span_id: hex::encode(&s.span_id),
+                    parent: hex::encode(&s.parent_span_id),
+                    name: s.name,
+                    kind: s.kind,
+                    attrs: s
+                        .attributes
+                        .iter()
+                        .map(|kv| (kv.key.clone(), value_text(&kv.value)))
+                        .collect(),
+                });
+            }
+        }
+    }
+}
+
 /// A tiny OTLP/HTTP (protobuf) receiver: `POST /v1/traces`.
-async fn receiver() -> (String, Arc<Mutex<Vec<Got>>>) {
+async fn http_receiver() -> (String, Arc<Mutex<Vec<Got>>>) {
     let got: Arc<Mutex<Vec<Got>>> = Arc::default();
     let sink = got.clone();
     let app = axum::Router::new().route(
@@ -73,24 +94,7 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Got>>>) {
             let sink = sink.clone();
             async move {
                 let req = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
-                for rs in req.resource_spans {
-                    for ss in rs.scope_spans {
-                        for s in ss.spans {
-                            sink.lock().push(Got {
-                                trace_id: hex::encode(&s.trace_id),
-                                span_id: hex::encode(&s.span_id),
-                                parent: hex::encode(&s.parent_span_id),
-                                name: s.name,
-                                kind: s.kind,
-                                attrs: s
-                                    .attributes
-                                    .iter()
-                                    .map(|kv| (kv.key.clone(), value_text(&kv.value)))
-                                    .collect(),
-                            });
-                        }
-                    }
-                }
+                collect(&sink, req);
                 (
                     [("content-type", "application/x-protobuf")],
                     ExportTraceServiceResponse::default().encode_to_vec(),
@@ -101,6 +105,63 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Got>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), got)
+}
+
+/// A tiny OTLP/gRPC receiver: HTTP/2, `TraceService/Export`, length-prefixed protobuf in,
+/// an empty answer and `grpc-status: 0` out.
+async fn grpc_receiver() -> (String, Arc<Mutex<Vec<Got>>>) {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    type Answer = hyper::Response<
+        StreamBody<
+            futures::stream::Iter<
+                std::vec::IntoIter<Result<Frame<Bytes>, std::convert::Infallible>>,
+            >,
+        >,
+    >;
+
+    let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sink = got.clone();
+    tokio::spawn(async move {
+        while let Ok((io, _)) = listener.accept().await {
+            let sink = sink.clone();
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let sink = sink.clone();
+                    async move {
+                        assert_eq!(
+                            req.uri().path(),
+                            "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+                        );
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        assert_eq!(body[0], 0, "uncompressed");
+                        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+                        collect(
+                            &sink,
+                            ExportTraceServiceRequest::decode(&body[5..5 + len]).unwrap(),
+                        );
+                        let mut trailers = hyper::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        let frames = vec![
+                            Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0]))),
+                            Ok(Frame::trailers(trailers)),
+                        ];
+                        let resp: Answer = hyper::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(StreamBody::new(futures::stream::iter(frames)))
+                            .unwrap();
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(io), svc),
+            );
+        }
+    });
     (format!("http://{addr}"), got)
 }
 
@@ -129,9 +190,21 @@ fn outbox_traceparent(headers: &str) -> String {
     h["traceparent"].as_str().unwrap().to_string()
 }
 
-both!(one_post_is_one_trace_over_otlp);
-async fn one_post_is_one_trace_over_otlp(b: Backend) {
-    let (otlp, spans) = receiver().await;
+both!(one_post_is_one_trace_over_otlp_http);
+async fn one_post_is_one_trace_over_otlp_http(b: Backend) {
+    one_post_is_one_trace(b, "http").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_post_is_one_trace_over_otlp_grpc() {
+    one_post_is_one_trace(Backend::Sqlite, "grpc").await
+}
+
+async fn one_post_is_one_trace(b: Backend, protocol: &str) {
+    let (otlp, spans) = match protocol {
+        "grpc" => grpc_receiver().await,
+        _ => http_receiver().await,
+    };
     let store = TestStore::new(b).await;
     let routes = store.dir.path().join("routes.yaml");
     std::fs::write(&routes, ROUTES).unwrap();
@@ -152,7 +225,7 @@ async fn one_post_is_one_trace_over_otlp(b: Backend) {
             format!("file://{}/objects", store.dir.path().display()),
         )
         .env("SUBSTRATE_TELEMETRY__OTLP_ENDPOINT", &otlp)
-        .env("SUBSTRATE_TELEMETRY__OTLP_PROTOCOL", "http")
+        .env("SUBSTRATE_TELEMETRY__OTLP_PROTOCOL", protocol)
         .env("SUBSTRATE_TELEMETRY__LOG_FORMAT", "json")
         .env("SUBSTRATE_TELEMETRY__LOG_FILTER", "warn,substrate=debug")
         .stdout(Stdio::null())
