@@ -590,6 +590,17 @@ impl Config {
                 "telemetry.log_format: expected auto, json or pretty".into(),
             ));
         }
+        if let Some(e) = self
+            .telemetry
+            .otlp_endpoint
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            && !url::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            return Err(ConfigError::Invalid(
+                "telemetry.otlp_endpoint: expected http(s)://host:port".into(),
+            ));
+        }
         if !matches!(self.telemetry.otlp_protocol.as_str(), "http" | "grpc") {
             return Err(ConfigError::Invalid(
                 "telemetry.otlp_protocol: expected http or grpc".into(),
@@ -652,6 +663,21 @@ mod tests {
         assert!(!out.contains("hunter2"), "{out}");
         assert!(!out.contains("topsecret"), "{out}");
         assert!(out.contains("[redacted]"));
+    }
+
+    #[test]
+    fn telemetry_settings_are_checked() {
+        let err = Config::from_toml("[telemetry]\notlp_endpoint = 'collector:4318'").unwrap_err();
+        assert!(err.to_string().contains("telemetry.otlp_endpoint"), "{err}");
+        let err = Config::from_toml("[telemetry]\notlp_protocol = 'udp'").unwrap_err();
+        assert!(err.to_string().contains("telemetry.otlp_protocol"), "{err}");
+        let err = Config::from_toml("[probe]\ninterval_secs = 0").unwrap_err();
+        assert!(err.to_string().contains("probe.interval_secs"), "{err}");
+        let c = Config::from_toml("[telemetry]\notlp_endpoint = 'http://collector:4318'").unwrap();
+        assert_eq!(
+            c.telemetry.otlp_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
     }
 
     #[test]

@@ -188,7 +188,8 @@ async fn send(ctx: &AppContext, probe_id: &str, instance: &str, sent_at: i64) ->
         idempotency_key: None,
         extra: Default::default(),
     };
-    let ev = match events::build(&ctx.schemas, projection::TOPIC, "probe", &payload, &meta) {
+    // A fresh key per run spreads the probes over every partition (and relay lane) in turn.
+    let ev = match events::build(&ctx.schemas, projection::TOPIC, probe_id, &payload, &meta) {
         Ok(ev) => ev,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the probe event");
