@@ -156,7 +156,7 @@ def main():
            "rounds": a.rounds, "variants": {}}
     for name, runs in results.items():
         out["variants"][name] = {
-            k: statistics.median(r[k] for r in runs)
+            k: {"median": statistics.median(r[k] for r in runs), "runs": [r[k] for r in runs]}
             for k in ("ingest_events_per_s", "end_to_end_events_per_s")
         }
     sink.shutdown()
