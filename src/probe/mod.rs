@@ -28,6 +28,14 @@ const POLL: Duration = Duration::from_millis(100);
 /// How often old history is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
+/// How long the probe lease lasts without renewal. It is renewed once per run, and a run
+/// (wait for the interval, the round trip, the evaluation) must never outlast it, or a second
+/// instance would start probing while the first still does.
+pub fn lease_ttl(p: &crate::config::ProbeConfig) -> Duration {
+    Duration::from_secs(2 * p.interval_secs + p.timeout_secs + 5)
+        + 2 * Duration::from_millis(p.check_timeout_ms)
+}
+
 /// Wakes a probe waiting in this process when the projection applied a probe event.
 #[derive(Default)]
 pub struct ProbeHub {
@@ -52,8 +60,7 @@ enum Run {
 pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
     let p = &ctx.config.probe;
     let instance = format!("probe-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let ttl = Duration::from_secs(2 * p.interval_secs + p.timeout_secs);
-    let lease = lease::Lease::new(ctx.store.clone(), "probe", &instance, ttl);
+    let lease = lease::Lease::new(ctx.store.clone(), "probe", &instance, lease_ttl(p));
     // The first run comes one interval after start, when the other roles are up.
     let every = Duration::from_secs(p.interval_secs);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -96,7 +103,10 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
             Run::Done(outcome, _) => fail(&ctx, outcome.as_str()),
         }
         let report = ctx.status.evaluate_and_export(&ctx).await;
-        if let Err(e) = history::record(&ctx.store, &report).await {
+        // Record only while still holding the lease (a stalled run may have lost it).
+        if matches!(lease.acquire().await, Ok(true))
+            && let Err(e) = history::record(&ctx.store, &report).await
+        {
             tracing::warn!(error = %e, "recording the status history failed");
         }
         if pruned.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {

@@ -120,7 +120,9 @@ pub async fn probe_view(ctx: &AppContext) -> ProbeView {
     let timeout_us = (p.timeout_secs as i64) * 1_000_000;
     match timed(ctx, history::latest(&ctx.store, timeout_us)).await {
         Timed::Ok(latest, _) => {
-            let window = ((3 * p.interval_secs + p.timeout_secs) as i64) * 1_000_000;
+            // A crashed prober's lease must expire before another instance takes over.
+            let window = (crate::probe::lease_ttl(p) + Duration::from_secs(p.interval_secs))
+                .as_micros() as i64;
             let stale = latest
                 .as_ref()
                 .is_some_and(|r| r.sent_at < now_micros() - window);
