@@ -1,8 +1,9 @@
 //! The probe and the status page on both columns: a successful round trip and an all-green
 //! page; the projections going down while no consumer runs and recovering when one starts;
 //! one probe at a time across instances (a lease) with takeover; uptime history and its
-//! retention; a configured but unreachable analytics store; nothing internal on the page.
-//! Also: `promtool` validates (and unit-tests) the shipped alert rules, and every query of the
+//! retention; a configured but unreachable analytics store; nothing internal on the page; a
+//! PostgreSQL outage turning `/readyz` 503 and back; a stopped Kafka broker turning the log
+//! down and back (waiting for the Kafka backend). Also: `promtool` validates (and unit-tests) the shipped alert rules, and every query of the
 //! shipped dashboard and rules names a metric `/metrics` really exports.
 
 use std::collections::BTreeSet;
@@ -701,6 +702,72 @@ async fn broker_stop_turns_the_log_down_and_back() {
         let d = status_json(&app).await;
         (component(&d, "log")["state"] == "operational" && d["probe"]["last"]["ok"] == true)
             .then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+/// Runs one statement on the PostgreSQL server as the admin user.
+async fn pg_admin(sql: &str) {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(&crate::support::pg::admin_url())
+        .await
+        .unwrap();
+    sqlx::query(sql).execute(&mut c).await.unwrap();
+}
+
+/// The production store goes away (its database refuses connections and the open ones are
+/// cut): `/readyz` answers 503 naming the store, the status page shows it down without error
+/// text; when the database is back, both recover by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_outage_makes_readyz_503_and_recovers() {
+    let app = TestApp::start_roles(Backend::Postgres, vec![Role::Gateway], |c| {
+        c.probe.check_timeout_ms = 1000;
+    })
+    .await;
+    assert_eq!(app.get_json("/readyz", None).await.0, 200);
+    let db = app.store.url.rsplit('/').next().unwrap().to_string();
+    pg_admin(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false")).await;
+    pg_admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+    ))
+    .await;
+    let ready = eventually(30, || async {
+        let (s, r) = app.get_json("/readyz", None).await;
+        (s == 503).then_some(r)
+    })
+    .await;
+    assert_eq!(ready["ready"], false);
+    let store = ready["checks"]["store"].as_str().unwrap();
+    assert!(
+        store == "down: unreachable" || store == "down: timeout",
+        "{ready}"
+    );
+    let doc = eventually(30, || async {
+        let d = status_json(&app).await;
+        (component(&d, "store")["state"] == "down").then_some(d)
+    })
+    .await;
+    assert_eq!(doc["status"], "down");
+    assert_eq!(
+        component(&doc, "log")["state"],
+        "down",
+        "the embedded log is the store"
+    );
+    let html = text(&app.http, &app.url("/status")).await;
+    assert!(html.contains(r#"data-component="store" data-state="down""#));
+    assert!(!html.to_lowercase().contains("error") && !html.contains("connection"));
+    assert_no_internals(&app, &html);
+
+    pg_admin(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")).await;
+    eventually(60, || async {
+        let (s, _) = app.get_json("/readyz", None).await;
+        (s == 200).then_some(())
+    })
+    .await;
+    eventually(30, || async {
+        let d = status_json(&app).await;
+        (component(&d, "store")["state"] == "operational").then_some(())
     })
     .await;
     app.stop().await;
