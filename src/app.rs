@@ -51,6 +51,10 @@ pub struct AppInner {
     pub realtime: Arc<crate::realtime::Realtime>,
     /// Where event counts are read from (the store, or ClickHouse when configured).
     pub analytics: Arc<crate::analytics::Analytics>,
+    /// Component checks and the status document (`/status`, `/readyz`, the probe).
+    pub status: Arc<crate::status::StatusService>,
+    /// Wakes a waiting probe when its event has been projected.
+    pub probe: Arc<crate::probe::ProbeHub>,
 }
 
 #[derive(Clone)]
@@ -142,6 +146,8 @@ impl AppContext {
             media: Arc::new(crate::media::Media::new()),
             realtime,
             analytics,
+            status: Arc::new(crate::status::StatusService::new()),
+            probe: Arc::new(crate::probe::ProbeHub::default()),
         })))
     }
 }

@@ -91,10 +91,7 @@ pub async fn run(role: Role, ctx: AppContext, shutdown: CancellationToken) -> an
         }
         Role::Relay => crate::relay::run(ctx, shutdown).await,
         Role::Sagas => crate::media::role::run(ctx, shutdown).await,
-        Role::Probe => {
-            shutdown.cancelled().await;
-            Ok(())
-        }
+        Role::Probe => crate::probe::run(ctx, shutdown).await,
     }
 }
 

@@ -179,6 +179,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
             let res = running.wait().await;
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            crate::telemetry::tracing::shutdown();
             res
         }
         Command::Migrate => {

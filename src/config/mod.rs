@@ -513,6 +513,25 @@ pub struct ProbeConfig {
     pub timeout_secs: u64,
     /// Days of status history kept.
     pub history_days: u64,
+    /// Round trips slower than this (milliseconds) mark the projections degraded.
+    pub degraded_round_trip_ms: u64,
+    /// Seconds the oldest unpublished outbox row may wait before the relay counts as
+    /// degraded, and as down.
+    pub relay_degraded_age_secs: u64,
+    pub relay_down_age_secs: u64,
+    /// Records a consumer group may have left to read before it counts as degraded.
+    pub lag_degraded_records: i64,
+    /// Seconds a saga timer may be overdue before the sagas count as degraded, and as down.
+    pub timer_overdue_degraded_secs: u64,
+    pub timer_overdue_down_secs: u64,
+    /// Milliseconds one dependency check may take before it counts as failed.
+    pub check_timeout_ms: u64,
+    /// Milliseconds after which an answering dependency counts as slow (degraded).
+    pub slow_check_ms: u64,
+    /// Seconds between reloads of the status page in the browser.
+    pub page_refresh_secs: u64,
+    /// Heading of the public status page.
+    pub page_title: String,
 }
 
 impl Default for ProbeConfig {
@@ -521,6 +540,16 @@ impl Default for ProbeConfig {
             interval_secs: 10,
             timeout_secs: 10,
             history_days: 90,
+            degraded_round_trip_ms: 2000,
+            relay_degraded_age_secs: 60,
+            relay_down_age_secs: 600,
+            lag_degraded_records: 10_000,
+            timer_overdue_degraded_secs: 60,
+            timer_overdue_down_secs: 900,
+            check_timeout_ms: 2000,
+            slow_check_ms: 1000,
+            page_refresh_secs: 30,
+            page_title: "Platform status".into(),
         }
     }
 }
@@ -532,12 +561,17 @@ pub struct TelemetryConfig {
     pub log_format: String,
     /// tracing filter directive, e.g. `info,substrate=debug`.
     pub log_filter: String,
-    /// OTLP endpoint for traces; unset = no export.
+    /// OTLP endpoint for traces; unset = no export. The collector's base URL:
+    /// `http://collector:4318` for `http` (`/v1/traces` is appended unless present), or
+    /// `http://collector:4317` for `grpc`.
     pub otlp_endpoint: Option<String>,
-    /// `grpc` or `http`.
+    /// `grpc` or `http` (protobuf over HTTP).
     pub otlp_protocol: String,
     /// Service name reported in traces.
     pub service_name: String,
+    /// Share of new traces recorded (0.0–1.0); a sampled or unsampled incoming
+    /// `traceparent` is always followed.
+    pub trace_sample_ratio: f64,
 }
 
 impl Default for TelemetryConfig {
@@ -548,6 +582,7 @@ impl Default for TelemetryConfig {
             otlp_endpoint: None,
             otlp_protocol: "http".into(),
             service_name: "substrate".into(),
+            trace_sample_ratio: 1.0,
         }
     }
 }
@@ -630,6 +665,32 @@ impl Config {
                 "objects.url: expected file://path, s3://bucket or gs://bucket".into(),
             ));
         }
+        if let Some(e) = self
+            .telemetry
+            .otlp_endpoint
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            && !url::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            return Err(ConfigError::Invalid(
+                "telemetry.otlp_endpoint: expected http(s)://host:port".into(),
+            ));
+        }
+        if !matches!(self.telemetry.otlp_protocol.as_str(), "http" | "grpc") {
+            return Err(ConfigError::Invalid(
+                "telemetry.otlp_protocol: expected http or grpc".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.telemetry.trace_sample_ratio) {
+            return Err(ConfigError::Invalid(
+                "telemetry.trace_sample_ratio: expected a number from 0.0 to 1.0".into(),
+            ));
+        }
+        if self.probe.interval_secs == 0 || self.probe.timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "probe.interval_secs and probe.timeout_secs: must be at least 1".into(),
+            ));
+        }
         crate::schema::Compatibility::parse(&self.schemas.compatibility)
             .map_err(|e| ConfigError::Invalid(format!("schemas.compatibility: {e}")))?;
         Ok(())
@@ -677,6 +738,21 @@ mod tests {
         assert!(!out.contains("hunter2"), "{out}");
         assert!(!out.contains("topsecret"), "{out}");
         assert!(out.contains("[redacted]"));
+    }
+
+    #[test]
+    fn telemetry_settings_are_checked() {
+        let err = Config::from_toml("[telemetry]\notlp_endpoint = 'collector:4318'").unwrap_err();
+        assert!(err.to_string().contains("telemetry.otlp_endpoint"), "{err}");
+        let err = Config::from_toml("[telemetry]\notlp_protocol = 'udp'").unwrap_err();
+        assert!(err.to_string().contains("telemetry.otlp_protocol"), "{err}");
+        let err = Config::from_toml("[probe]\ninterval_secs = 0").unwrap_err();
+        assert!(err.to_string().contains("probe.interval_secs"), "{err}");
+        let c = Config::from_toml("[telemetry]\notlp_endpoint = 'http://collector:4318'").unwrap();
+        assert_eq!(
+            c.telemetry.otlp_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
     }
 
     #[test]

@@ -74,6 +74,17 @@ pub enum HandlerError {
     Store(#[from] StoreError),
 }
 
+impl HandlerError {
+    /// A short kind for spans and metrics (never the message).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandlerError::Retry(_) => "retry",
+            HandlerError::Reject(_) => "reject",
+            HandlerError::Store(_) => "store",
+        }
+    }
+}
+
 #[async_trait]
 pub trait Handler: Send + Sync {
     /// The consumer group (also the scope of the inbox).
@@ -102,6 +113,8 @@ pub struct Emitter<'a> {
     schemas: &'a SchemaCatalog,
     cause: &'a Envelope,
     group: &'a str,
+    /// The handler span's trace context; emitted events name it as their parent.
+    traceparent: Option<String>,
     pub(crate) events: Vec<NewEvent>,
 }
 
@@ -111,8 +124,16 @@ impl<'a> Emitter<'a> {
             schemas,
             cause,
             group,
+            traceparent: None,
             events: Vec::new(),
         }
+    }
+
+    /// Emitted events continue this trace context (the handler's span) instead of a fresh
+    /// child of the cause's.
+    pub fn with_traceparent(mut self, traceparent: Option<String>) -> Self {
+        self.traceparent = traceparent;
+        self
     }
 
     pub fn cause(&self) -> &Envelope {
@@ -142,10 +163,11 @@ impl<'a> Emitter<'a> {
         extra.insert("causation_id".into(), self.cause.id.clone());
         let meta = EventMeta {
             source: format!("/consumers/{}", self.group),
-            traceparent: self
-                .cause
-                .header("traceparent")
-                .map(events::child_traceparent),
+            traceparent: self.traceparent.clone().or_else(|| {
+                self.cause
+                    .header("traceparent")
+                    .map(events::child_traceparent)
+            }),
             correlation_id: self
                 .cause
                 .header("correlation_id")

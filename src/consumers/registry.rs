@@ -12,6 +12,7 @@ pub fn projection_handlers(ctx: &AppContext) -> Vec<Arc<dyn Handler>> {
         Arc::new(crate::projections::notifications::NotificationsProjection::new(ctx.clone())),
         Arc::new(crate::projections::stats::StatsProjection::new(ctx)),
         Arc::new(crate::projections::counts::CountsProjection::new(ctx)),
+        Arc::new(crate::probe::projection::ProbeProjection::new(ctx.clone())),
     ]
 }
 

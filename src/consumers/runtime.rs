@@ -3,19 +3,22 @@
 //! log) commit the offsets; commit (Kafka offsets) after that. When a handler fails on event
 //! i, the batch is rolled back, events before i are applied on their own, and event i is
 //! retried with exponential backoff until it succeeds or is dead-lettered; then the batch
-//! goes on. Shutdown finishes the batch in hand.
+//! goes on. Shutdown finishes the batch in hand. Each handled event is a `process {topic}`
+//! span continuing the event's `traceparent`; what the handler emits names that span.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{Emitter, Envelope, Handler, HandlerError, dlq, inbox, seeks};
 use crate::app::AppContext;
 use crate::log::{LogConsumer, LogError, LogRecord, Position};
 use crate::schema::SchemaError;
 use crate::store::StoreError;
+use crate::telemetry::tracing::{context, spans};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
@@ -92,6 +95,7 @@ pub async fn run_group(
         }
     };
     let mut g = Group {
+        system: spans::messaging_system(ctx.log.name()),
         ctx: ctx.clone(),
         handler,
         group: group.clone(),
@@ -112,6 +116,8 @@ pub async fn run_group(
 }
 
 struct Group {
+    /// `messaging.system` of the spans.
+    system: &'static str,
     ctx: AppContext,
     handler: Arc<dyn Handler>,
     group: String,
@@ -360,13 +366,30 @@ impl Group {
                     if !self.is_for_us(rec) || !fresh.remove(&env.id) {
                         continue;
                     }
-                    let mut out = Emitter::new(&ctx.schemas, env, &self.group);
-                    match self.handler.handle(env, &mut tx, &mut out).await {
+                    let span = spans::process(&spans::Delivery {
+                        system: self.system,
+                        topic: &env.topic,
+                        group: &self.group,
+                        event_id: &env.id,
+                        partition: env.partition,
+                        offset: env.offset,
+                        traceparent: env.header("traceparent"),
+                    });
+                    let mut out = Emitter::new(&ctx.schemas, env, &self.group)
+                        .with_traceparent(context::traceparent(&span));
+                    match self
+                        .handler
+                        .handle(env, &mut tx, &mut out)
+                        .instrument(span.clone())
+                        .await
+                    {
                         Ok(()) => {
+                            tracing::debug!(parent: &span, group = %self.group, "event handled");
                             emitted.extend(out.events);
                             handled += 1;
                         }
                         Err(e) => {
+                            spans::fail(&span, e.kind());
                             let _ = tx.rollback().await;
                             return Ok(Applied::HandlerFailed(i, e));
                         }
@@ -452,7 +475,17 @@ impl Group {
                         .consumer_dead_lettered
                         .with_label_values(&[&self.group])
                         .inc();
-                    tracing::error!(group = %self.group, topic = %rec.topic, offset = rec.offset, attempts, error = %err, "event dead-lettered");
+                    let event_id = Self::record_id(rec);
+                    let span = spans::dead_letter(&spans::Delivery {
+                        system: self.system,
+                        topic: &rec.topic,
+                        group: &self.group,
+                        event_id: &event_id,
+                        partition: rec.partition,
+                        offset: rec.offset,
+                        traceparent: rec.headers.get("traceparent").map(String::as_str),
+                    });
+                    tracing::error!(parent: &span, group = %self.group, topic = %rec.topic, offset = rec.offset, attempts, error = %err, "event dead-lettered");
                     return Ok(());
                 }
                 Err(e) => {

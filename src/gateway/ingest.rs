@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tracing::{Instrument, Span};
 
 use super::auth::{Principal, PrincipalKind};
 use super::routes::RouteSpec;
@@ -20,6 +21,7 @@ use crate::events::{self, EventMeta};
 use crate::http::error::ApiError;
 use crate::outbox::{AppendError, AppendOutcome, AppendRequest, Guard, NewEvent};
 use crate::schema::SchemaError;
+use crate::telemetry::tracing::{context, spans};
 
 /// The request body, with the configured limit (→ 413 as JSON).
 pub struct Body(pub Bytes);
@@ -126,12 +128,28 @@ fn own_data(
     }
 }
 
-fn meta_from(headers: &HeaderMap, source: String, p: &Principal, idem: Option<&str>) -> EventMeta {
+/// The span of accepting events for `topic`; the events name it as their parent.
+pub fn publish_span(ctx: &AppContext, topic: &str, count: usize) -> Span {
+    spans::publish(spans::messaging_system(ctx.log.name()), topic, count)
+}
+
+/// The `traceparent` events accepted under `span` carry: the span's own, else the caller's.
+pub fn traceparent_for(span: &Span, headers: &HeaderMap) -> Option<String> {
+    context::traceparent(span).or_else(|| header_str(headers, "traceparent").map(str::to_string))
+}
+
+fn meta_from(
+    headers: &HeaderMap,
+    source: String,
+    p: &Principal,
+    idem: Option<&str>,
+    span: &Span,
+) -> EventMeta {
     let mut extra = crate::outbox::Headers::new();
     extra.insert("principal".into(), p.id.clone());
     EventMeta {
         source,
-        traceparent: header_str(headers, "traceparent").map(str::to_string),
+        traceparent: traceparent_for(span, headers),
         correlation_id: header_str(headers, "x-correlation-id").map(str::to_string),
         idempotency_key: idem.map(str::to_string),
         extra,
@@ -180,12 +198,20 @@ pub async fn commit(
     response: Value,
 ) -> Result<Response, ApiError> {
     let n = events.len() as u64;
+    let rejected = |reason: &str| {
+        spans::fail(&Span::current(), reason);
+        ctx.metrics
+            .events_rejected
+            .with_label_values(&[topic, reason])
+            .inc_by(n);
+    };
     match ctx.appender.append(AppendRequest { events, guard }).await {
         Ok(AppendOutcome::Committed) => {
             ctx.metrics
                 .events_accepted
                 .with_label_values(&[topic])
                 .inc_by(n);
+            tracing::debug!(topic, events = n, "events accepted");
             Ok((StatusCode::ACCEPTED, Json(response)).into_response())
         }
         Ok(AppendOutcome::Replayed { response }) => {
@@ -198,6 +224,7 @@ pub async fn commit(
             Ok(r)
         }
         Ok(AppendOutcome::KeyConflict) => {
+            rejected("idempotency_key_reused");
             Err(
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused").with(
                     "reason",
@@ -206,11 +233,16 @@ pub async fn commit(
             )
         }
         Ok(AppendOutcome::Duplicate) => {
+            rejected("replayed_message");
             Err(ApiError::new(StatusCode::CONFLICT, "replayed_message")
                 .with("reason", "this webhook message id was already accepted"))
         }
-        Err(AppendError::Closed) => Err(ApiError::unavailable("shutting down")),
+        Err(AppendError::Closed) => {
+            rejected("unavailable");
+            Err(ApiError::unavailable("shutting down"))
+        }
         Err(AppendError::Store(e)) => {
+            rejected("unavailable");
             tracing::error!(error = %e, "append failed");
             Err(ApiError::unavailable("store unavailable")
                 .header(axum::http::header::RETRY_AFTER, "1"))
@@ -232,21 +264,23 @@ pub async fn post_one(
             .with_label_values(&[&spec.topic, "malformed_json"])
             .inc();
     })?;
-    let key = own_data(&ctx, &spec.topic, &principal, &headers, &mut payload)?;
+    let key = own_data(&ctx, &spec.topic, &principal, &headers, &mut payload)
+        .inspect_err(|_| reject(&ctx, &spec.topic, "forbidden", 1))?;
     let idem = idempotency(&headers)?;
+    let span = publish_span(&ctx, &spec.topic, 1);
     let meta = meta_from(
         &headers,
         format!("/gateway/routes/{route}"),
         &principal,
         idem,
+        &span,
     );
     let ev = events::build(&ctx.schemas, &spec.topic, &key, &payload, &meta).map_err(|e| {
-        ctx.metrics
-            .events_rejected
-            .with_label_values(&[&spec.topic, "invalid_event"])
-            .inc();
+        spans::fail(&span, "invalid_event");
+        reject(&ctx, &spec.topic, "invalid_event", 1);
         schema_error(e, None)
     })?;
+    tracing::debug!(parent: &span, event_id = %ev.event_id, "event built");
     let response = json!({ "event_id": ev.event_id, "topic": spec.topic });
     let guard = idem.map(|k| Guard::Idempotency {
         principal: principal.id.clone(),
@@ -254,7 +288,17 @@ pub async fn post_one(
         fingerprint: fingerprint(&route, &body),
         response: response.to_string(),
     });
-    commit(&ctx, &spec.topic, vec![ev], guard, response).await
+    commit(&ctx, &spec.topic, vec![ev], guard, response)
+        .instrument(span)
+        .await
+}
+
+/// Counts refused events by topic and reason.
+fn reject(ctx: &AppContext, topic: &str, reason: &str, n: u64) {
+    ctx.metrics
+        .events_rejected
+        .with_label_values(&[topic, reason])
+        .inc_by(n);
 }
 
 pub async fn post_batch(
@@ -265,26 +309,30 @@ pub async fn post_batch(
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let spec = lookup_route(&ctx, &route, &principal)?;
-    let doc = parse_json(&body)?;
+    let doc = parse_json(&body).inspect_err(|_| reject(&ctx, &spec.topic, "malformed_json", 1))?;
     let items = match doc {
         Value::Array(a) => a,
         Value::Object(mut o) => match o.remove("events") {
             Some(Value::Array(a)) => a,
             _ => {
+                reject(&ctx, &spec.topic, "invalid_batch", 1);
                 return Err(ApiError::bad_request("invalid_batch")
                     .with("reason", "expected an array or {\"events\": [...]}"));
             }
         },
         _ => {
+            reject(&ctx, &spec.topic, "invalid_batch", 1);
             return Err(ApiError::bad_request("invalid_batch")
                 .with("reason", "expected an array or {\"events\": [...]}"));
         }
     };
     let max = ctx.config.gateway.batch_max_events;
     if items.is_empty() {
+        reject(&ctx, &spec.topic, "invalid_batch", 1);
         return Err(ApiError::bad_request("invalid_batch").with("reason", "the batch is empty"));
     }
     if items.len() > max {
+        reject(&ctx, &spec.topic, "batch_too_large", items.len() as u64);
         return Err(
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large")
                 .with("max_events", max as u64)
@@ -292,21 +340,24 @@ pub async fn post_batch(
         );
     }
     let idem = idempotency(&headers)?;
+    let count = items.len();
+    let span = publish_span(&ctx, &spec.topic, count);
     let meta = meta_from(
         &headers,
         format!("/gateway/routes/{route}"),
         &principal,
         idem,
+        &span,
     );
-    let mut events = Vec::with_capacity(items.len());
+    let mut events = Vec::with_capacity(count);
     for (i, mut payload) in items.into_iter().enumerate() {
-        let key = own_data(&ctx, &spec.topic, &principal, &headers, &mut payload)
-            .map_err(|e| e.with("index", i as u64))?;
+        let key = own_data(&ctx, &spec.topic, &principal, &headers, &mut payload).map_err(|e| {
+            reject(&ctx, &spec.topic, "forbidden", count as u64);
+            e.with("index", i as u64)
+        })?;
         let ev = events::build(&ctx.schemas, &spec.topic, &key, &payload, &meta).map_err(|e| {
-            ctx.metrics
-                .events_rejected
-                .with_label_values(&[&spec.topic, "invalid_event"])
-                .inc();
+            spans::fail(&span, "invalid_event");
+            reject(&ctx, &spec.topic, "invalid_event", count as u64);
             schema_error(e, Some(i))
         })?;
         events.push(ev);
@@ -319,5 +370,7 @@ pub async fn post_batch(
         fingerprint: fingerprint(&format!("{route}/batch"), &body),
         response: response.to_string(),
     });
-    commit(&ctx, &spec.topic, events, guard, response).await
+    commit(&ctx, &spec.topic, events, guard, response)
+        .instrument(span)
+        .await
 }

@@ -12,6 +12,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+use tracing::Instrument;
 
 use super::auth::{Principal, PrincipalKind};
 use super::ingest::{Body, commit, header_str, parse_json};
@@ -125,9 +126,10 @@ pub async fn receive(
     let mut extra = crate::outbox::Headers::new();
     extra.insert("principal".into(), principal.id.clone());
     extra.insert("webhook_id".into(), msg_id.clone());
+    let span = super::ingest::publish_span(&ctx, &hook.topic, 1);
     let meta = EventMeta {
         source: format!("/webhooks/{name}"),
-        traceparent: header_str(&headers, "traceparent").map(str::to_string),
+        traceparent: super::ingest::traceparent_for(&span, &headers),
         correlation_id: Some(msg_id.clone()),
         idempotency_key: None,
         extra,
@@ -144,7 +146,9 @@ pub async fn receive(
         webhook: name,
         msg_id,
     };
-    commit(&ctx, &hook.topic, vec![ev], Some(guard), response).await
+    commit(&ctx, &hook.topic, vec![ev], Some(guard), response)
+        .instrument(span)
+        .await
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! `/healthz` (the process is alive), `/readyz` (its dependencies answer; 503 with the
-//! reasons otherwise) and `/metrics` (Prometheus text format).
+//! `/healthz` (the process is alive), `/readyz` (its dependencies answer, by the status
+//! page's checks; 503 with the reasons otherwise) and `/metrics` (Prometheus text format).
 
 use axum::Router;
 use axum::extract::State;
@@ -21,27 +21,19 @@ async fn healthz() -> Response {
     (StatusCode::OK, axum::Json(json!({ "status": "ok" }))).into_response()
 }
 
-/// Checks each dependency; `Err` names what is not ready.
-pub async fn check(ctx: &AppContext) -> Vec<(&'static str, Result<(), String>)> {
-    let store =
-        match tokio::time::timeout(std::time::Duration::from_secs(2), ctx.store.ping()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err("store unreachable".to_string()),
-            Err(_) => Err("store timed out".to_string()),
-        };
-    ctx.metrics
-        .store_up
-        .with_label_values(&[ctx.store.backend().as_str()])
-        .set(i64::from(store.is_ok()));
-    vec![("store", store)]
-}
-
+/// `/readyz`: the status page's store and log checks (`status::http::readiness`); 503 with
+/// the reasons when the instance cannot work. Each check is `"ok"` or `"<state>: <reason>"`.
 async fn readyz(State(ctx): State<AppContext>) -> Response {
-    let checks = check(&ctx).await;
-    let ready = checks.iter().all(|(_, r)| r.is_ok());
+    let (ready, checks) = crate::status::http::readiness(&ctx).await;
     let detail: serde_json::Map<String, serde_json::Value> = checks
         .into_iter()
-        .map(|(k, r)| (k.to_string(), json!(r.err().unwrap_or_else(|| "ok".into()))))
+        .map(|(c, check)| {
+            let v = match check.reason {
+                None => "ok".to_string(),
+                Some(r) => format!("{}: {r}", check.state.as_str()),
+            };
+            (c.name().to_string(), json!(v))
+        })
         .collect();
     let status = if ready {
         StatusCode::OK

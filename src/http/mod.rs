@@ -1,6 +1,7 @@
-//! The HTTP server every process runs: health, readiness and metrics always; the gateway's
-//! API, the schema registry and other components' endpoints when their role is on. Requests
-//! are measured by matched route (bounded labels). Shutdown stops accepting, lets requests in
+//! The HTTP server every process runs: health, readiness, metrics and the status page always;
+//! the gateway's API, the schema registry and other components' endpoints when their role is
+//! on. Requests are measured by matched route (bounded labels) and carry a request id and a
+//! span (`telemetry::tracing::http`). Shutdown stops accepting, lets requests in
 //! flight finish (up to `http.shutdown_grace_secs`), then returns.
 
 pub mod error;
@@ -32,8 +33,12 @@ pub fn router(ctx: &AppContext, roles: &[Role]) -> Router {
             .merge(crate::projections::snapshot::api::router())
             .merge(crate::analytics::api::router());
     }
+    r = r.merge(crate::status::http::router());
     r.layer(axum::middleware::from_fn_with_state(ctx.clone(), track))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn(
+            crate::telemetry::tracing::http::trace_request,
+        ))
         .with_state(ctx.clone())
 }
 

@@ -2,13 +2,16 @@
 //! queued (up to `max_batch_events`) and commits it in one transaction, so concurrent
 //! requests share one fsync. Each caller is answered only after the transaction holding its
 //! events has committed. Idempotency keys and webhook message ids are checked inside the
-//! same transaction, so a retry can never store an event twice.
+//! same transaction, so a retry can never store an event twice. Each caller's wait is a span
+//! (`outbox append`) that records the size of the group commit it rode in.
 
 use std::sync::Arc;
 
 use sqlx::Row;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::{NewEvent, Outbox};
 use crate::on_tx;
@@ -57,6 +60,8 @@ pub enum AppendError {
 struct Job {
     req: AppendRequest,
     reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+    /// The caller's `outbox append` span.
+    span: tracing::Span,
 }
 
 #[derive(Clone)]
@@ -109,12 +114,26 @@ impl Appender {
     }
 
     pub async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, AppendError> {
+        let span = tracing::info_span!(
+            "outbox.append",
+            otel.name = "outbox append",
+            otel.status_code = Empty,
+            "outbox.events" = req.events.len() as i64,
+            "outbox.batch_events" = Empty,
+            "outbox.batch_requests" = Empty,
+        );
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job { req, reply })
-            .await
-            .map_err(|_| AppendError::Closed)?;
-        rx.await.map_err(|_| AppendError::Closed)?
+        let job = Job {
+            req,
+            reply,
+            span: span.clone(),
+        };
+        async move {
+            self.tx.send(job).await.map_err(|_| AppendError::Closed)?;
+            rx.await.map_err(|_| AppendError::Closed)?
+        }
+        .instrument(span)
+        .await
     }
 
     /// Stops taking new work, commits what is queued, and waits for the writers to finish.
@@ -159,6 +178,11 @@ async fn writer_loop(
             }
             batch
         };
+        let events: usize = batch.iter().map(|j| j.req.events.len()).sum();
+        for job in &batch {
+            job.span.record("outbox.batch_events", events as i64);
+            job.span.record("outbox.batch_requests", batch.len() as i64);
+        }
         match commit_batch(&store, &outbox, &batch).await {
             Ok(outcomes) => {
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
@@ -168,6 +192,7 @@ async fn writer_loop(
             Err(e) => {
                 tracing::error!(error = %e, jobs = batch.len(), "group commit failed");
                 for job in batch {
+                    job.span.record("otel.status_code", "ERROR");
                     let _ = job.reply.send(Err(AppendError::Store(e.to_string())));
                 }
             }

@@ -3,8 +3,8 @@
 //! label ever carries a user id.
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -31,7 +31,14 @@ pub struct Metrics {
     pub analytics_rows: IntCounterVec,
     pub analytics_errors: IntCounterVec,
     pub analytics_flush_seconds: HistogramVec,
+    pub probe_round_trip: Histogram,
+    pub probe_failures: IntCounterVec,
+    pub probe_last_success: Gauge,
+    pub status_component_up: IntGaugeVec,
 }
+
+/// Why a probe run failed (the `reason` label of `probe_failures_total`).
+pub const PROBE_FAILURE_REASONS: [&str; 3] = ["timeout", "append_failed", "store_unavailable"];
 
 fn must<T>(r: prometheus::Result<T>) -> T {
     // Metric definitions are static; a failure here is a programming error caught by tests.
@@ -198,6 +205,36 @@ impl Metrics {
             ]),
             &["backend"],
         ));
+        let probe_round_trip = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "probe_round_trip_seconds",
+                "Time from the probe appending its event to the probe projection applying it.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        ));
+        let probe_failures = must(IntCounterVec::new(
+            Opts::new(
+                "probe_failures_total",
+                "Probe runs that did not complete the loop, by reason.",
+            ),
+            &["reason"],
+        ));
+        for r in PROBE_FAILURE_REASONS {
+            probe_failures.with_label_values(&[r]);
+        }
+        let probe_last_success = must(Gauge::new(
+            "probe_last_success_timestamp_seconds",
+            "Unix time of this instance's last successful probe run (0 = none yet).",
+        ));
+        let status_component_up = must(IntGaugeVec::new(
+            Opts::new(
+                "status_component_up",
+                "1 while a status component is operational or degraded, 0 while it is down.",
+            ),
+            &["component"],
+        ));
         let m = Self {
             registry,
             http_requests,
@@ -222,6 +259,10 @@ impl Metrics {
             analytics_rows,
             analytics_errors,
             analytics_flush_seconds,
+            probe_round_trip,
+            probe_failures,
+            probe_last_success,
+            status_component_up,
         };
         m.register(Box::new(m.http_requests.clone()));
         m.register(Box::new(m.http_duration.clone()));
@@ -245,6 +286,10 @@ impl Metrics {
         m.register(Box::new(m.analytics_rows.clone()));
         m.register(Box::new(m.analytics_errors.clone()));
         m.register(Box::new(m.analytics_flush_seconds.clone()));
+        m.register(Box::new(m.probe_round_trip.clone()));
+        m.register(Box::new(m.probe_failures.clone()));
+        m.register(Box::new(m.probe_last_success.clone()));
+        m.register(Box::new(m.status_component_up.clone()));
         #[cfg(target_os = "linux")]
         m.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),

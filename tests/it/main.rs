@@ -6,6 +6,7 @@ mod support;
 
 mod analytics;
 mod auth;
+mod browser;
 mod cli;
 mod gateway;
 mod log;
@@ -17,3 +18,5 @@ mod media_urls;
 mod realtime;
 mod registry;
 mod stats;
+mod status;
+mod tracing;
