@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::payloads::{FileIntent, UploadIntent};
-use super::{credits, files, topics, types, uploads};
+use super::upload::uploads;
+use super::{credits, files, topics, types};
 use crate::app::AppContext;
 use crate::events::{self, EventMeta};
 use crate::gateway::auth::{Principal, PrincipalKind};

@@ -1,24 +1,20 @@
 //! Media sagas with a credit economy (`credits.rs`). HTTP intents (`api.rs`) become events;
-//! saga supervisors run as consumer groups in the `sagas` role (`upload.rs`, `download.rs`,
-//! `delete.rs`) and on durable timers (`timers.rs`: `moving.rs`, `expiry.rs`); uploads are
-//! detected by the storage webhook, the blob endpoint or a HEAD check (`detect.rs`).
+//! saga supervisors run as consumer groups in the `sagas` role — the upload saga in
+//! `upload/` (its state, move and expiry timer steps, and upload detection by the storage
+//! webhook, the blob endpoint or a HEAD check), `download.rs` and `delete.rs` — and on
+//! durable timers (`timers.rs`).
 
 pub mod api;
 pub mod credits;
 pub mod delete;
-pub mod detect;
 pub mod download;
 pub mod emit;
-pub mod expiry;
 pub mod files;
-pub mod moving;
 pub mod payloads;
 pub mod role;
 pub mod timers;
 pub mod types;
 pub mod upload;
-pub mod uploads;
-pub mod webhook;
 
 use std::sync::Arc;
 
@@ -112,6 +108,6 @@ impl Default for Media {
 /// The media HTTP API, the storage webhook and (local backend) the blob endpoint.
 pub fn router() -> Router<AppContext> {
     api::router()
-        .merge(webhook::router())
+        .merge(upload::webhook::router())
         .merge(crate::objects::blobs::router())
 }

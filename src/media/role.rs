@@ -16,7 +16,7 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
         shutdown.clone(),
     ));
     set.spawn(super::timers::run(ctx.clone(), shutdown.clone()));
-    set.spawn(super::detect::run_head_checks(
+    set.spawn(super::upload::detect::run_head_checks(
         ctx.clone(),
         shutdown.clone(),
     ));

@@ -194,9 +194,9 @@ pub fn backoff(initial_ms: u64, attempt: i64) -> Duration {
 /// Works on one claimed timer: the step's I/O, then its transaction.
 async fn fire(ctx: &AppContext, t: Timer) {
     let r = match t.kind.as_str() {
-        kind::UPLOAD_TTL => super::expiry::on_ttl(ctx, &t).await,
-        kind::UPLOAD_MOVE => super::moving::on_move(ctx, &t).await,
-        kind::REMOVE_OBJECT => super::expiry::on_remove(ctx, &t).await,
+        kind::UPLOAD_TTL => super::upload::expiry::on_ttl(ctx, &t).await,
+        kind::UPLOAD_MOVE => super::upload::moving::on_move(ctx, &t).await,
+        kind::REMOVE_OBJECT => super::upload::expiry::on_remove(ctx, &t).await,
         other => {
             tracing::error!(kind = other, id = t.id, "unknown timer kind; dropping it");
             drop_unknown(ctx, &t).await

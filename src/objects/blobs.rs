@@ -157,8 +157,13 @@ async fn put_blob(
         return Err(ApiError::unavailable("object storage unavailable"));
     }
     // The object is stored; report it before answering, so a 200 means the saga will see it.
-    crate::media::detect::object_created(&ctx, &key, written, crate::media::detect::Source::Blob)
-        .await?;
+    crate::media::upload::detect::object_created(
+        &ctx,
+        &key,
+        written,
+        crate::media::upload::detect::Source::Blob,
+    )
+    .await?;
     Ok((StatusCode::OK, Json(json!({ "key": key, "size": written }))).into_response())
 }
 

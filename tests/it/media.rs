@@ -5,7 +5,8 @@
 
 use serde_json::{Value, json};
 use substrate::config::{Config, Secret};
-use substrate::media::{credits, files, timers, uploads};
+use substrate::media::upload::uploads;
+use substrate::media::{credits, files, timers};
 use substrate::projections::notifications::{self, NotificationRow};
 use substrate::roles::Role;
 
@@ -438,11 +439,11 @@ async fn ttl_expiry_refunds_once_and_removes_the_object(b: Backend) {
         .put(&key, bytes::Bytes::from_static(b"late"))
         .await
         .unwrap();
-    substrate::media::detect::object_created(
+    substrate::media::upload::detect::object_created(
         &app.ctx,
         &key,
         4,
-        substrate::media::detect::Source::Webhook,
+        substrate::media::upload::detect::Source::Webhook,
     )
     .await
     .unwrap();

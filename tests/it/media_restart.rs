@@ -152,11 +152,11 @@ async fn ttl_refunds_exactly_once_across_kills_and_restarts(b: Backend) {
         .await
         .unwrap();
     let key = app.upload_row(&rid).await.unwrap().upload_path;
-    substrate::media::detect::object_created(
+    substrate::media::upload::detect::object_created(
         &app.ctx,
         &key,
         4,
-        substrate::media::detect::Source::Blob,
+        substrate::media::upload::detect::Source::Blob,
     )
     .await
     .unwrap();

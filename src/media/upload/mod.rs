@@ -1,17 +1,24 @@
 //! The upload saga as a consumer group (`media-upload`): intent → credit check → approved
 //! (TTL timer armed) or rejected; approved → presigned PUT → signed; received → move timer.
-//! Its timer steps are in `moving.rs` (the move) and `expiry.rs` (TTL, object removal).
-//! Each step commits its state change and its events in one transaction.
+//! Its state is `uploads.rs` (the `media_uploads` rows); its timer steps are `moving.rs` (the move) and `expiry.rs` (TTL,
+//! object removal); `detect.rs` and `webhook.rs` notice arrived uploads. Each step commits its
+//! state change and its events in one transaction.
+
+pub mod detect;
+pub mod expiry;
+pub mod moving;
+pub mod uploads;
+pub mod webhook;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
 
+use self::uploads::{Upload, state};
 use super::emit::{self, Outgoing};
 use super::payloads::{UploadApproved, UploadIntent, UploadReceived, UploadRejected, UploadSigned};
 use super::timers::{self, kind};
-use super::uploads::{self, Upload, state};
 use super::{MediaError, credits, topics, types};
 use crate::app::AppContext;
 use crate::consumers::{Emitter, Envelope, Handler, HandlerError};

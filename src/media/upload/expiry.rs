@@ -4,12 +4,12 @@
 
 use serde_json::json;
 
-use super::payloads::UploadExpired;
-use super::timers::{self, Timer, kind};
-use super::upload::{SAGA, outgoing};
 use super::uploads::{self, state};
-use super::{MediaError, credits, emit, topics};
+use super::{SAGA, outgoing};
 use crate::app::AppContext;
+use crate::media::payloads::UploadExpired;
+use crate::media::timers::{self, Timer, kind};
+use crate::media::{MediaError, credits, emit, topics};
 use crate::store::now_micros;
 
 /// Timer: no upload arrived in time. Expire, refund once, and have the object removed.

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::payloads::UploadReceived;
-use super::{MediaError, topics, uploads};
+use super::uploads;
 use crate::app::AppContext;
 use crate::events::{self, EventMeta};
+use crate::media::payloads::UploadReceived;
+use crate::media::{MediaError, topics};
 use crate::outbox::{AppendOutcome, AppendRequest, Headers, NewEvent};
 use crate::store::now_micros;
 

@@ -5,12 +5,12 @@
 
 use serde_json::json;
 
-use super::payloads::{UploadConfirmed, UploadDeadLetter, UploadRejected, UploadRetry};
-use super::timers::{self, Timer, kind};
-use super::upload::{SAGA, outgoing};
 use super::uploads::{self, Upload, state};
-use super::{MediaError, credits, emit, files, topics};
+use super::{SAGA, outgoing};
 use crate::app::AppContext;
+use crate::media::payloads::{UploadConfirmed, UploadDeadLetter, UploadRejected, UploadRetry};
+use crate::media::timers::{self, Timer, kind};
+use crate::media::{MediaError, credits, emit, files, topics};
 use crate::store::now_micros;
 
 enum Moved {
