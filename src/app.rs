@@ -114,11 +114,25 @@ impl AppContext {
             crate::outbox::signal::listen_pg(pool.clone(), outbox.signal.clone());
         }
         let log = crate::log::open(&config, &store, &outbox.signal).await?;
+        if !config.is_embedded_log() && config.log.create_topics {
+            // Best effort: with the broker down the gateway still starts; the relay retries.
+            if let Err(e) =
+                crate::log::kafka::topics::ensure_for(&config.log, &schemas.topics()).await
+            {
+                tracing::warn!(error = %e, "creating topics at start-up failed");
+            }
+        }
         let metrics = Arc::new(Metrics::new());
         let objects = Arc::new(
             crate::objects::Objects::open(&config)
                 .map_err(|e| BuildError::Config(e.to_string()))?,
         );
+        // Every topic's relay series exist from the start (0 until something is relayed), so
+        // dashboards and alerts see a value rather than no data.
+        for t in schemas.topics() {
+            metrics.relay_published.with_label_values(&[&t]);
+            metrics.relay_errors.with_label_values(&[&t]);
+        }
         metrics
             .store_up
             .with_label_values(&[store.backend().as_str()])

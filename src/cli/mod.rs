@@ -56,6 +56,11 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Kafka topics: the schemas' topics and their dead-letter topics.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
     /// Rewind a consumer group on a topic (applied by the group's running consumer).
     Replay {
         #[arg(long)]
@@ -77,6 +82,14 @@ pub enum Command {
         #[arg(long, default_value_t = 30)]
         wait: u64,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopicsCommand {
+    /// Create the missing topics (partitions and replication from `[log]`).
+    Create,
+    /// List the broker's topics with their partition counts.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -193,6 +206,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config => {
             print!("{}", cfg.to_redacted_toml()?);
+            Ok(())
+        }
+        Command::Topics { command } => {
+            use crate::log::kafka::topics;
+            if cfg.is_embedded_log() {
+                anyhow::bail!("log.url is `embedded`: topics exist only with Kafka (kafka://…)");
+            }
+            match command {
+                TopicsCommand::Create => {
+                    let wanted = topics::wanted(&crate::schema::topics_in(&cfg.schemas.dir)?);
+                    let created = topics::create(&cfg.log, &wanted).await?;
+                    println!(
+                        "{}",
+                        serde_json::json!({ "created": created, "wanted": wanted.len() })
+                    );
+                }
+                TopicsCommand::List => {
+                    for t in topics::list(&cfg.log).await? {
+                        println!("{}\t{}", t.name, t.partitions);
+                    }
+                }
+            }
             Ok(())
         }
         Command::Healthcheck => {

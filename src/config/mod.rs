@@ -288,6 +288,8 @@ pub struct LogConfig {
     pub relay_lanes: u32,
     /// Poll interval fallback in milliseconds when no wake-up arrives.
     pub poll_interval_ms: u64,
+    /// Most outbox rows the relay sends before waiting for their acknowledgements.
+    pub relay_batch: usize,
 }
 
 impl Default for LogConfig {
@@ -301,6 +303,7 @@ impl Default for LogConfig {
             kafka_options: BTreeMap::new(),
             relay_lanes: 16,
             poll_interval_ms: 500,
+            relay_batch: 5000,
         }
     }
 }

@@ -67,6 +67,29 @@ pub fn topic_of(dir: &Path, file: &Path) -> Option<String> {
     Some(s.replace(['/', '\\'], "."))
 }
 
+/// Every `.avsc` file below `dir`, sorted.
+fn schema_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, SchemaError> {
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let entry = entry.map_err(|e| SchemaError::File {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        if entry.file_type().is_file() && entry.path().extension().is_some_and(|e| e == "avsc") {
+            files.push(entry.into_path());
+        }
+    }
+    Ok(files)
+}
+
+/// The topics of the schema files below `dir` (without loading them).
+pub fn topics_in(dir: &Path) -> Result<Vec<String>, SchemaError> {
+    Ok(schema_files(dir)?
+        .iter()
+        .filter_map(|f| topic_of(dir, f))
+        .collect())
+}
+
 /// The event type of a topic: `public.identity.login.events` → `identity.login.events`.
 pub fn event_type_of(topic: &str) -> String {
     topic
@@ -95,17 +118,7 @@ impl SchemaCatalog {
         dir: &Path,
         registry: Arc<dyn Registry>,
     ) -> Result<SchemaCatalog, SchemaError> {
-        let mut files = Vec::new();
-        for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
-            let entry = entry.map_err(|e| SchemaError::File {
-                path: dir.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            if entry.file_type().is_file() && entry.path().extension().is_some_and(|e| e == "avsc")
-            {
-                files.push(entry.into_path());
-            }
-        }
+        let files = schema_files(dir)?;
         let cat = SchemaCatalog {
             registry,
             topics: ArcSwap::from_pointee(HashMap::new()),

@@ -17,6 +17,10 @@ pub struct Metrics {
     pub outbox_backlog: IntGauge,
     pub outbox_oldest_age: Gauge,
     pub store_up: IntGaugeVec,
+    pub relay_published: IntCounterVec,
+    pub relay_errors: IntCounterVec,
+    pub relay_publish_seconds: Histogram,
+    pub relay_lanes_held: IntGauge,
     pub consumer_handled: IntCounterVec,
     pub consumer_failed: IntCounterVec,
     pub consumer_dead_lettered: IntCounterVec,
@@ -97,6 +101,33 @@ impl Metrics {
         let store_up = must(IntGaugeVec::new(
             Opts::new("store_up", "1 when the store answered the last check."),
             &["backend"],
+        ));
+        let relay_published = must(IntCounterVec::new(
+            Opts::new(
+                "relay_published_total",
+                "Outbox rows the broker acknowledged, by topic.",
+            ),
+            &["topic"],
+        ));
+        let relay_errors = must(IntCounterVec::new(
+            Opts::new(
+                "relay_publish_errors_total",
+                "Outbox rows the broker did not acknowledge (retried later), by topic.",
+            ),
+            &["topic"],
+        ));
+        let relay_publish_seconds = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "relay_publish_duration_seconds",
+                "Time from sending a relay batch to the broker's last acknowledgement.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        ));
+        let relay_lanes_held = must(IntGauge::new(
+            "relay_lanes_held",
+            "Outbox lanes this relay instance holds the lease of.",
         ));
         let consumer_handled = must(IntCounterVec::new(
             Opts::new(
@@ -245,6 +276,10 @@ impl Metrics {
             outbox_backlog,
             outbox_oldest_age,
             store_up,
+            relay_published,
+            relay_errors,
+            relay_publish_seconds,
+            relay_lanes_held,
             consumer_handled,
             consumer_failed,
             consumer_dead_lettered,
@@ -272,6 +307,10 @@ impl Metrics {
         m.register(Box::new(m.outbox_backlog.clone()));
         m.register(Box::new(m.outbox_oldest_age.clone()));
         m.register(Box::new(m.store_up.clone()));
+        m.register(Box::new(m.relay_published.clone()));
+        m.register(Box::new(m.relay_errors.clone()));
+        m.register(Box::new(m.relay_publish_seconds.clone()));
+        m.register(Box::new(m.relay_lanes_held.clone()));
         m.register(Box::new(m.consumer_handled.clone()));
         m.register(Box::new(m.consumer_failed.clone()));
         m.register(Box::new(m.consumer_dead_lettered.clone()));

@@ -54,6 +54,7 @@ fn buckets(v: &Value) -> Vec<i64> {
 
 /// Waits until the sink has committed everything in the log (a no-op without ClickHouse).
 async fn sink_caught_up(app: &TestApp) {
+    wait_relayed(app).await;
     if app.ctx.analytics.clickhouse().is_none() {
         return;
     }

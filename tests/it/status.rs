@@ -459,17 +459,6 @@ fn dashboard_queries(v: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
-/// Metrics of components that are not on this branch yet; they are exported once those land
-/// (the relay: `relay_*`; the media sagas: `saga_*`). The test fails as soon as one of them
-/// is exported, so the entry gets removed and the check becomes strict.
-const AWAITING: [&str; 5] = [
-    "substrate_relay_published_total",
-    "substrate_relay_publish_errors_total",
-    "substrate_relay_publish_duration_seconds",
-    "substrate_saga_steps_total",
-    "substrate_saga_duration_seconds",
-];
-
 /// A handler that always fails, so the failure and dead-letter series exist.
 struct AlwaysFails;
 
@@ -523,9 +512,19 @@ async fn dashboard_and_rules_name_exported_metrics() {
         .0,
         400
     );
+    // A download of a file that does not exist: a saga that runs and ends at once.
+    let (s, _) = app
+        .post_json(
+            "/api/v1/media/download-intent",
+            &t,
+            &serde_json::json!({"file_path": "files/alice/none/x.png"}),
+        )
+        .await;
+    assert_eq!(s, 202);
     let metrics = eventually(30, || async {
         let m = text(&app.http, &app.url("/metrics")).await;
         (m.contains("substrate_dlq_depth{group=\"always-fails\"} 1")
+            && m.contains("substrate_saga_duration_seconds_count{")
             && m.contains("substrate_probe_round_trip_seconds_count")
             && m.contains("substrate_status_component_up{")
             && m.contains("substrate_consumer_lag{"))
@@ -577,110 +576,40 @@ async fn dashboard_and_rules_name_exported_metrics() {
         }
     }
     assert!(queries.len() > 20, "{queries:?}");
-    let mut awaiting_seen = BTreeSet::new();
     for (title, expr) in &queries {
         let names = metric_names(expr);
         assert!(!names.is_empty(), "{title}: no substrate metric in {expr}");
         for n in names {
-            if let Some(a) = AWAITING.iter().find(|a| n.starts_with(**a)) {
-                assert!(
-                    !exported.iter().any(|e| e.starts_with(a)),
-                    "{a} is exported now: remove it from AWAITING"
-                );
-                awaiting_seen.insert(*a);
-                continue;
-            }
             assert!(
                 exported.contains(n.as_str()),
                 "{title}: {n} is not exported by /metrics"
             );
         }
     }
-    assert_eq!(
-        awaiting_seen.len(),
-        AWAITING.len(),
-        "the dashboard covers relay and sagas"
-    );
     app.stop().await;
-}
-
-/// A nisshi Kafka broker of the test's own: a free port, SQLite storage kept across restarts.
-struct Broker {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let mut b = Broker {
-            dir: tempfile::tempdir().unwrap(),
-            port,
-            child: None,
-        };
-        b.restart();
-        b
-    }
-
-    fn restart(&mut self) {
-        let listener = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new("nisshi")
-            .current_dir(self.dir.path())
-            .args(["broker", "--listener-url", &listener])
-            .args(["--advertised-listener-url", &listener])
-            .args(["--group-initial-rebalance-delay", "0s"])
-            .arg("--storage-engine")
-            .arg(format!("sqlite:///{}/broker.db", self.dir.path().display()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nisshi (cargo install nisshi, see scripts/setup.sh)");
-        self.child = Some(child);
-    }
-
-    /// SIGTERM, and wait until it has exited (so the port is free again).
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// The production column with a real broker: stopping it turns the log component down
 /// within a bounded time (a check times out after `probe.check_timeout_ms`, the document is
 /// cached two seconds); starting it again brings it and the probe back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the Kafka backend (src/log/kafka, the kafka branch): remove this line once it is merged"]
 async fn broker_stop_turns_the_log_down_and_back() {
-    let mut broker = Broker::start();
-    let port = broker.port;
-    let app = TestApp::start_with(Backend::Postgres, |c| {
-        fast_probe(c);
-        c.log.url = format!("kafka://127.0.0.1:{port}");
-        c.probe.check_timeout_ms = 1000;
-    })
+    let store = TestStore::with_broker(
+        Backend::Postgres,
+        Some(crate::support::kafka::Broker::start_durable()),
+    )
     .await;
+    let mut cfg = test_config(&store);
+    fast_probe(&mut cfg);
+    cfg.probe.check_timeout_ms = 1000;
+    let mut app = TestApp::start_on(store, cfg, substrate::roles::ALL.to_vec()).await;
     eventually(60, || async {
         let d = status_json(&app).await;
         (d["probe"]["last"]["ok"] == true && component(&d, "log")["state"] == "operational")
             .then_some(())
     })
     .await;
-    broker.stop();
+    app.store.kafka.as_mut().unwrap().stop();
     // Bounded: the log check fails within its timeout, plus the document's cache.
     let doc = eventually(15, || async {
         let d = status_json(&app).await;
@@ -697,7 +626,7 @@ async fn broker_stop_turns_the_log_down_and_back() {
     );
     assert_eq!(component(&doc, "store")["state"], "operational");
     assert_no_internals(&app, &text(&app.http, &app.url("/status")).await);
-    broker.restart();
+    app.store.kafka.as_mut().unwrap().start_again();
     eventually(90, || async {
         let d = status_json(&app).await;
         (component(&d, "log")["state"] == "operational" && d["probe"]["last"]["ok"] == true)
@@ -749,11 +678,19 @@ async fn store_outage_makes_readyz_503_and_recovers() {
     })
     .await;
     assert_eq!(doc["status"], "down");
-    assert_eq!(
-        component(&doc, "log")["state"],
-        "down",
-        "the embedded log is the store"
-    );
+    if app.store.kafka.is_none() {
+        assert_eq!(
+            component(&doc, "log")["state"],
+            "down",
+            "the embedded log is the store"
+        );
+    } else {
+        assert_eq!(
+            component(&doc, "log")["state"],
+            "operational",
+            "the broker does not depend on the store"
+        );
+    }
     let html = text(&app.http, &app.url("/status")).await;
     assert!(html.contains(r#"data-component="store" data-state="down""#));
     assert!(!html.to_lowercase().contains("error") && !html.contains("connection"));

@@ -206,13 +206,19 @@ async fn one_post_is_one_trace(b: Backend, protocol: &str) {
         _ => http_receiver().await,
     };
     let store = TestStore::new(b).await;
+    let kafka = store.kafka.is_some();
+    let system = if kafka { "kafka" } else { "substrate" };
     let routes = store.dir.path().join("routes.yaml");
     std::fs::write(&routes, ROUTES).unwrap();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_substrate"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_substrate"));
+    if let Some(k) = &store.kafka {
+        cmd.env("SUBSTRATE_LOG__URL", k.url());
+    }
+    let mut child = cmd
         .args(["serve", "--roles", "gateway,relay,consumers"])
         .current_dir(repo())
         .env("SUBSTRATE_STORE__URL", &store.url)
@@ -315,7 +321,7 @@ async fn one_post_is_one_trace(b: Backend, protocol: &str) {
 
     let publish = find("publish public.user.message.events");
     assert_eq!((publish.kind, &publish.parent), (PRODUCER, &server.span_id));
-    assert_eq!(publish.attr("messaging.system"), "substrate");
+    assert_eq!(publish.attr("messaging.system"), system);
     assert_eq!(
         publish.attr("messaging.destination.name"),
         "public.user.message.events"
@@ -341,9 +347,19 @@ async fn one_post_is_one_trace(b: Backend, protocol: &str) {
         .find(|s| s.attr("messaging.consumer.group.name") == "notifications")
         .cloned()
         .unwrap_or_else(|| panic!("no notifications process span in {processes:#?}"));
+    // With Kafka the relay's send span sits between the gateway and the consumer.
+    let producer_of_record = if kafka {
+        let send = find("send public.user.message.events");
+        assert_eq!((send.kind, &send.parent), (PRODUCER, &publish.span_id));
+        assert_eq!(send.attr("messaging.system"), "kafka");
+        assert_eq!(send.attr("messaging.message.id"), event_id);
+        send.span_id
+    } else {
+        publish.span_id.clone()
+    };
     assert_eq!(
         (process.kind, &process.parent),
-        (CONSUMER, &publish.span_id)
+        (CONSUMER, &producer_of_record)
     );
     assert_eq!(process.attr("messaging.operation"), "process");
     assert_eq!(
@@ -351,7 +367,7 @@ async fn one_post_is_one_trace(b: Backend, protocol: &str) {
         "notifications"
     );
     assert_eq!(process.attr("messaging.message.id"), event_id);
-    assert_eq!(process.attr("messaging.system"), "substrate");
+    assert_eq!(process.attr("messaging.system"), system);
 
     // The outbox row (and so any Kafka record made from it) names the publish span.
     assert_eq!(
@@ -427,7 +443,8 @@ impl Handler for Echo {
 }
 
 async fn emitted_scenario(b: Backend, spans: Collect) {
-    let app = TestApp::start_roles(b, vec![Role::Gateway], |_| {}).await;
+    let app = TestApp::start_roles(b, vec![Role::Gateway, Role::Relay], |_| {}).await;
+    let kafka = app.store.kafka.is_some();
     let stop = CancellationToken::new();
     let handlers: Vec<Arc<dyn Handler>> = vec![
         Arc::new(Echo),
@@ -503,7 +520,20 @@ async fn emitted_scenario(b: Backend, spans: Collect) {
                 && attr(s, "messaging.consumer.group.name") == "notifications"
         })
         .unwrap_or_else(|| panic!("no downstream span in {ours:#?}"));
-    assert_eq!(downstream.parent_span_id, echo.span_context.span_id());
+    if kafka {
+        // …through the relay's send span of that event.
+        let send = ours
+            .iter()
+            .find(|s| {
+                s.name == "send public.identity.login.events"
+                    && attr(s, "messaging.message.id") == login.event_id
+            })
+            .unwrap_or_else(|| panic!("no relay span in {ours:#?}"));
+        assert_eq!(send.parent_span_id, echo.span_context.span_id());
+        assert_eq!(downstream.parent_span_id, send.span_context.span_id());
+    } else {
+        assert_eq!(downstream.parent_span_id, echo.span_context.span_id());
+    }
     assert_eq!(attr(downstream, "messaging.message.id"), login.event_id);
 }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod pg;
 pub mod s3;
 
@@ -66,16 +67,30 @@ webhooks:
 /// The raw bytes of the `login` webhook secret above.
 pub const WEBHOOK_SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
-/// A store for one test: where it lives and how to drop it afterwards.
+/// Whether the production column runs on Kafka (the default) or, with
+/// `SUBSTRATE_TEST_LOG=embedded`, on PostgreSQL's embedded log.
+pub fn kafka_column() -> bool {
+    std::env::var("SUBSTRATE_TEST_LOG").map_or(true, |v| v != "embedded")
+}
+
+/// A store for one test: where it lives and how to drop it afterwards. The production column
+/// (PostgreSQL) comes with its own Kafka broker.
 pub struct TestStore {
     pub backend: Backend,
     pub url: String,
     pub dir: tempfile::TempDir,
     pg_db: Option<String>,
+    pub kafka: Option<kafka::Broker>,
 }
 
 impl TestStore {
     pub async fn new(backend: Backend) -> TestStore {
+        let broker = (backend == Backend::Postgres && kafka_column()).then(kafka::Broker::start);
+        Self::with_broker(backend, broker).await
+    }
+
+    /// A store with the given broker (`None`: the embedded log).
+    pub async fn with_broker(backend: Backend, kafka: Option<kafka::Broker>) -> TestStore {
         let dir = tempfile::tempdir().expect("tempdir");
         match backend {
             Backend::Sqlite => TestStore {
@@ -83,6 +98,7 @@ impl TestStore {
                 url: format!("sqlite://{}/substrate.db", dir.path().display()),
                 dir,
                 pg_db: None,
+                kafka,
             },
             Backend::Postgres => {
                 let (url, name) = pg::create_database().await;
@@ -91,8 +107,18 @@ impl TestStore {
                     url,
                     dir,
                     pg_db: Some(name),
+                    kafka,
                 }
             }
+        }
+    }
+
+    /// `kafka` or `embedded`.
+    pub fn log_name(&self) -> &'static str {
+        if self.kafka.is_some() {
+            "kafka"
+        } else {
+            "embedded"
         }
     }
 
@@ -112,6 +138,11 @@ pub fn test_config(store: &TestStore) -> Config {
     c.store.url = Secret::new(store.url.clone());
     c.store.migrate_on_start = Some(true);
     c.store.max_connections = 8;
+    if let Some(b) = &store.kafka {
+        c.log.url = b.url();
+        c.log.partitions = 2;
+        c.log.poll_interval_ms = 100;
+    }
     c.schemas.dir = repo().join("avro");
     let routes = store.dir.path().join("routes.yaml");
     if !routes.exists() {
@@ -330,4 +361,41 @@ pub fn read_fixture(name: &str) -> String {
 
 pub fn write_file(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write");
+}
+
+/// The `substrate` binary, configured for `app`'s store, log, schemas, routes and secret
+/// (for commands and for processes that join or crash beside the in-process app).
+pub fn substrate_cmd(app: &TestApp) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_substrate"));
+    c.env("SUBSTRATE_STORE__URL", &app.store.url)
+        .env("SUBSTRATE_STORE__MIGRATE_ON_START", "true")
+        .env("SUBSTRATE_HTTP__LISTEN", "127.0.0.1:0")
+        .env("SUBSTRATE_SCHEMAS__DIR", repo().join("avro"))
+        .env("SUBSTRATE_AUTH__HS256_SECRET", SECRET)
+        .env(
+            "SUBSTRATE_GATEWAY__ROUTES_FILE",
+            app.ctx.config.gateway.routes_file.to_str().expect("path"),
+        )
+        .env("SUBSTRATE_TELEMETRY__LOG_FILTER", "warn")
+        .env("SUBSTRATE_PROBE__INTERVAL_SECS", "3600");
+    if let Some(b) = &app.store.kafka {
+        c.env("SUBSTRATE_LOG__URL", b.url())
+            .env("SUBSTRATE_LOG__POLL_INTERVAL_MS", "100");
+    }
+    c
+}
+
+/// Waits until the relay has published every outbox row (at once on the embedded log, where a
+/// committed row already is in the log), so log lag then says whether consumers caught up.
+pub async fn wait_relayed(app: &TestApp) {
+    eventually(60, || async {
+        let pending: i64 = substrate::on_read!(app.ctx.store, p => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(p)
+                .await
+                .ok()?
+        });
+        (pending == 0).then_some(())
+    })
+    .await
 }
