@@ -220,6 +220,8 @@ async fn stored(url: &str) -> i64 {
 /// What one load run saw.
 struct Run {
     ok: u64,
+    /// Answered with 202 over the whole run, warm-up included.
+    ok_all: u64,
     errors: u64,
     secs: f64,
     /// Latencies of answered requests in the measured window, microseconds.
@@ -253,7 +255,7 @@ async fn drive(
                 .await
                 .expect("handshake");
             tokio::spawn(conn);
-            let (mut ok, mut errors) = (0u64, 0u64);
+            let (mut ok, mut errors, mut ok_all) = (0u64, 0u64, 0u64);
             let mut lat = Vec::with_capacity(1 << 14);
             loop {
                 let sent = Instant::now();
@@ -275,6 +277,9 @@ async fn drive(
                     Err(e) => panic!("request failed: {e}"),
                 };
                 let done = Instant::now();
+                if good {
+                    ok_all += 1;
+                }
                 if sent >= measure_from {
                     if good {
                         ok += 1;
@@ -284,22 +289,57 @@ async fn drive(
                     }
                 }
             }
-            (ok, errors, lat)
+            (ok, errors, ok_all, lat)
         }));
     }
     let mut run = Run {
         ok: 0,
+        ok_all: 0,
         errors: 0,
         secs: secs.as_secs_f64(),
         lat_us: Vec::new(),
     };
     for t in tasks {
-        let (ok, errors, lat) = t.await.expect("load task");
+        let (ok, errors, ok_all, lat) = t.await.expect("load task");
         run.ok += ok;
+        run.ok_all += ok_all;
         run.errors += errors;
         run.lat_us.extend(lat);
     }
     run
+}
+
+/// CPU seconds (user + system) a process has used so far, from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the `(comm)`; utime and stime are the 14th and 15th overall.
+            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            let u: f64 = rest.get(11)?.parse().ok()?;
+            let st: f64 = rest.get(12)?.parse().ok()?;
+            Some((u + st) / ticks)
+        })
+        .unwrap_or(0.0)
+}
+
+/// `drive`, plus the server's CPU time per request over the whole run: a figure that holds
+/// up better than rates on a machine shared with other work.
+async fn drive_measured(
+    pid: u32,
+    port: u16,
+    path: &str,
+    bodies: Arc<Vec<(String, Bytes)>>,
+    concurrency: usize,
+    warmup: Duration,
+    secs: Duration,
+) -> (Run, f64) {
+    let cpu0 = cpu_secs(pid);
+    let run = drive(port, path, bodies, concurrency, warmup, secs).await;
+    let cpu = cpu_secs(pid) - cpu0;
+    let per_request_us = cpu / run.ok_all.max(1) as f64 * 1e6;
+    (run, per_request_us)
 }
 
 fn q_ms(sorted: &[u32], p: f64) -> f64 {
@@ -378,7 +418,8 @@ async fn main() {
     );
 
     let hello = start_hello().await;
-    let mut ceiling = drive(
+    let (mut ceiling, hello_cpu_us) = drive_measured(
+        hello.child.id(),
         hello.port,
         "/api/v1/events/message",
         singles.clone(),
@@ -388,7 +429,8 @@ async fn main() {
     )
     .await;
     drop(hello);
-    let bare = report(&mut ceiling, 1);
+    let mut bare = report(&mut ceiling, 1);
+    bare["server_cpu_us_per_request"] = json!(r2(hello_cpu_us));
     let bare_rps = bare["requests_per_s"].as_f64().unwrap_or(0.0).max(1.0);
 
     let mut results = Vec::new();
@@ -404,12 +446,23 @@ async fn main() {
             ),
         ] {
             let before = stored(&s.store_url).await;
-            let mut run = drive(s.port, path, bodies, a.concurrency, warmup, secs).await;
+            let (mut run, cpu_us) = drive_measured(
+                s.child.id(),
+                s.port,
+                path,
+                bodies,
+                a.concurrency,
+                warmup,
+                secs,
+            )
+            .await;
             let after = stored(&s.store_url).await;
             let mut r = report(&mut run, per);
             r["backend"] = json!(backend);
             r["mode"] = json!(mode);
             r["events_per_request"] = json!(per);
+            r["server_cpu_us_per_request"] = json!(r2(cpu_us));
+            r["server_cpu_us_per_event"] = json!(r2(cpu_us / per as f64));
             r["ratio_to_bare_axum"] = json!(
                 (r["requests_per_s"].as_f64().unwrap_or(0.0) / bare_rps * 1000.0).round() / 1000.0
             );
@@ -439,7 +492,7 @@ async fn main() {
         "measure_secs": a.secs,
         "warmup_secs": a.warmup_secs,
         "batch_size": a.batch,
-        "durability": { "sqlite": "synchronous=full (fsync per group commit)", "postgres": "synchronous_commit as the server is set" },
+        "durability": { "sqlite": "synchronous=full (fsync per group commit)", "postgres": "synchronous_commit as the server is set (on by default)" },
         "bare_axum": bare,
         "results": results,
         "targets": {
