@@ -59,6 +59,9 @@ pub enum AppendError {
 
 struct Job {
     req: AppendRequest,
+    /// Each event's headers as JSON, serialized by the caller (in parallel) rather than by
+    /// the writer (serial).
+    headers: Vec<String>,
     reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
     /// The caller's `outbox append` span.
     span: tracing::Span,
@@ -123,8 +126,14 @@ impl Appender {
             "outbox.batch_requests" = Empty,
         );
         let (reply, rx) = oneshot::channel();
+        let headers = req
+            .events
+            .iter()
+            .map(|e| super::headers_json(&e.headers))
+            .collect();
         let job = Job {
             req,
+            headers,
             reply,
             span: span.clone(),
         };
@@ -207,18 +216,24 @@ async fn commit_batch(
 ) -> Result<Vec<AppendOutcome>, StoreError> {
     let mut tx = store.begin().await?;
     let mut outcomes = Vec::with_capacity(batch.len());
-    let mut rows: Vec<&NewEvent> = Vec::new();
+    let mut rows: Vec<(&NewEvent, &str)> = Vec::new();
     for job in batch {
         let outcome = match &job.req.guard {
             None => AppendOutcome::Committed,
             Some(g) => check_guard(&mut tx, g).await?,
         };
         if outcome == AppendOutcome::Committed {
-            rows.extend(job.req.events.iter());
+            rows.extend(
+                job.req
+                    .events
+                    .iter()
+                    .zip(&job.headers)
+                    .map(|(e, h)| (e, h.as_str())),
+            );
         }
         outcomes.push(outcome);
     }
-    outbox.append(&mut tx, &rows).await?;
+    outbox.append_rows(&mut tx, &rows).await?;
     tx.commit().await?;
     Ok(outcomes)
 }

@@ -3,6 +3,7 @@
 //! latest schema and encodes it in the Confluent wire format, and decodes framed payloads by
 //! the schema id they carry.
 
+pub mod binary;
 pub mod compat;
 pub mod json;
 pub mod registry;
@@ -209,9 +210,14 @@ impl SchemaCatalog {
             .ok_or_else(|| SchemaError::UnknownTopic(topic.to_string()))?;
         let avro =
             json::json_to_avro(&ts.schema, &ts.names, value).map_err(SchemaError::Invalid)?;
-        let datum = apache_avro::to_avro_datum(&ts.schema, avro)
-            .map_err(|e| SchemaError::Avro(e.to_string()))?;
-        let bytes = wire::frame(ts.id, &datum);
+        let bytes = match binary::encode_framed(ts.id, &avro) {
+            Some(b) => b,
+            None => {
+                let datum = apache_avro::to_avro_datum(&ts.schema, avro)
+                    .map_err(|e| SchemaError::Avro(e.to_string()))?;
+                wire::frame(ts.id, &datum)
+            }
+        };
         let id = ts.id;
         Ok((
             ts,

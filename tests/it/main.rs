@@ -16,6 +16,7 @@ mod media_credits;
 mod media_failures;
 mod media_restart;
 mod media_urls;
+mod python;
 mod realtime;
 mod registry;
 mod stats;

@@ -169,8 +169,21 @@ async fn lookup(
 
 #[derive(Deserialize)]
 struct Verbose {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "loose_bool")]
     verbose: bool,
+}
+
+/// A query flag as clients send it: `true`/`false` in any case (Confluent's Python client
+/// sends `verbose=False`), `1`/`0`, or empty.
+fn loose_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" | "" => Ok(false),
+        other => Err(serde::de::Error::custom(format!(
+            "expected true or false, got {other}"
+        ))),
+    }
 }
 
 async fn compatibility(

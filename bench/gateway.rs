@@ -1,0 +1,507 @@
+//! Gateway ingest benchmark (run it with `bench/gateway.sh`, which builds in release mode).
+//! Closed-loop load at a fixed concurrency against a real `substrate serve --roles=gateway` per
+//! backend (single-event and batch POSTs, JWT + Avro validation, durable at 202) and against a
+//! bare axum "hello" server in its own process (this machine's HTTP ceiling); prints one JSON.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+const SECRET: &str = "bench-secret-bench-secret-bench-secret";
+const ROUTES: &str =
+    "routes:\n  message:\n    topic: public.user.message.events\n    allow: [user]\n";
+
+struct Args {
+    bin: PathBuf,
+    backends: Vec<String>,
+    concurrency: usize,
+    secs: u64,
+    warmup_secs: u64,
+    batch: usize,
+    pg: String,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        bin: PathBuf::from("target/release/substrate"),
+        backends: vec!["sqlite".into(), "postgres".into()],
+        concurrency: 64,
+        secs: 5,
+        warmup_secs: 1,
+        batch: 100,
+        pg: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+    };
+    let v: Vec<String> = std::env::args().skip(1).collect();
+    for pair in v.chunks(2) {
+        let val = pair.get(1).cloned().unwrap_or_default();
+        match pair[0].as_str() {
+            "--bin" => a.bin = val.into(),
+            "--backends" => a.backends = val.split_whitespace().map(str::to_string).collect(),
+            "--concurrency" => a.concurrency = val.parse().expect("--concurrency"),
+            "--secs" => a.secs = val.parse().expect("--secs"),
+            "--warmup-secs" => a.warmup_secs = val.parse().expect("--warmup-secs"),
+            "--batch" => a.batch = val.parse().expect("--batch"),
+            "--pg" => a.pg = val,
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+fn token(sub: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({ "sub": sub, "exp": now + 3600, "iat": now, "email": format!("{sub}@example.com") }),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+/// The HTTP ceiling: axum answering every POST with a fixed body after reading the request
+/// body, on a multi-threaded runtime like substrate's. Runs as `gateway_bench --hello PORT`.
+async fn serve_hello(port: u16) {
+    use axum::routing::post;
+    async fn hello(_body: Bytes) -> (axum::http::StatusCode, &'static str) {
+        (axum::http::StatusCode::ACCEPTED, "{\"hello\":\"world\"}")
+    }
+    let app = axum::Router::new().route("/{*path}", post(hello));
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind hello");
+    axum::serve(l, app).await.expect("serve hello");
+}
+
+/// A process under test.
+struct Server {
+    child: std::process::Child,
+    port: u16,
+    store_url: String,
+    _dir: tempfile::TempDir,
+    pg_db: Option<(String, String)>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_ready(child: &mut std::process::Child, port: u16, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}{path}")).await
+            && r.status().is_success()
+        {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("server exited during start-up: {status}");
+        }
+        assert!(Instant::now() < deadline, "server did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn start_hello() -> Server {
+    let port = free_port();
+    let mut child = std::process::Command::new(std::env::current_exe().expect("current exe"))
+        .args(["--hello", &port.to_string()])
+        .spawn()
+        .expect("spawn hello server");
+    // Any answer means it is up (GET / is 405).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("hello server exited: {status}");
+        }
+        assert!(Instant::now() < deadline, "hello server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Server {
+        child,
+        port,
+        store_url: String::new(),
+        _dir: tempfile::tempdir().expect("tempdir"),
+        pg_db: None,
+    }
+}
+
+async fn start_gateway(a: &Args, backend: &str) -> Server {
+    use sqlx::Connection;
+    // routes.yaml in a folder of its own: the gateway watches that folder, and must not be
+    // woken by every write to the SQLite files (as in production: config/ apart from data/).
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("config")).expect("config dir");
+    let routes = dir.path().join("config/routes.yaml");
+    std::fs::write(&routes, ROUTES).expect("routes");
+    let (url, pg_db) = if backend == "postgres" {
+        let name = format!("bench_gw_{}", uuid::Uuid::new_v4().simple());
+        let mut c = sqlx::PgConnection::connect(&a.pg).await.expect("postgres");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await
+            .expect("create database");
+        let i = a.pg.rfind('/').expect("pg url");
+        (format!("{}/{name}", &a.pg[..i]), Some((a.pg.clone(), name)))
+    } else {
+        (format!("sqlite://{}/bench.db", dir.path().display()), None)
+    };
+    let port = free_port();
+    let mut child = std::process::Command::new(&a.bin)
+        .args(["serve", "--roles", "gateway"])
+        .env("SUBSTRATE_STORE__URL", &url)
+        .env("SUBSTRATE_STORE__MIGRATE_ON_START", "true")
+        .env("SUBSTRATE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("SUBSTRATE_SCHEMAS__DIR", "avro")
+        .env("SUBSTRATE_GATEWAY__ROUTES_FILE", &routes)
+        .env("SUBSTRATE_AUTH__HS256_SECRET", SECRET)
+        .env("SUBSTRATE_GATEWAY__RATE_LIMIT__ENABLED", "false")
+        .env("SUBSTRATE_TELEMETRY__LOG_FILTER", "warn")
+        .spawn()
+        .expect("spawn substrate");
+    wait_ready(&mut child, port, "/readyz").await;
+    Server {
+        child,
+        port,
+        store_url: url,
+        _dir: dir,
+        pg_db,
+    }
+}
+
+async fn drop_db(pg_db: Option<(String, String)>) {
+    use sqlx::Connection;
+    if let Some((admin, name)) = &pg_db
+        && let Ok(mut c) = sqlx::PgConnection::connect(admin).await
+    {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut c)
+            .await;
+    }
+}
+
+/// Outbox rows, read with a connection of our own: every 202 must have stored its events.
+async fn stored(url: &str) -> i64 {
+    use sqlx::Connection;
+    let sql = "SELECT COUNT(*) FROM outbox";
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.expect("sqlite");
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut c)
+            .await
+            .expect("count")
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.expect("pg");
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut c)
+            .await
+            .expect("count")
+    }
+}
+
+/// What one load run saw.
+struct Run {
+    ok: u64,
+    /// Answered with 202 over the whole run, warm-up included.
+    ok_all: u64,
+    errors: u64,
+    secs: f64,
+    /// Latencies of answered requests in the measured window, microseconds.
+    lat_us: Vec<u32>,
+}
+
+/// Closed loop: `concurrency` connections, each sending the next request when the last one
+/// is answered, for `warmup + secs`; only the last `secs` are counted.
+async fn drive(
+    port: u16,
+    path: &str,
+    bodies: Arc<Vec<(String, Bytes)>>,
+    concurrency: usize,
+    warmup: Duration,
+    secs: Duration,
+) -> Run {
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + secs;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for i in 0..concurrency {
+        let bodies = bodies.clone();
+        let path = path.to_string();
+        tasks.push(tokio::spawn(async move {
+            let (auth, body) = bodies[i % bodies.len()].clone();
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            let (mut ok, mut errors, mut ok_all) = (0u64, 0u64, 0u64);
+            let mut lat = Vec::with_capacity(1 << 14);
+            loop {
+                let sent = Instant::now();
+                if sent >= end {
+                    break;
+                }
+                let req = Request::post(path.as_str())
+                    .header("host", "127.0.0.1")
+                    .header("authorization", auth.as_str())
+                    .header("content-type", "application/json")
+                    .body(Full::new(body.clone()))
+                    .expect("request");
+                let good = match send.send_request(req).await {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let drained = r.into_body().collect().await.is_ok();
+                        status == 202 && drained
+                    }
+                    Err(e) => panic!("request failed: {e}"),
+                };
+                let done = Instant::now();
+                if good {
+                    ok_all += 1;
+                }
+                if sent >= measure_from {
+                    if good {
+                        ok += 1;
+                        lat.push(done.duration_since(sent).as_micros().min(u32::MAX as u128) as u32);
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (ok, errors, ok_all, lat)
+        }));
+    }
+    let mut run = Run {
+        ok: 0,
+        ok_all: 0,
+        errors: 0,
+        secs: secs.as_secs_f64(),
+        lat_us: Vec::new(),
+    };
+    for t in tasks {
+        let (ok, errors, ok_all, lat) = t.await.expect("load task");
+        run.ok += ok;
+        run.ok_all += ok_all;
+        run.errors += errors;
+        run.lat_us.extend(lat);
+    }
+    run
+}
+
+/// CPU seconds (user + system) a process has used so far, from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the `(comm)`; utime and stime are the 14th and 15th overall.
+            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            let u: f64 = rest.get(11)?.parse().ok()?;
+            let st: f64 = rest.get(12)?.parse().ok()?;
+            Some((u + st) / ticks)
+        })
+        .unwrap_or(0.0)
+}
+
+/// `drive`, plus the server's CPU time per request over the whole run: a figure that holds
+/// up better than rates on a machine shared with other work.
+async fn drive_measured(
+    pid: u32,
+    port: u16,
+    path: &str,
+    bodies: Arc<Vec<(String, Bytes)>>,
+    concurrency: usize,
+    warmup: Duration,
+    secs: Duration,
+) -> (Run, f64) {
+    let cpu0 = cpu_secs(pid);
+    let run = drive(port, path, bodies, concurrency, warmup, secs).await;
+    let cpu = cpu_secs(pid) - cpu0;
+    let per_request_us = cpu / run.ok_all.max(1) as f64 * 1e6;
+    (run, per_request_us)
+}
+
+fn q_ms(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    (f64::from(sorted[i]) / 10.0).round() / 100.0
+}
+
+fn r2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn report(run: &mut Run, events_per_request: usize) -> Value {
+    run.lat_us.sort_unstable();
+    let rps = run.ok as f64 / run.secs;
+    json!({
+        "requests_per_s": r2(rps),
+        "events_per_s": r2(rps * events_per_request as f64),
+        "p50_ms": q_ms(&run.lat_us, 0.50),
+        "p99_ms": q_ms(&run.lat_us, 0.99),
+        "requests": run.ok,
+        "errors": run.errors,
+    })
+}
+
+fn single_body(i: usize) -> Bytes {
+    Bytes::from(
+        json!({ "message": format!("bench message {i}"), "timestamp": 1_767_225_600_000i64 })
+            .to_string(),
+    )
+}
+
+fn batch_body(i: usize, n: usize) -> Bytes {
+    let items: Vec<Value> = (0..n)
+        .map(|k| json!({ "message": format!("bench message {i}.{k}"), "timestamp": 1_767_225_600_000i64 }))
+        .collect();
+    Bytes::from(Value::Array(items).to_string())
+}
+
+#[tokio::main]
+async fn main() {
+    let raw: Vec<String> = std::env::args().collect();
+    if raw.get(1).map(String::as_str) == Some("--hello") {
+        let port = raw
+            .get(2)
+            .and_then(|p| p.parse().ok())
+            .expect("--hello PORT");
+        serve_hello(port).await;
+        return;
+    }
+    let a = args();
+    let warmup = Duration::from_secs(a.warmup_secs);
+    let secs = Duration::from_secs(a.secs);
+    // One user per connection, each with its own token.
+    let singles: Arc<Vec<(String, Bytes)>> = Arc::new(
+        (0..a.concurrency)
+            .map(|i| {
+                (
+                    format!("Bearer {}", token(&format!("user{i}"))),
+                    single_body(i),
+                )
+            })
+            .collect(),
+    );
+    let batches: Arc<Vec<(String, Bytes)>> = Arc::new(
+        (0..a.concurrency)
+            .map(|i| {
+                (
+                    format!("Bearer {}", token(&format!("user{i}"))),
+                    batch_body(i, a.batch),
+                )
+            })
+            .collect(),
+    );
+
+    let hello = start_hello().await;
+    let (mut ceiling, hello_cpu_us) = drive_measured(
+        hello.child.id(),
+        hello.port,
+        "/api/v1/events/message",
+        singles.clone(),
+        a.concurrency,
+        warmup,
+        secs,
+    )
+    .await;
+    drop(hello);
+    let mut bare = report(&mut ceiling, 1);
+    bare["server_cpu_us_per_request"] = json!(r2(hello_cpu_us));
+    let bare_rps = bare["requests_per_s"].as_f64().unwrap_or(0.0).max(1.0);
+
+    let mut results = Vec::new();
+    for backend in &a.backends {
+        let s = start_gateway(&a, backend).await;
+        for (mode, path, bodies, per) in [
+            ("single", "/api/v1/events/message", singles.clone(), 1),
+            (
+                "batch",
+                "/api/v1/events/message/batch",
+                batches.clone(),
+                a.batch,
+            ),
+        ] {
+            let before = stored(&s.store_url).await;
+            let (mut run, cpu_us) = drive_measured(
+                s.child.id(),
+                s.port,
+                path,
+                bodies,
+                a.concurrency,
+                warmup,
+                secs,
+            )
+            .await;
+            let after = stored(&s.store_url).await;
+            let mut r = report(&mut run, per);
+            r["backend"] = json!(backend);
+            r["mode"] = json!(mode);
+            r["events_per_request"] = json!(per);
+            r["server_cpu_us_per_request"] = json!(r2(cpu_us));
+            r["server_cpu_us_per_event"] = json!(r2(cpu_us / per as f64));
+            r["ratio_to_bare_axum"] = json!(
+                (r["requests_per_s"].as_f64().unwrap_or(0.0) / bare_rps * 1000.0).round() / 1000.0
+            );
+            // Includes the warm-up: a sanity check that 202 meant stored, not a rate.
+            r["stored_events_incl_warmup"] = json!(after - before);
+            results.push(r);
+        }
+        let pg_db = s.pg_db.clone();
+        drop(s);
+        drop_db(pg_db).await;
+    }
+
+    let single_ratio = results
+        .iter()
+        .filter(|r| r["mode"] == "single")
+        .filter_map(|r| r["ratio_to_bare_axum"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    let batch_eps = results
+        .iter()
+        .filter(|r| r["mode"] == "batch")
+        .filter_map(|r| r["events_per_s"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    let out = json!({
+        "bench": "gateway",
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "concurrency": a.concurrency,
+        "measure_secs": a.secs,
+        "warmup_secs": a.warmup_secs,
+        "batch_size": a.batch,
+        "durability": { "sqlite": "synchronous=full (fsync per group commit)", "postgres": "synchronous_commit as the server is set (on by default)" },
+        "bare_axum": bare,
+        "results": results,
+        "targets": {
+            "single_ratio_to_bare_axum_min": 0.5,
+            "single_ratio_worst": single_ratio,
+            "batch_events_per_s_min": 200_000,
+            "batch_events_per_s_worst": batch_eps,
+            "met": single_ratio >= 0.5 && batch_eps >= 200_000.0,
+        },
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+}
