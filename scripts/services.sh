@@ -9,7 +9,9 @@ pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 if ! pg_up; then
   log "starting PostgreSQL"
   for v in $(ls /etc/postgresql 2>/dev/null); do
-    pg_ctlcluster --skip-systemctl-redirect "$v" main start 2>/dev/null || pg_ctlcluster "$v" main start || true
+    # No inherited descriptors: the server must never hold the caller's pipes open.
+    pg_ctlcluster --skip-systemctl-redirect "$v" main start </dev/null >/dev/null 2>&1 \
+      || pg_ctlcluster "$v" main start </dev/null >/dev/null 2>&1 || true
   done
   for _ in $(seq 1 60); do pg_up && break; sleep 0.5; done
 fi
