@@ -53,10 +53,9 @@ pub async fn mark_published(store: &Store, ids: &[i64]) -> Result<(), StoreError
     Ok(())
 }
 
-fn headers_of(row: &OutboxRow, traceparent: Option<&str>) -> OwnedHeaders {
-    let map = row.headers();
+fn headers_of(map: &crate::outbox::Headers, traceparent: Option<&str>) -> OwnedHeaders {
     let mut h = OwnedHeaders::new_with_capacity(map.len() + 1);
-    for (k, v) in &map {
+    for (k, v) in map {
         if k == "traceparent" {
             continue;
         }
@@ -86,13 +85,14 @@ pub async fn send(ctx: &AppContext, producer: &FutureProducer, rows: &[OutboxRow
     let started = Instant::now();
     let mut inflight = Vec::with_capacity(rows.len());
     for row in rows {
-        let parent = row.headers().get("traceparent").cloned();
-        let span = spans::relay_send("kafka", &row.topic, &row.event_id, parent.as_deref());
+        let map = row.headers();
+        let parent = map.get("traceparent").map(String::as_str);
+        let span = spans::relay_send("kafka", &row.topic, &row.event_id, parent);
         let tp = context::traceparent(&span);
         let rec = FutureRecord::to(&row.topic)
             .key(&row.event_key)
             .payload(&row.payload)
-            .headers(headers_of(row, tp.as_deref()))
+            .headers(headers_of(&map, tp.as_deref()))
             .timestamp(row.created_at / 1000);
         let fut = match producer.send_result(rec) {
             Ok(f) => Some(f),

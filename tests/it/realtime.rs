@@ -345,11 +345,21 @@ async fn visibility_on_every_path(b: Backend) {
             break;
         }
     }
-    assert_eq!(seen, want, "history");
     assert_eq!(pages, 3);
+    let mut want: Vec<String> = if app.store.kafka.is_some() {
+        // Kafka keeps each key's order on a topic, not the order across topics: the same rows,
+        // and the streams must then follow the history's order.
+        let (mut a, mut b) = (seen.clone(), want.clone());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "history");
+        seen.clone()
+    } else {
+        assert_eq!(seen, want, "history");
+        want.iter().map(|s| s.to_string()).collect()
+    };
 
     // SSE and WebSocket, from the start: exactly the same rows, then nothing else.
-    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
     for t in [Transport::Sse, Transport::Ws] {
         let mut s = Stream::open(t, &app.base, &Auth::Bearer(alice.clone()), From::Start).await;
         let mut got = Vec::new();
