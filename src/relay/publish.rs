@@ -1,14 +1,13 @@
-//! Relay batches: pending outbox rows of the held lanes, in id order, handed to the idempotent
-//! producer (`enqueue`) (key = event key, value = the Confluent-framed payload, headers =
-//! the row's CloudEvents headers with the `send` span's `traceparent`), then, once every
-//! acknowledgement is in (`settle`), marked published — never past an earlier failed row of the
-//! same key.
+//! One relay batch: pending outbox rows of the held lanes, in id order, sent to the broker by
+//! the idempotent producer (key = event key, value = the Confluent-framed payload, headers =
+//! the row's CloudEvents headers with the `send` span's `traceparent`), then marked published —
+//! only once acknowledged, and never past an earlier failed row of the same key.
 
 use std::collections::HashSet;
 use std::time::Instant;
 
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::app::AppContext;
 use crate::outbox::{COLUMNS, OutboxRow};
@@ -16,11 +15,10 @@ use crate::store::{Store, StoreError, now_micros};
 use crate::telemetry::tracing::{context, spans};
 use crate::{on_read, on_write};
 
-/// Pending rows of `lanes` with an id above `after`, oldest first.
+/// Pending rows of `lanes`, oldest first.
 pub async fn pending(
     store: &Store,
     lanes: &[i64],
-    after: i64,
     limit: usize,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     let list = lanes
@@ -29,7 +27,7 @@ pub async fn pending(
         .collect::<Vec<_>>()
         .join(",");
     let sql = format!(
-        "SELECT {COLUMNS} FROM outbox WHERE published_at IS NULL AND lane IN ({list}) AND id > {after} ORDER BY id LIMIT {}",
+        "SELECT {COLUMNS} FROM outbox WHERE published_at IS NULL AND lane IN ({list}) ORDER BY id LIMIT {}",
         limit.max(1)
     );
     let rows = on_read!(store, p => {
@@ -82,25 +80,11 @@ pub struct Outcome {
     pub failed: usize,
 }
 
-/// A batch handed to the producer, its acknowledgements still to come.
-pub struct Sent {
-    pub rows: Vec<OutboxRow>,
-    pending: Vec<(Option<DeliveryFuture>, tracing::Span)>,
-    started: Instant,
-}
-
-impl Sent {
-    /// The id of the last row (rows are in id order).
-    pub fn last_id(&self) -> i64 {
-        self.rows.last().map_or(0, |r| r.id)
-    }
-}
-
-/// Hands `rows` to the producer (in id order, so each partition gets a key's rows in order).
-pub fn enqueue(producer: &FutureProducer, rows: Vec<OutboxRow>) -> Sent {
+/// Sends `rows` and waits for every acknowledgement.
+pub async fn send(ctx: &AppContext, producer: &FutureProducer, rows: &[OutboxRow]) -> Outcome {
     let started = Instant::now();
-    let mut pending = Vec::with_capacity(rows.len());
-    for row in &rows {
+    let mut inflight = Vec::with_capacity(rows.len());
+    for row in rows {
         let map = row.headers();
         let parent = map.get("traceparent").map(String::as_str);
         let span = spans::relay_send("kafka", &row.topic, &row.event_id, parent);
@@ -117,22 +101,12 @@ pub fn enqueue(producer: &FutureProducer, rows: Vec<OutboxRow>) -> Sent {
                 None
             }
         };
-        pending.push((fut, span));
+        inflight.push((fut, span));
     }
-    Sent {
-        rows,
-        pending,
-        started,
-    }
-}
-
-/// Waits for every acknowledgement of `sent`. A row is acknowledged-and-markable only if no
-/// earlier row of its key failed — in this batch or, through `failed_keys`, in the batch
-/// before it — so a key's rows are sent again in order after the failed one.
-pub async fn settle(ctx: &AppContext, sent: Sent, failed_keys: &mut HashSet<String>) -> Outcome {
-    let mut acked = Vec::with_capacity(sent.rows.len());
+    let mut acked = Vec::with_capacity(rows.len());
     let mut failed = 0usize;
-    for (row, (fut, span)) in sent.rows.iter().zip(sent.pending) {
+    let mut failed_keys: HashSet<&str> = HashSet::new();
+    for (row, (fut, span)) in rows.iter().zip(inflight) {
         let ok = match fut {
             Some(f) => match f.await {
                 Ok(Ok(_)) => true,
@@ -159,12 +133,13 @@ pub async fn settle(ctx: &AppContext, sent: Sent, failed_keys: &mut HashSet<Stri
                     .with_label_values(&[&row.topic])
                     .inc();
             }
-            failed_keys.insert(row.event_key.clone());
+            // Later rows of this key wait for it, so the topic keeps the key's order.
+            failed_keys.insert(row.event_key.as_str());
         }
         drop(span);
     }
     ctx.metrics
         .relay_publish_seconds
-        .observe(sent.started.elapsed().as_secs_f64());
+        .observe(started.elapsed().as_secs_f64());
     Outcome { acked, failed }
 }
