@@ -3,7 +3,6 @@
 //! temp folder, with in-memory storage or — for tests that stop and restart it — SQLite
 //! storage that survives the restart. Killed when dropped.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -13,31 +12,6 @@ pub struct Broker {
     /// Keep data across `stop`/`start`.
     durable: bool,
     child: Option<Child>,
-}
-
-fn binary() -> PathBuf {
-    if let Ok(p) = std::env::var("SUBSTRATE_TEST_NISSHI") {
-        return PathBuf::from(p);
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for d in std::env::split_paths(&paths) {
-            let p = d.join("nisshi");
-            if p.is_file() {
-                return p;
-            }
-        }
-    }
-    let home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
-        });
-    home.join("bin/nisshi")
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 impl Broker {
@@ -53,7 +27,7 @@ impl Broker {
 
     fn launch(durable: bool) -> Broker {
         let mut b = Broker {
-            port: free_port(),
+            port: super::free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
             durable,
             child: None,
@@ -74,7 +48,7 @@ impl Broker {
     /// (Re)starts the broker on the same port and storage.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "broker already running");
-        let bin = binary();
+        let bin = super::installed_binary("nisshi", "SUBSTRATE_TEST_NISSHI");
         assert!(
             bin.is_file(),
             "nisshi not found at {} (scripts/setup.sh installs it)",

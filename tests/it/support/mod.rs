@@ -399,3 +399,31 @@ pub async fn wait_relayed(app: &TestApp) {
     })
     .await
 }
+
+/// A tool the suite runs as a real server (`nisshi`, `s3s-fs`): `$env_override` if set, else on
+/// PATH, else in ~/.cargo/bin (where `scripts/setup.sh` installs it).
+pub fn installed_binary(name: &str, env_override: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env_override) {
+        return PathBuf::from(p);
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for d in std::env::split_paths(&paths) {
+            let p = d.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+        });
+    home.join("bin").join(name)
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}

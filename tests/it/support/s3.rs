@@ -3,7 +3,6 @@
 //! binary is `s3s-fs` on PATH or in ~/.cargo/bin (`scripts/setup.sh` installs it), or
 //! `SUBSTRATE_TEST_S3S_FS`.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -19,31 +18,6 @@ pub struct S3Server {
     pub port: u16,
     pub dir: tempfile::TempDir,
     child: Option<Child>,
-}
-
-fn binary() -> PathBuf {
-    if let Ok(p) = std::env::var("SUBSTRATE_TEST_S3S_FS") {
-        return PathBuf::from(p);
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for d in std::env::split_paths(&paths) {
-            let p = d.join("s3s-fs");
-            if p.is_file() {
-                return p;
-            }
-        }
-    }
-    let home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
-        });
-    home.join("bin/s3s-fs")
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 fn spawn(bin: &std::path::Path, port: u16, dir: &std::path::Path) -> Child {
@@ -96,10 +70,10 @@ impl S3Server {
     pub async fn start() -> S3Server {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join(BUCKET)).expect("bucket dir");
-        let bin = binary();
+        let bin = super::installed_binary("s3s-fs", "SUBSTRATE_TEST_S3S_FS");
         // A port picked here may be taken before s3s-fs binds it; then try another.
         for _ in 0..5 {
-            let port = free_port();
+            let port = super::free_port();
             let mut child = spawn(&bin, port, dir.path());
             if ready(&mut child, port).await {
                 return S3Server {
@@ -123,7 +97,11 @@ impl S3Server {
 
     pub async fn restart(&mut self) {
         self.stop();
-        let mut child = spawn(&binary(), self.port, self.dir.path());
+        let mut child = spawn(
+            &super::installed_binary("s3s-fs", "SUBSTRATE_TEST_S3S_FS"),
+            self.port,
+            self.dir.path(),
+        );
         assert!(ready(&mut child, self.port).await, "s3s-fs did not restart");
         self.child = Some(child);
     }
