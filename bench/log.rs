@@ -109,10 +109,12 @@ async fn scalar(ctx: &AppContext, sql: &str) -> i64 {
     }
 }
 
+/// Time until `sql` reaches `want`. Checked every 50 ms: a count is not free, and checking
+/// more often would slow down what is being measured.
 async fn wait_for(ctx: &AppContext, sql: &str, want: i64) -> Duration {
     let t = Instant::now();
     while scalar(ctx, sql).await < want {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     t.elapsed()
 }
