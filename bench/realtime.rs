@@ -26,6 +26,8 @@ struct Args {
     secs: u64,
     clients: usize,
     pg: String,
+    /// `embedded` or `kafka://host:port` (the relay then runs in the same process).
+    log: String,
 }
 
 fn args() -> Args {
@@ -36,6 +38,7 @@ fn args() -> Args {
         secs: 10,
         clients: 5000,
         pg: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+        log: "embedded".into(),
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     for pair in v.chunks(2) {
@@ -47,6 +50,7 @@ fn args() -> Args {
             "--secs" => a.secs = val.parse().expect("--secs"),
             "--clients" => a.clients = val.parse().expect("--clients"),
             "--pg" => a.pg = val,
+            "--log" => a.log = val,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -127,6 +131,8 @@ async fn start(a: &Args) -> Server {
         .args(["serve", "--roles", "all"])
         .env("SUBSTRATE_STORE__URL", &url)
         .env("SUBSTRATE_STORE__MIGRATE_ON_START", "true")
+        .env("SUBSTRATE_LOG__URL", &a.log)
+        .env("SUBSTRATE_LOG__POLL_INTERVAL_MS", "100")
         .env("SUBSTRATE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("SUBSTRATE_SCHEMAS__DIR", "avro")
         .env("SUBSTRATE_GATEWAY__ROUTES_FILE", &routes)
@@ -389,7 +395,7 @@ async fn main() {
     let out = json!({
         "bench": "realtime",
         "backend": a.backend,
-        "log": "embedded",
+        "log": if a.log == "embedded" { "embedded" } else { "kafka" },
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "latency": lat,
         "fanout": fan,
