@@ -104,7 +104,7 @@ impl Sink {
 
     async fn run(&mut self, consumer: &mut dyn LogConsumer) -> Result<(), SinkError> {
         let mut next_seeks = Instant::now();
-        let mut next_lag = Instant::now();
+        let mut lag = crate::consumers::lag::LagReporter::new(&self.ctx, GROUP, &self.topics);
         let mut backoff = Duration::from_millis(100);
         loop {
             if self.shutdown.is_cancelled() {
@@ -119,10 +119,7 @@ impl Sink {
                     tracing::warn!(group = GROUP, error = %e, "applying replay requests failed");
                 }
             }
-            if Instant::now() >= next_lag {
-                next_lag = Instant::now() + Duration::from_secs(5);
-                self.report_lag().await;
-            }
+            lag.tick();
             let wait = match self.since {
                 None => Duration::from_millis(500),
                 Some(t) => (t + self.flush_every).saturating_duration_since(Instant::now()),
@@ -298,17 +295,5 @@ impl Sink {
             tracing::info!(group = GROUP, topic = %req.topic, mode = %req.mode, "replay applied");
         }
         Ok(())
-    }
-
-    async fn report_lag(&self) {
-        if let Ok(parts) = self.ctx.log.lag(GROUP, &self.topics).await {
-            for p in parts {
-                self.ctx
-                    .metrics
-                    .consumer_lag
-                    .with_label_values(&[GROUP, &p.topic, &p.partition.to_string()])
-                    .set(p.lag());
-            }
-        }
     }
 }

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod dlq;
 pub mod inbox;
+pub mod lag;
 pub mod registry;
 pub mod runtime;
 pub mod seeks;

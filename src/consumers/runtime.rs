@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Emitter, Envelope, Handler, HandlerError, dlq, inbox, seeks};
+use super::{Emitter, Envelope, Handler, HandlerError, dlq, inbox, lag, seeks};
 use crate::app::AppContext;
 use crate::log::{LogConsumer, LogError, LogRecord, Position};
 use crate::schema::SchemaError;
@@ -94,6 +94,7 @@ pub async fn run_group(
             }
         }
     };
+    let lag = lag::LagReporter::new(&ctx, &group, &topics);
     let mut g = Group {
         system: spans::messaging_system(ctx.log.name()),
         ctx: ctx.clone(),
@@ -103,7 +104,7 @@ pub async fn run_group(
         shutdown: shutdown.clone(),
         seen_seek: seeks::max_id(&ctx.store, &group).await.unwrap_or(0),
         next_seek_check: Instant::now(),
-        next_lag: Instant::now(),
+        lag,
     };
     tracing::info!(%group, topics = ?g.topics, log = ctx.log.name(), "consumer group started");
     let res = g.run(consumer.as_mut()).await;
@@ -125,7 +126,7 @@ struct Group {
     shutdown: CancellationToken,
     seen_seek: i64,
     next_seek_check: Instant,
-    next_lag: Instant,
+    lag: lag::LagReporter,
 }
 
 /// How an attempt to apply a run of records ended.
@@ -149,10 +150,7 @@ impl Group {
                     tracing::warn!(group = %self.group, error = %e, "applying replay requests failed");
                 }
             }
-            if Instant::now() >= self.next_lag {
-                self.next_lag = Instant::now() + Duration::from_secs(5);
-                self.report_lag().await;
-            }
+            self.lag.tick();
             let polled = tokio::select! {
                 r = consumer.poll(batch, Duration::from_millis(500)) => r,
                 _ = self.shutdown.cancelled() => return Err(ConsumerError::Shutdown),
@@ -589,20 +587,5 @@ impl Group {
             tracing::info!(group = %self.group, topic = %req.topic, mode = %req.mode, rebuild = req.rebuild, "replay applied");
         }
         Ok(())
-    }
-
-    async fn report_lag(&self) {
-        match self.ctx.log.lag(&self.group, &self.topics).await {
-            Ok(parts) => {
-                for p in parts {
-                    self.ctx
-                        .metrics
-                        .consumer_lag
-                        .with_label_values(&[&self.group, &p.topic, &p.partition.to_string()])
-                        .set(p.lag());
-                }
-            }
-            Err(e) => tracing::debug!(group = %self.group, error = %e, "lag unavailable"),
-        }
     }
 }
