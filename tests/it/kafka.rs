@@ -74,6 +74,23 @@ fn read_topic(bootstrap: &str, topic: &str, want: usize) -> Vec<Got> {
     out
 }
 
+/// A `substrate` process of the test's own, killed when the test ends — also when it fails.
+struct Proc(std::process::Child);
+
+impl Proc {
+    /// SIGKILL, and wait for it.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 async fn published(app: &TestApp) -> i64 {
     let sql = "SELECT COUNT(*) FROM outbox WHERE published_at IS NOT NULL";
     sqlx::query_scalar(sql)
@@ -90,11 +107,13 @@ async fn order_per_key_with_two_relays() {
     cfg.log.relay_batch = 300;
     let app = TestApp::start_on(store, cfg, vec![Role::Gateway, Role::Relay]).await;
     // A second relay instance on the same outbox.
-    let mut second = substrate_cmd(&app)
-        .args(["serve", "--roles", "relay"])
-        .env("SUBSTRATE_LOG__RELAY_BATCH", "300")
-        .spawn()
-        .unwrap();
+    let mut second = Proc(
+        substrate_cmd(&app)
+            .args(["serve", "--roles", "relay"])
+            .env("SUBSTRATE_LOG__RELAY_BATCH", "300")
+            .spawn()
+            .unwrap(),
+    );
     let pool = app.ctx.store.pg_pool().unwrap().clone();
     // Both instances hold lanes before the load starts.
     eventually(30, || async {
@@ -159,8 +178,7 @@ async fn order_per_key_with_two_relays() {
         let want: Vec<i64> = (0..(rounds * per) as i64).collect();
         assert_eq!(seq, &want, "order of key {k}");
     }
-    let _ = second.kill();
-    let _ = second.wait();
+    second.kill();
     app.stop().await;
 }
 
@@ -183,16 +201,17 @@ async fn relay_sigkill_mid_drain_loses_nothing() {
         assert_eq!(s, 202);
     }
     let spawn = || {
-        substrate_cmd(&app)
-            .args(["serve", "--roles", "relay"])
-            .env("SUBSTRATE_LOG__RELAY_BATCH", "100")
-            .spawn()
-            .unwrap()
+        Proc(
+            substrate_cmd(&app)
+                .args(["serve", "--roles", "relay"])
+                .env("SUBSTRATE_LOG__RELAY_BATCH", "100")
+                .spawn()
+                .unwrap(),
+        )
     };
     let mut relay = spawn();
     eventually(60, || async { (published(&app).await > 300).then_some(()) }).await;
-    relay.kill().unwrap(); // SIGKILL
-    relay.wait().unwrap();
+    relay.kill(); // SIGKILL
     let mid = published(&app).await;
     assert!(mid < n, "killed before the end of the drain ({mid})");
     let mut relay = spawn();
@@ -201,8 +220,7 @@ async fn relay_sigkill_mid_drain_loses_nothing() {
         (r.len() >= n as usize).then_some(r)
     })
     .await;
-    relay.kill().unwrap();
-    relay.wait().unwrap();
+    relay.kill();
     // Every accepted event arrived once in the read model, in order (one key).
     let texts: Vec<String> = all
         .iter()
