@@ -13,7 +13,11 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-const SECRET: &str = "bench-secret-bench-secret-bench-secret";
+#[path = "common.rs"]
+mod common;
+
+use common::{SECRET, drop_db, token};
+
 const ROUTES: &str =
     "routes:\n  message:\n    topic: public.user.message.events\n    allow: [user]\n";
 
@@ -52,16 +56,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-fn token(sub: &str) -> String {
-    let now = chrono::Utc::now().timestamp();
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({ "sub": sub, "exp": now + 3600, "iat": now, "email": format!("{sub}@example.com") }),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign")
 }
 
 fn free_port() -> u16 {
@@ -145,7 +139,6 @@ async fn start_hello() -> Server {
 }
 
 async fn start_gateway(a: &Args, backend: &str) -> Server {
-    use sqlx::Connection;
     // routes.yaml in a folder of its own: the gateway watches that folder, and must not be
     // woken by every write to the SQLite files (as in production: config/ apart from data/).
     let dir = tempfile::tempdir().expect("tempdir");
@@ -153,14 +146,8 @@ async fn start_gateway(a: &Args, backend: &str) -> Server {
     let routes = dir.path().join("config/routes.yaml");
     std::fs::write(&routes, ROUTES).expect("routes");
     let (url, pg_db) = if backend == "postgres" {
-        let name = format!("bench_gw_{}", uuid::Uuid::new_v4().simple());
-        let mut c = sqlx::PgConnection::connect(&a.pg).await.expect("postgres");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .expect("create database");
-        let i = a.pg.rfind('/').expect("pg url");
-        (format!("{}/{name}", &a.pg[..i]), Some((a.pg.clone(), name)))
+        let (url, db) = common::create_db(&a.pg, "bench_gw").await;
+        (url, Some(db))
     } else {
         (format!("sqlite://{}/bench.db", dir.path().display()), None)
     };
@@ -184,17 +171,6 @@ async fn start_gateway(a: &Args, backend: &str) -> Server {
         store_url: url,
         _dir: dir,
         pg_db,
-    }
-}
-
-async fn drop_db(pg_db: Option<(String, String)>) {
-    use sqlx::Connection;
-    if let Some((admin, name)) = &pg_db
-        && let Ok(mut c) = sqlx::PgConnection::connect(admin).await
-    {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut c)
-            .await;
     }
 }
 

@@ -14,6 +14,9 @@ use substrate::events::{EventMeta, build};
 use substrate::outbox::NewEvent;
 use tokio_util::sync::CancellationToken;
 
+#[path = "common.rs"]
+mod common;
+
 struct Args {
     broker: String,
     pg: String,
@@ -40,19 +43,6 @@ fn args() -> Args {
     a
 }
 
-/// A fresh PostgreSQL database on the server of `admin_url`.
-async fn pg_database(admin_url: &str) -> String {
-    use sqlx::Connection;
-    let name = format!("bench_log_{}", uuid::Uuid::new_v4().simple());
-    let mut c = sqlx::PgConnection::connect(admin_url).await.expect("pg");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut c)
-        .await
-        .expect("create database");
-    let base = admin_url.rsplit_once('/').expect("db url").0;
-    format!("{base}/{name}")
-}
-
 fn config(dir: &std::path::Path, store: &str, log: &str) -> Config {
     let mut c = Config::default();
     c.store.url = Secret::new(store.to_string());
@@ -61,7 +51,7 @@ fn config(dir: &std::path::Path, store: &str, log: &str) -> Config {
     let routes = dir.join("routes.yaml");
     std::fs::write(&routes, "routes: {}\n").expect("routes");
     c.gateway.routes_file = routes;
-    c.auth.hs256_secret = Some(Secret::new("bench-secret-bench-secret-bench-secret"));
+    c.auth.hs256_secret = Some(Secret::new(common::SECRET));
     c.auth.dev_secret_file = dir.join("jwt-secret");
     c.objects.url = format!("file://{}/objects", dir.display());
     c.telemetry.log_filter = "error".into();
@@ -205,6 +195,7 @@ async fn main() {
     let n = a.events;
     let kafka = format!("kafka://{}", a.broker);
     let mut out = serde_json::Map::new();
+    let mut dbs = Vec::new();
 
     // Relay vs raw producer, same broker, same records, same run.
     let probe_ctx = AppContext::build(config(
@@ -218,7 +209,19 @@ async fn main() {
     let raw_rate = raw(&a.broker, &evs).await;
     let mut relay_json = serde_json::Map::new();
     relay_json.insert("raw_rdkafka_events_per_sec".into(), json!(raw_rate.round()));
-    let (pg_rate, pg_ctx) = relay(config(dir.path(), &pg_database(&a.pg).await, &kafka), n).await;
+    let (pg_rate, pg_ctx) = relay(
+        config(
+            dir.path(),
+            &{
+                let (url, db) = common::create_db(&a.pg, "bench_log").await;
+                dbs.push(db);
+                url
+            },
+            &kafka,
+        ),
+        n,
+    )
+    .await;
     relay_json.insert("postgres_events_per_sec".into(), json!(pg_rate.round()));
     relay_json.insert(
         "postgres_ratio".into(),
@@ -255,9 +258,17 @@ async fn main() {
         "embedded_sqlite_events_per_sec".into(),
         json!(projection(&sq, n, true).await.round()),
     );
-    let pg = AppContext::build(config(dir.path(), &pg_database(&a.pg).await, "embedded"))
-        .await
-        .expect("build");
+    let pg = AppContext::build(config(
+        dir.path(),
+        &{
+            let (url, db) = common::create_db(&a.pg, "bench_log").await;
+            dbs.push(db);
+            url
+        },
+        "embedded",
+    ))
+    .await
+    .expect("build");
     proj.insert(
         "embedded_postgres_events_per_sec".into(),
         json!(projection(&pg, n, true).await.round()),
@@ -269,5 +280,8 @@ async fn main() {
     );
     out.insert("projection".into(), json!(proj));
     out.insert("events".into(), json!(n));
+    for db in dbs {
+        common::drop_db(Some(db)).await;
+    }
     println!("{}", serde_json::to_string_pretty(&out).expect("json"));
 }

@@ -15,7 +15,11 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-const SECRET: &str = "bench-secret-bench-secret-bench-secret";
+#[path = "common.rs"]
+mod common;
+
+use common::{SECRET, drop_db, token};
+
 const ROUTES: &str =
     "routes:\n  message:\n    topic: public.user.message.events\n    allow: [user]\n";
 
@@ -55,16 +59,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-fn token(sub: &str) -> String {
-    let now = chrono::Utc::now().timestamp();
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({ "sub": sub, "exp": now + 3600, "iat": now, "email": format!("{sub}@example.com") }),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign")
 }
 
 fn quantiles(mut v: Vec<f64>) -> Value {
@@ -107,19 +101,12 @@ impl Drop for Server {
 }
 
 async fn start(a: &Args) -> Server {
-    use sqlx::Connection;
     let dir = tempfile::tempdir().expect("tempdir");
     let routes = dir.path().join("routes.yaml");
     std::fs::write(&routes, ROUTES).expect("routes");
     let (url, pg_db) = if a.backend == "postgres" {
-        let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
-        let mut c = sqlx::PgConnection::connect(&a.pg).await.expect("postgres");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .expect("create database");
-        let i = a.pg.rfind('/').expect("pg url");
-        (format!("{}/{name}", &a.pg[..i]), Some((a.pg.clone(), name)))
+        let (url, db) = common::create_db(&a.pg, "bench").await;
+        (url, Some(db))
     } else {
         (format!("sqlite://{}/bench.db", dir.path().display()), None)
     };
@@ -161,17 +148,6 @@ async fn start(a: &Args) -> Server {
         base,
         _dir: dir,
         pg_db,
-    }
-}
-
-async fn drop_db(pg_db: Option<(String, String)>) {
-    use sqlx::Connection;
-    if let Some((admin, name)) = &pg_db
-        && let Ok(mut c) = sqlx::PgConnection::connect(admin).await
-    {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut c)
-            .await;
     }
 }
 
