@@ -457,12 +457,15 @@ async fn ttl_expiry_refunds_once_and_removes_the_object(b: Backend) {
             .len(),
         1
     );
-    assert!(
+    // The removal timer is deleted in the transaction after the object is gone: wait for it.
+    eventually(20, || async {
         timers::for_request(&app.ctx.store, &rid)
             .await
             .unwrap()
             .is_empty()
-    );
+            .then_some(())
+    })
+    .await;
     let m = app.metrics().await;
     assert!(
         m.contains(r#"substrate_saga_steps_total{saga="upload",step="expired"} 1"#),
