@@ -55,30 +55,31 @@ impl AddressLimiter {
 
     /// Admits one request from `ip` (cost 1), or says in how many seconds it may retry.
     pub fn admit(&self, ip: Option<IpAddr>) -> Result<(), u64> {
-        let Some(ip) = ip.filter(|_| self.on) else {
-            return Ok(());
-        };
-        let now = Instant::now();
-        let key = self.slot(bucket_key(ip), now);
-        let mut b = self
-            .buckets
-            .entry(key)
-            .or_insert_with(|| Bucket::full(self.cap, now));
-        b.take(now, self.rate, self.cap, 1.0)
+        self.with_bucket(ip, |b, now| b.take(now, self.rate, self.cap, 1.0))
+            .unwrap_or(Ok(()))
     }
 
     /// Charges `ip` the rest of a failed authentication's cost (admission took 1).
     pub fn failed(&self, ip: Option<IpAddr>) {
-        let Some(ip) = ip.filter(|_| self.on) else {
-            return;
-        };
+        self.with_bucket(ip, |b, now| {
+            b.charge(now, self.rate, self.cap, self.failed_cost - 1.0)
+        });
+    }
+
+    /// Runs `f` on the bucket of `ip` (None when the limit is off or there is no address).
+    fn with_bucket<R>(
+        &self,
+        ip: Option<IpAddr>,
+        f: impl FnOnce(&mut Bucket, Instant) -> R,
+    ) -> Option<R> {
+        let ip = ip.filter(|_| self.on)?;
         let now = Instant::now();
         let key = self.slot(bucket_key(ip), now);
         let mut b = self
             .buckets
             .entry(key)
             .or_insert_with(|| Bucket::full(self.cap, now));
-        b.charge(now, self.rate, self.cap, self.failed_cost - 1.0);
+        Some(f(&mut b, now))
     }
 
     /// The table key for `key`: itself while the table has room (or already holds it); when

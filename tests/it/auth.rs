@@ -321,6 +321,38 @@ async fn es256_and_jwks_with_rotation(b: Backend) {
     app.stop().await;
 }
 
+/// An event a service posts about bob (services must name the user).
+fn service_message(text: &str) -> Value {
+    let mut m = message(text);
+    m["user_id"] = json!("bob");
+    m["email"] = json!("bob@example.com");
+    m
+}
+
+/// Creates the API key `name` (scope events:write) through the admin API; returns the key.
+async fn create_key(app: &TestApp, admin: &str, name: &str) -> String {
+    let (s, created) = app
+        .post_json(
+            "/api/v1/admin/apikeys",
+            admin,
+            &json!({"name": name, "scopes": ["events:write"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{created}");
+    created["key"].as_str().unwrap().to_string()
+}
+
+async fn revoke_key(app: &TestApp, admin: &str, name: &str) {
+    let r = app
+        .http
+        .delete(app.url(&format!("/api/v1/admin/apikeys/{name}")))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+}
+
 both!(api_keys_and_admin_actions);
 async fn api_keys_and_admin_actions(b: Backend) {
     let app = TestApp::start_with(b, |c| c.auth.api_key_cache_secs = 0).await;
@@ -335,15 +367,7 @@ async fn api_keys_and_admin_actions(b: Backend) {
         )
         .await;
     assert_eq!(s, 403);
-    let (s, created) = app
-        .post_json(
-            "/api/v1/admin/apikeys",
-            &admin,
-            &json!({"name":"svc","scopes":["events:write"]}),
-        )
-        .await;
-    assert_eq!(s, 201, "{created}");
-    let key = created["key"].as_str().unwrap().to_string();
+    let key = create_key(&app, &admin, "svc").await;
     let (s, _) = app
         .post_json("/api/v1/admin/apikeys", &admin, &json!({"name":"svc"}))
         .await;
@@ -358,12 +382,7 @@ async fn api_keys_and_admin_actions(b: Backend) {
         .post(app.url("/api/v1/events/message"))
         .header("x-api-key", &key)
         .header("x-event-key", "bob")
-        .json(&{
-            let mut m = message("from a service");
-            m["user_id"] = json!("bob");
-            m["email"] = json!("bob@example.com");
-            m
-        })
+        .json(&service_message("from a service"))
         .send()
         .await
         .unwrap();
@@ -371,14 +390,7 @@ async fn api_keys_and_admin_actions(b: Backend) {
     let (_, list) = app.get_json("/api/v1/admin/apikeys", Some(&admin)).await;
     assert_eq!(list["keys"][0]["name"], "svc");
     assert!(list["keys"][0].get("key").is_none());
-    let r = app
-        .http
-        .delete(app.url("/api/v1/admin/apikeys/svc"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 204);
+    revoke_key(&app, &admin, "svc").await;
     let r = app
         .http
         .post(app.url("/api/v1/events/message"))
@@ -665,27 +677,14 @@ async fn revoked_key_stops_working_on_every_instance(b: Backend) {
     let app = TestApp::start_with(b, tweak).await;
     let other = Instance::start(&app, vec![substrate::roles::Role::Gateway], tweak).await;
     let admin = app.admin_token();
-    let (s, created) = app
-        .post_json(
-            "/api/v1/admin/apikeys",
-            &admin,
-            &json!({"name":"svc","scopes":["events:write"]}),
-        )
-        .await;
-    assert_eq!(s, 201, "{created}");
-    let key = created["key"].as_str().unwrap().to_string();
+    let key = create_key(&app, &admin, "svc").await;
     let post = |base: String| {
         let key = key.clone();
         let http = app.http.clone();
         async move {
             http.post(format!("{base}/api/v1/events/message"))
                 .header("x-api-key", key)
-                .json(&{
-                    let mut m = message("svc");
-                    m["user_id"] = json!("bob");
-                    m["email"] = json!("bob@example.com");
-                    m
-                })
+                .json(&service_message("svc"))
                 .send()
                 .await
                 .unwrap()
@@ -696,14 +695,7 @@ async fn revoked_key_stops_working_on_every_instance(b: Backend) {
     // Both instances have the key cached now.
     assert_eq!(post(app.base.clone()).await, 202);
     assert_eq!(post(other.base.clone()).await, 202);
-    let r = app
-        .http
-        .delete(app.url("/api/v1/admin/apikeys/svc"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 204);
+    revoke_key(&app, &admin, "svc").await;
     // The revoking instance refuses it at once; the other one soon.
     assert_eq!(post(app.base.clone()).await, 401);
     eventually(10, || async {
