@@ -372,6 +372,17 @@ async fn api_keys_and_admin_actions(b: Backend) {
         .post_json("/api/v1/admin/apikeys", &admin, &json!({"name":"svc"}))
         .await;
     assert_eq!(s, 409);
+    // Names become principal ids in stored events, scopes are stored space-separated.
+    for (body, code) in [
+        (json!({"name": "nul\u{0}name"}), "invalid_name"),
+        (
+            json!({"name": "ok", "scopes": ["two words"]}),
+            "invalid_scope",
+        ),
+    ] {
+        let (s, answer) = app.post_json("/api/v1/admin/apikeys", &admin, &body).await;
+        assert_eq!((s, answer["error"].as_str()), (400, Some(code)), "{body}");
+    }
     // Only the hash is stored.
     let stored: Vec<String> = substrate::on_read!(app.ctx.store, p => {
         sqlx::query_scalar("SELECT key_hash FROM api_keys").fetch_all(p).await.unwrap()
