@@ -380,7 +380,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Apikey { command } => {
             let store = open_store(&cfg).await?;
-            let keys = ApiKeys::new(store.clone(), 0);
+            let keys = ApiKeys::new(store.clone(), &cfg.auth);
             match command {
                 ApikeyCommand::Create { name, scopes } => {
                     let scopes: Vec<String> = scopes

@@ -2,6 +2,7 @@
 //! (or `--config PATH`) → environment `SUBSTRATE_…` (`__` for nesting). Every component reads its
 //! settings from here; nothing else in the crate reads environment variables.
 
+mod cidr;
 mod secret;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use cidr::{Cidr, canonical_ip};
 pub use secret::Secret;
 
 /// Where the default config file lives, relative to the working directory.
@@ -166,8 +168,16 @@ pub struct AuthConfig {
     pub admin_scope: String,
     /// Default lifetime of `substrate token mint`.
     pub dev_token_ttl_secs: u64,
-    /// Seconds an API-key lookup is cached.
+    /// Seconds a valid API key is cached. A revoked key stops working at once on the instance
+    /// that revoked it, at once on others through NOTIFY (PostgreSQL), and within this time
+    /// in every case.
     pub api_key_cache_secs: u64,
+    /// Most valid API keys cached; the least recently used one is evicted first.
+    pub api_key_cache_entries: usize,
+    /// Seconds an unknown or revoked API key is remembered as such (no store query for it).
+    pub api_key_negative_cache_secs: u64,
+    /// Most unknown API keys remembered; the least recently used one is evicted first.
+    pub api_key_negative_cache_entries: usize,
 }
 
 impl Default for AuthConfig {
@@ -187,6 +197,9 @@ impl Default for AuthConfig {
             admin_scope: "admin".into(),
             dev_token_ttl_secs: 3600,
             api_key_cache_secs: 10,
+            api_key_cache_entries: 10_000,
+            api_key_negative_cache_secs: 5,
+            api_key_negative_cache_entries: 10_000,
         }
     }
 }
@@ -235,6 +248,18 @@ pub struct RateLimitConfig {
     pub service_per_sec: f64,
     /// Bucket size as a multiple of the per-second rate.
     pub burst_factor: f64,
+    /// Requests per second from one client address (an IPv4 address or an IPv6 /64), taken
+    /// before any credential is looked at. 0 turns this limit off (so does `enabled = false`).
+    pub per_address_per_sec: f64,
+    /// Bucket size of the per-address limit, in requests.
+    pub per_address_burst: f64,
+    /// What a request answered 401 costs its address (an authenticated one costs 1).
+    pub failed_auth_cost: f64,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client; from any
+    /// other peer the header is ignored.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Most client addresses tracked at once; past it, new addresses share one bucket.
+    pub per_address_table_size: usize,
 }
 
 impl Default for RateLimitConfig {
@@ -244,6 +269,11 @@ impl Default for RateLimitConfig {
             user_per_sec: 50.0,
             service_per_sec: 5000.0,
             burst_factor: 2.0,
+            per_address_per_sec: 1000.0,
+            per_address_burst: 2000.0,
+            failed_auth_cost: 10.0,
+            trusted_proxies: Vec::new(),
+            per_address_table_size: 100_000,
         }
     }
 }

@@ -25,8 +25,22 @@ pub async fn create_key(
     Admin(_): Admin,
     Json(req): Json<CreateKey>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if req.name.is_empty() || req.name.len() > 100 {
-        return Err(ApiError::bad_request("invalid_name").with("reason", "1 to 100 characters"));
+    // The name becomes the principal id `apikey:<name>` in stored events: no control
+    // characters (PostgreSQL TEXT cannot even hold NUL).
+    if req.name.is_empty() || req.name.len() > 100 || req.name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("invalid_name")
+            .with("reason", "1 to 100 characters, no control characters"));
+    }
+    // Scopes are stored space-separated.
+    if let Some(bad) = req.scopes.iter().find(|s| {
+        s.is_empty() || s.len() > 100 || s.chars().any(|c| c.is_whitespace() || c.is_control())
+    }) {
+        return Err(ApiError::bad_request("invalid_scope")
+            .with("scope", bad.clone())
+            .with(
+                "reason",
+                "1 to 100 characters, no spaces or control characters",
+            ));
     }
     match ctx.auth.api_keys.create(&req.name, &req.scopes).await {
         Ok((key, rec)) => Ok((

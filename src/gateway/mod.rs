@@ -1,7 +1,8 @@
 //! The ingest gateway: authenticated event ingest (`/api/v1/events/…`), signed webhooks
-//! (`/webhooks/…`), the allowlist in routes.yaml, rate limits, and operator endpoints for API
-//! keys and routes. Accepted events go to the outbox through group commit.
+//! (`/webhooks/…`), the allowlist in routes.yaml, rate limits (per client address before
+//! authentication, per principal after), and operator endpoints for API keys and routes. Accepted events go to the outbox through group commit.
 
+pub mod addresses;
 pub mod admin;
 pub mod auth;
 pub mod ingest;

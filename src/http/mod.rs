@@ -23,7 +23,9 @@ use crate::roles::Role;
 pub fn router(ctx: &AppContext, roles: &[Role]) -> Router {
     let mut r: Router<AppContext> = Router::new().merge(health::router());
     if roles.contains(&Role::Gateway) {
-        r = r
+        // Everything that authenticates sits behind the per-address limit (health and status
+        // do not, so probes never starve).
+        let api = Router::new()
             .merge(crate::gateway::router())
             .merge(crate::schema::registry::http::router())
             .merge(crate::consumers::admin::router())
@@ -32,6 +34,10 @@ pub fn router(ctx: &AppContext, roles: &[Role]) -> Router {
             .merge(crate::projections::stats::api::router())
             .merge(crate::projections::snapshot::api::router())
             .merge(crate::analytics::api::router());
+        r = r.merge(api.layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            crate::gateway::addresses::guard,
+        )));
     }
     r = r.merge(crate::status::http::router());
     r.layer(axum::middleware::from_fn_with_state(ctx.clone(), track))
@@ -73,6 +79,8 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let drained = CancellationToken::new();
+    // The peer address feeds the per-address limit (`gateway::addresses`).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown({
         let s = shutdown.clone();
         async move { s.cancelled().await }

@@ -34,32 +34,14 @@ impl OutboxSignal {
 }
 
 /// Relays PostgreSQL `NOTIFY substrate_outbox` (appends by other processes) to `signal`,
-/// reconnecting as needed. One listener per process serves every reader in it.
+/// reconnecting as needed (and waking readers once after a reconnect, in case a notification
+/// was missed). One listener per process serves every reader in it.
 pub fn listen_pg(pool: sqlx::PgPool, signal: OutboxSignal) {
-    tokio::spawn(async move {
-        loop {
-            match sqlx::postgres::PgListener::connect_with(&pool).await {
-                Ok(mut l) => {
-                    if let Err(e) = l.listen(super::PG_CHANNEL).await {
-                        tracing::warn!(error = %e, "LISTEN failed");
-                    } else {
-                        loop {
-                            match l.recv().await {
-                                Ok(_) => signal.notify(),
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "outbox listener lost its connection");
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "outbox listener cannot connect"),
-            }
-            if pool.is_closed() {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
-    });
+    let on_connect = signal.clone();
+    crate::store::notify::listen_pg(
+        pool,
+        super::PG_CHANNEL,
+        move || on_connect.notify(),
+        move |_| signal.notify(),
+    );
 }

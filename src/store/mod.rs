@@ -3,6 +3,8 @@
 //! the `on_read!`/`on_write!`/`on_tx!` macros, which expand the same code for each driver.
 //! Integers are BIGINT and times are unix microseconds on both backends.
 
+pub mod notify;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;

@@ -210,41 +210,95 @@ impl JwtVerifier {
                 )));
             }
         };
-        let mut v = Validation::new(header.alg);
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation(header.alg))
+            .map_err(decode_error)?
+            .claims;
+        check_stored_claims(&claims)?;
+        Ok(claims)
+    }
+
+    /// What a token must satisfy besides its signature. `iss` and `aud` are required, not
+    /// just compared, when an issuer or audience is configured: jsonwebtoken only compares
+    /// the claims that are present, so a token without them would otherwise pass.
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut v = Validation::new(alg);
         v.leeway = self.leeway;
         v.validate_nbf = true;
-        v.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
         match &self.issuer {
-            Some(iss) => v.set_issuer(&[iss]),
+            Some(iss) => {
+                v.set_issuer(&[iss]);
+                required.push("iss");
+            }
             None => v.iss = None,
         }
         match &self.audience {
-            Some(aud) => v.set_audience(&[aud]),
+            Some(aud) => {
+                v.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => v.validate_aud = false,
         }
-        match jsonwebtoken::decode::<Claims>(token, &key, &v) {
-            Ok(data) => Ok(data.claims),
-            Err(e) => {
-                use jsonwebtoken::errors::ErrorKind as K;
-                Err(match e.kind() {
-                    K::ExpiredSignature => AuthError::Expired,
-                    K::ImmatureSignature => {
-                        AuthError::InvalidToken("token not valid yet (nbf)".into())
-                    }
-                    K::InvalidIssuer => AuthError::InvalidToken("wrong issuer".into()),
-                    K::InvalidAudience => AuthError::InvalidToken("wrong audience".into()),
-                    K::InvalidSignature => AuthError::InvalidToken("bad signature".into()),
-                    K::InvalidAlgorithm => {
-                        AuthError::InvalidToken("algorithm does not match the key".into())
-                    }
-                    K::MissingRequiredClaim(c) => {
-                        AuthError::InvalidToken(format!("missing claim {c}"))
-                    }
-                    _ => AuthError::InvalidToken(e.to_string()),
-                })
-            }
-        }
+        v.set_required_spec_claims(&required);
+        v
     }
+}
+
+/// The answer for a token jsonwebtoken refused; claim problems name the claim.
+fn decode_error(e: jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    let claim = |claim: &str, reason: &str| AuthError::Claim {
+        claim: claim.to_string(),
+        reason: reason.to_string(),
+    };
+    match e.kind() {
+        K::ExpiredSignature => AuthError::Expired,
+        K::ImmatureSignature => claim("nbf", "token not valid yet"),
+        K::InvalidIssuer => claim("iss", "wrong issuer"),
+        K::InvalidAudience => claim("aud", "wrong audience"),
+        K::InvalidSubject => claim("sub", "wrong subject"),
+        K::MissingRequiredClaim(c) => claim(c, "missing"),
+        K::InvalidClaimFormat(c) => claim(c, "wrong type"),
+        K::InvalidSignature => AuthError::InvalidToken("bad signature".into()),
+        K::InvalidAlgorithm => AuthError::InvalidToken("algorithm does not match the key".into()),
+        _ => AuthError::InvalidToken(e.to_string()),
+    }
+}
+
+/// Longest `sub` accepted, in bytes: it becomes the event key and the `principal` header.
+pub const MAX_SUBJECT_BYTES: usize = 255;
+/// Longest `email` accepted, in bytes (64 for the local part, @, 255 for the domain).
+pub const MAX_EMAIL_BYTES: usize = 320;
+
+/// Claims that become stored strings (`sub`: event keys, the `principal` header, stream and
+/// read-model rows; `email`: event payloads) must be storable by every consumer on both
+/// backends: PostgreSQL `TEXT` cannot hold a NUL character, and their length is bounded.
+fn check_stored_claims(c: &Claims) -> Result<(), AuthError> {
+    check_stored("sub", &c.sub, MAX_SUBJECT_BYTES)?;
+    if c.sub.is_empty() {
+        return Err(AuthError::Claim {
+            claim: "sub".into(),
+            reason: "empty".into(),
+        });
+    }
+    if let Some(email) = &c.email {
+        check_stored("email", email, MAX_EMAIL_BYTES)?;
+    }
+    Ok(())
+}
+
+fn check_stored(claim: &str, value: &str, max_bytes: usize) -> Result<(), AuthError> {
+    let reason = if value.contains('\0') {
+        "contains a NUL character".to_string()
+    } else if value.len() > max_bytes {
+        format!("longer than {max_bytes} bytes")
+    } else {
+        return Ok(());
+    };
+    Err(AuthError::Claim {
+        claim: claim.to_string(),
+        reason,
+    })
 }
 
 /// Parameters of a minted token.

@@ -1,6 +1,7 @@
 //! Who is calling: JWT bearer tokens (HS256/RS256/ES256, JWKS), API keys with scopes. The
 //! `Principal` extractor authenticates and applies the per-principal rate limit; `Admin`
-//! additionally requires the admin role or scope (operator actions).
+//! additionally requires the admin role or scope (operator actions). The per-address limit
+//! (`gateway::addresses`) runs before any of this.
 
 pub mod apikeys;
 pub mod jwks;
@@ -61,6 +62,8 @@ pub enum AuthError {
     Missing,
     #[error("invalid token: {0}")]
     InvalidToken(String),
+    #[error("invalid token: claim {claim}: {reason}")]
+    Claim { claim: String, reason: String },
     #[error("token expired")]
     Expired,
     #[error("unknown or revoked API key")]
@@ -78,6 +81,9 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidToken(r) => {
                 ApiError::unauthorized("invalid_token").with("reason", r.clone())
             }
+            AuthError::Claim { claim, reason } => ApiError::unauthorized("invalid_token")
+                .with("claim", claim.clone())
+                .with("reason", reason.clone()),
             AuthError::Expired => ApiError::unauthorized("token_expired"),
             AuthError::BadApiKey => ApiError::unauthorized("invalid_api_key"),
             AuthError::Unavailable(r) => ApiError::unavailable(r.clone()),
@@ -94,9 +100,11 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(cfg: &AuthConfig, store: Store) -> Result<Self, jwt::JwtConfigError> {
+        let api_keys = ApiKeys::new(store, cfg);
+        api_keys.listen();
         Ok(Self {
             jwt: JwtVerifier::from_config(cfg)?,
-            api_keys: ApiKeys::new(store, cfg.api_key_cache_secs),
+            api_keys,
             admin_role: cfg.admin_role.clone(),
             admin_scope: cfg.admin_scope.clone(),
         })

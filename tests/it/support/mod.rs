@@ -153,6 +153,9 @@ pub fn test_config(store: &TestStore) -> Config {
     c.auth.dev_secret_file = store.dir.path().join("jwt-secret");
     c.gateway.rate_limit.user_per_sec = 10_000.0;
     c.gateway.rate_limit.service_per_sec = 10_000.0;
+    // Every test client is 127.0.0.1: tests that exercise the per-address limit set their own.
+    c.gateway.rate_limit.per_address_per_sec = 1_000_000.0;
+    c.gateway.rate_limit.per_address_burst = 1_000_000.0;
     c.objects.url = format!("file://{}/objects", store.dir.path().display());
     c.telemetry.log_filter = "warn".into();
     // The probe appends to the outbox; tests that count rows must not see it. Status tests
@@ -283,6 +286,37 @@ impl TestApp {
     }
 }
 
+/// A second process on the same store as a `TestApp` (in-process, its own port).
+pub struct Instance {
+    pub ctx: AppContext,
+    pub base: String,
+    pub running: Running,
+}
+
+impl Instance {
+    pub async fn start(app: &TestApp, roles: Vec<Role>, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut cfg = test_config(&app.store);
+        tweak(&mut cfg);
+        let ctx = AppContext::build(cfg).await.expect("build");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let running =
+            substrate::server::start(ctx.clone(), roles, listener, CancellationToken::new())
+                .expect("start");
+        let base = format!("http://{}", running.addr);
+        Instance { ctx, base, running }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn stop(self) {
+        self.running.stop().await.expect("clean stop");
+    }
+}
+
 /// Reads the outbox with a connection of its own, so a test sees what is durably committed.
 pub async fn count_outbox(url: &str, event_id: Option<&str>) -> i64 {
     use sqlx::Connection;
@@ -377,7 +411,15 @@ pub fn substrate_cmd(app: &TestApp) -> std::process::Command {
             app.ctx.config.gateway.routes_file.to_str().expect("path"),
         )
         .env("SUBSTRATE_TELEMETRY__LOG_FILTER", "warn")
-        .env("SUBSTRATE_PROBE__INTERVAL_SECS", "3600");
+        .env("SUBSTRATE_PROBE__INTERVAL_SECS", "3600")
+        .env(
+            "SUBSTRATE_GATEWAY__RATE_LIMIT__PER_ADDRESS_PER_SEC",
+            "1000000",
+        )
+        .env(
+            "SUBSTRATE_GATEWAY__RATE_LIMIT__PER_ADDRESS_BURST",
+            "1000000",
+        );
     if let Some(b) = &app.store.kafka {
         c.env("SUBSTRATE_LOG__URL", b.url())
             .env("SUBSTRATE_LOG__POLL_INTERVAL_MS", "100");
