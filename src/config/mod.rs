@@ -269,9 +269,9 @@ impl Default for RateLimitConfig {
             user_per_sec: 50.0,
             service_per_sec: 5000.0,
             burst_factor: 2.0,
-            per_address_per_sec: 1000.0,
-            per_address_burst: 2000.0,
-            failed_auth_cost: 10.0,
+            per_address_per_sec: 10_000.0,
+            per_address_burst: 20_000.0,
+            failed_auth_cost: 50.0,
             trusted_proxies: Vec::new(),
             per_address_table_size: 100_000,
         }
