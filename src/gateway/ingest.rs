@@ -295,9 +295,11 @@ fn append_error(e: AppendError) -> ApiError {
             tracing::error!(error = %e, "append failed");
             retry_later(ApiError::unavailable("store unavailable"))
         }
-        AppendError::Rejected(reason) => {
-            tracing::warn!(reason = %reason, "the store refused an event");
-            ApiError::bad_request("invalid_event").with("reason", reason)
+        AppendError::Rejected(detail) => {
+            // The store's message stays in the log; the caller learns what it can act on.
+            tracing::warn!(error = %detail, "the store refused an event's data");
+            ApiError::bad_request("invalid_event")
+                .with("reason", "the store cannot hold this event's data")
         }
         AppendError::Internal(e) => ApiError::internal(e),
     }

@@ -354,9 +354,11 @@ impl Store {
         })
     }
 
-    /// `begin`, bounded: gives up with `StoreError::Timeout` when no connection is had within
-    /// `limit` (SQLite: nor the write lock, which another process may hold). A lost store then
-    /// fails callers within `limit`, not after the pool's acquire timeout or the busy timeout.
+    /// `begin`, bounded: gives up when no connection is had within `limit`
+    /// (`StoreError::Timeout`), and on SQLite when the write lock, which another process may
+    /// hold, is not had within the rest of it (SQLITE_BUSY). Both are `Fault::Unavailable`. A
+    /// lost store then fails callers within `limit`, not after the pool's acquire timeout or
+    /// the busy timeout.
     pub async fn begin_within(&self, limit: Duration) -> Result<Tx, StoreError> {
         let started = tokio::time::Instant::now();
         let raw = match &self.inner.db {
