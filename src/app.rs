@@ -89,7 +89,8 @@ impl AppContext {
             )),
             None => Arc::new(BuiltinRegistry::new(store.clone(), level)),
         };
-        let schemas = Arc::new(SchemaCatalog::load(&config.schemas.dir, registry).await?);
+        let rules = crate::schema::Rules::standard(&config.media);
+        let schemas = Arc::new(SchemaCatalog::load(&config.schemas.dir, registry, rules).await?);
         let routes = Arc::new(Routes::load(
             &config.gateway.routes_file,
             schemas.clone(),
@@ -102,14 +103,7 @@ impl AppContext {
             tracing::warn!(error = %e, "initial JWKS fetch failed; will retry on demand");
         }
         let outbox = Outbox::new(config.log.relay_lanes, config.is_embedded_log());
-        let gc = &config.gateway.group_commit;
-        let appender = Appender::start(
-            store.clone(),
-            outbox.clone(),
-            gc.writers,
-            gc.max_batch_events,
-            gc.queue_depth,
-        );
+        let appender = Appender::start(store.clone(), outbox.clone(), &config.gateway.group_commit);
         if let Some(pool) = store.pg_pool() {
             crate::outbox::signal::listen_pg(pool.clone(), outbox.signal.clone());
         }

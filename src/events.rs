@@ -97,6 +97,20 @@ pub fn build(
     })
 }
 
+/// Kafka framing around one record, at most: the record batch header (61 bytes) and the
+/// record's own varints (length, attributes, timestamp and offset deltas, key and value
+/// lengths, header count).
+const RECORD_FRAMING: usize = 61 + 36;
+
+/// The most bytes `ev` takes as one Kafka record: key + value + headers (each with its two
+/// length varints) + framing. This is what librdkafka's `message.max.bytes` and the broker's
+/// limit apply to, so the gateway refuses an event above `log.max_message_bytes` rather than
+/// leaving the relay an event it can never send.
+pub fn record_size(ev: &NewEvent) -> usize {
+    let headers: usize = ev.headers.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
+    RECORD_FRAMING + ev.key.len() + ev.payload.len() + headers
+}
+
 pub fn rfc3339_micros(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .unwrap_or_default()
@@ -120,6 +134,23 @@ pub fn child_traceparent(parent: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_size_counts_key_value_headers_and_framing() {
+        let mut headers = Headers::new();
+        headers.insert("ce_id".into(), "abc".into());
+        let ev = NewEvent {
+            event_id: "abc".into(),
+            topic: "t".into(),
+            key: "k1".into(),
+            event_type: "t".into(),
+            schema_id: 1,
+            payload: vec![0; 100],
+            headers,
+            created_at: 0,
+        };
+        assert_eq!(record_size(&ev), RECORD_FRAMING + 2 + 100 + (5 + 3 + 10));
+    }
 
     #[test]
     fn traceparent_validation() {

@@ -65,6 +65,14 @@ pub struct HttpConfig {
     pub public_url: Option<String>,
     /// Seconds to wait for in-flight requests on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Seconds a handler may take to produce its answer before it is cut with `503 timeout`.
+    /// Only the time to the answer's head counts: SSE and WebSocket streams and downloads
+    /// run on. Blob uploads (`/blobs/…`) and operator endpoints (`/api/v1/admin/…`) are
+    /// exempt.
+    pub request_timeout_secs: u64,
+    /// Requests in their handlers at once; beyond this, `503 overloaded` with `Retry-After`
+    /// (health, readiness and metrics are exempt).
+    pub max_in_flight: usize,
 }
 
 impl Default for HttpConfig {
@@ -73,6 +81,8 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             shutdown_grace_secs: 20,
+            request_timeout_secs: 30,
+            max_in_flight: 10_000,
         }
     }
 }
@@ -90,6 +100,9 @@ pub struct StoreConfig {
     pub sqlite_synchronous: SqliteSync,
     /// Seconds a connection waits for a lock before failing.
     pub busy_timeout_secs: u64,
+    /// Seconds start-up waits for the first PostgreSQL connection before it names the
+    /// server and the cause ("connection refused") and stops.
+    pub connect_timeout_secs: u64,
 }
 
 impl Default for StoreConfig {
@@ -100,6 +113,7 @@ impl Default for StoreConfig {
             migrate_on_start: None,
             sqlite_synchronous: SqliteSync::Full,
             busy_timeout_secs: 10,
+            connect_timeout_secs: 5,
         }
     }
 }
@@ -285,8 +299,19 @@ pub struct GroupCommitConfig {
     pub max_batch_events: usize,
     /// Concurrent writer tasks (SQLite always uses one).
     pub writers: usize,
-    /// Queue depth in requests before callers wait.
+    /// Requests that may wait for a writer; beyond this, requests are refused at once with
+    /// `503 overloaded` and `Retry-After` (load shedding) instead of waiting.
     pub queue_depth: usize,
+    /// Bytes of events (payloads, keys, headers) that may wait for a writer; beyond this,
+    /// `503 overloaded` as for `queue_depth`. Bounds the memory queued work can pin.
+    pub max_queued_bytes: usize,
+    /// Milliseconds a writer waits to begin a transaction (a pooled connection; on SQLite
+    /// also the write lock) before the batch fails with `503 unavailable`: a lost store fails
+    /// requests this fast instead of after the pool's acquire timeout.
+    pub store_timeout_ms: u64,
+    /// FOR TESTING ONLY: the writer panics on its first N batches, to exercise the panic
+    /// path (callers answered, shutdown not held up). Leave at 0 in production.
+    pub inject_writer_panics: u32,
 }
 
 impl Default for GroupCommitConfig {
@@ -295,6 +320,9 @@ impl Default for GroupCommitConfig {
             max_batch_events: 4096,
             writers: 2,
             queue_depth: 8192,
+            max_queued_bytes: 256 * 1024 * 1024,
+            store_timeout_ms: 2000,
+            inject_writer_panics: 0,
         }
     }
 }
@@ -320,6 +348,12 @@ pub struct LogConfig {
     pub poll_interval_ms: u64,
     /// Most outbox rows the relay sends before waiting for their acknowledgements.
     pub relay_batch: usize,
+    /// Largest record the log carries, in bytes: key + value + headers + framing. The gateway
+    /// refuses a larger event (`413 event_too_large`), and the relay's producer uses it as
+    /// librdkafka's `message.max.bytes`. The broker's `message.max.bytes` (and topics'
+    /// `max.message.bytes`) must be at least this. Must be at least
+    /// `gateway.body_limit_bytes`.
+    pub max_message_bytes: usize,
 }
 
 impl Default for LogConfig {
@@ -334,6 +368,8 @@ impl Default for LogConfig {
             relay_lanes: 16,
             poll_interval_ms: 500,
             relay_batch: 5000,
+            // 1 MiB: within Kafka's default broker limit (1 MiB + 12 bytes).
+            max_message_bytes: 1024 * 1024,
         }
     }
 }
@@ -671,6 +707,7 @@ impl Config {
                 "log.url: expected `embedded` or kafka://host:port".into(),
             ));
         }
+        self.validate_sizes()?;
         if self.gateway.batch_max_events == 0 {
             return Err(ConfigError::Invalid(
                 "gateway.batch_max_events: must be at least 1".into(),
@@ -726,6 +763,26 @@ impl Config {
         }
         crate::schema::Compatibility::parse(&self.schemas.compatibility)
             .map_err(|e| ConfigError::Invalid(format!("schemas.compatibility: {e}")))?;
+        Ok(())
+    }
+
+    /// The body limit, the log's record limit and the group-commit bounds agree.
+    fn validate_sizes(&self) -> Result<(), ConfigError> {
+        if self.gateway.body_limit_bytes > self.log.max_message_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "gateway.body_limit_bytes ({}) is larger than log.max_message_bytes ({}): the \
+                 gateway would accept bodies whose events the log cannot carry; lower the first \
+                 or raise the second (and the broker's message.max.bytes with it)",
+                self.gateway.body_limit_bytes, self.log.max_message_bytes
+            )));
+        }
+        if self.log.kafka_options.contains_key("message.max.bytes") {
+            return Err(ConfigError::Invalid(
+                "log.kafka_options.message.max.bytes: set log.max_message_bytes instead (the \
+                 gateway refuses events above it, and the producer uses it)"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -786,6 +843,28 @@ mod tests {
             c.telemetry.otlp_endpoint.as_deref(),
             Some("http://collector:4318")
         );
+    }
+
+    #[test]
+    fn body_limit_and_log_record_limit_agree() {
+        let err = Config::from_toml(
+            "[gateway]\nbody_limit_bytes = 2000000\n[log]\nmax_message_bytes = 1000000",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("gateway.body_limit_bytes") && err.contains("log.max_message_bytes"),
+            "{err}"
+        );
+        let err = Config::from_toml("[log.kafka_options]\n'message.max.bytes' = '5000000'")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.max_message_bytes"), "{err}");
+        let c = Config::from_toml(
+            "[gateway]\nbody_limit_bytes = 2000000\n[log]\nmax_message_bytes = 3000000",
+        )
+        .unwrap();
+        assert_eq!(c.log.max_message_bytes, 3_000_000);
     }
 
     #[test]

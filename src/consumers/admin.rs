@@ -13,6 +13,7 @@ use super::{dlq, seeks};
 use crate::app::AppContext;
 use crate::gateway::auth::Admin;
 use crate::http::error::ApiError;
+use crate::http::json::StrictJson;
 use crate::log::SeekTo;
 use crate::store::StoreError;
 
@@ -164,7 +165,7 @@ pub async fn http_dlq_show(
 pub async fn http_dlq_redrive(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
-    Json(q): Json<DlqQuery>,
+    StrictJson(q): StrictJson<DlqQuery>,
 ) -> Result<Json<Value>, ApiError> {
     if q.ids.is_empty()
         && q.group.is_none()
@@ -212,7 +213,7 @@ pub fn target(
 pub async fn http_replay(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
-    Json(b): Json<ReplayBody>,
+    StrictJson(b): StrictJson<ReplayBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let to = target(b.from_beginning, b.from_offset, b.from_time.as_deref())?;
     let reqs = request_replay(&ctx, &b.topic, b.group.as_deref(), to, b.rebuild).await?;

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::auth::{Admin, Principal};
 use crate::app::AppContext;
 use crate::http::error::ApiError;
+use crate::http::json::StrictJson;
 use crate::on_write;
 use crate::store::{StoreError, now_micros};
 
@@ -23,7 +24,7 @@ pub struct CreateKey {
 pub async fn create_key(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
-    Json(req): Json<CreateKey>,
+    StrictJson(req): StrictJson<CreateKey>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     // The name becomes the principal id `apikey:<name>` in stored events: no control
     // characters (PostgreSQL TEXT cannot even hold NUL).

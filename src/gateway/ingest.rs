@@ -51,9 +51,10 @@ impl FromRequest<AppContext> for Body {
     }
 }
 
+/// Parses a body with the strict parser (`crate::http::json`): `400 malformed_json`, or
+/// `400 duplicate_key` naming the key.
 pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("malformed_json").with("reason", e.to_string()))
+    crate::http::json::parse(body).map_err(ApiError::from)
 }
 
 pub fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -63,20 +64,56 @@ pub fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
-fn schema_error(e: SchemaError, index: Option<usize>) -> ApiError {
+/// The answer to a payload the schema or the topic's rules refuse: `400 {code}` with the
+/// field and reason (a broken rule answers with the rule's own code and details).
+pub fn schema_error(e: SchemaError, code: &str, index: Option<usize>) -> ApiError {
     let mut err = match e {
-        SchemaError::Invalid(f) => ApiError::bad_request("invalid_event")
+        SchemaError::Invalid(f) => ApiError::bad_request(code)
             .with("field", f.field)
             .with("reason", f.reason),
+        SchemaError::Rule(v) => {
+            let mut err = ApiError::bad_request(v.code)
+                .with("field", v.field)
+                .with("reason", v.reason);
+            for (k, d) in v.details {
+                err = err.with(k, d);
+            }
+            err
+        }
         SchemaError::UnknownTopic(t) => {
             ApiError::internal(format!("route points at unknown topic {t}"))
         }
-        other => ApiError::bad_request("invalid_event").with("reason", other.to_string()),
+        other => ApiError::bad_request(code).with("reason", other.to_string()),
     };
     if let Some(i) = index {
         err = err.with("index", i as u64);
     }
     err
+}
+
+/// Refuses an event the configured log cannot carry (`413 event_too_large`): its encoded
+/// record (key + value + headers + framing) must fit `log.max_message_bytes`, or the relay
+/// could never send it.
+fn fits_log(ctx: &AppContext, events: &[NewEvent]) -> Result<(), ApiError> {
+    let limit = ctx.config.log.max_message_bytes;
+    for (i, ev) in events.iter().enumerate() {
+        let size = events::record_size(ev);
+        if size > limit {
+            let mut err = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large")
+                .with("size_bytes", size as u64)
+                .with("limit_bytes", limit as u64)
+                .with(
+                    "reason",
+                    "the encoded event (key, value, headers and framing) is larger than the log \
+                     carries (log.max_message_bytes)",
+                );
+            if events.len() > 1 {
+                err = err.with("index", i as u64);
+            }
+            return Err(err);
+        }
+    }
+    Ok(())
 }
 
 /// Applies "users act only on their own data" and picks the key.
@@ -205,6 +242,7 @@ pub async fn commit(
             .with_label_values(&[topic, reason])
             .inc_by(n);
     };
+    fits_log(ctx, &events).inspect_err(|_| rejected("event_too_large"))?;
     match ctx.appender.append(AppendRequest { events, guard }).await {
         Ok(AppendOutcome::Committed) => {
             ctx.metrics
@@ -237,16 +275,33 @@ pub async fn commit(
             Err(ApiError::new(StatusCode::CONFLICT, "replayed_message")
                 .with("reason", "this webhook message id was already accepted"))
         }
-        Err(AppendError::Closed) => {
-            rejected("unavailable");
-            Err(ApiError::unavailable("shutting down"))
+        Err(e) => {
+            rejected(e.kind());
+            Err(append_error(e))
         }
-        Err(AppendError::Store(e)) => {
-            rejected("unavailable");
+    }
+}
+
+/// The answer when group commit could not take or store a request.
+fn append_error(e: AppendError) -> ApiError {
+    let retry_later = |err: ApiError| err.header(axum::http::header::RETRY_AFTER, "1");
+    match e {
+        AppendError::Closed => ApiError::unavailable("shutting down"),
+        AppendError::Overloaded(what) => retry_later(
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+                .with("reason", format!("the group-commit queue is full ({what})")),
+        ),
+        AppendError::Store(e) => {
             tracing::error!(error = %e, "append failed");
-            Err(ApiError::unavailable("store unavailable")
-                .header(axum::http::header::RETRY_AFTER, "1"))
+            retry_later(ApiError::unavailable("store unavailable"))
         }
+        AppendError::Rejected(detail) => {
+            // The store's message stays in the log; the caller learns what it can act on.
+            tracing::warn!(error = %detail, "the store refused an event's data");
+            ApiError::bad_request("invalid_event")
+                .with("reason", "the store cannot hold this event's data")
+        }
+        AppendError::Internal(e) => ApiError::internal(e),
     }
 }
 
@@ -278,7 +333,7 @@ pub async fn post_one(
     let ev = events::build(&ctx.schemas, &spec.topic, &key, &payload, &meta).map_err(|e| {
         spans::fail(&span, "invalid_event");
         reject(&ctx, &spec.topic, "invalid_event", 1);
-        schema_error(e, None)
+        schema_error(e, "invalid_event", None)
     })?;
     tracing::debug!(parent: &span, event_id = %ev.event_id, "event built");
     let response = json!({ "event_id": ev.event_id, "topic": spec.topic });
@@ -358,7 +413,7 @@ pub async fn post_batch(
         let ev = events::build(&ctx.schemas, &spec.topic, &key, &payload, &meta).map_err(|e| {
             spans::fail(&span, "invalid_event");
             reject(&ctx, &spec.topic, "invalid_event", count as u64);
-            schema_error(e, Some(i))
+            schema_error(e, "invalid_event", Some(i))
         })?;
         events.push(ev);
     }

@@ -21,6 +21,9 @@ use crate::events::{self, EventMeta};
 use crate::http::error::ApiError;
 use crate::outbox::Guard;
 
+/// Most bytes of a `webhook-id`.
+pub const MAX_WEBHOOK_ID: usize = 255;
+
 /// The base64 HMAC-SHA256 signature of a message.
 pub fn sign(secret: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
     let mut mac =
@@ -117,6 +120,11 @@ pub async fn receive(
     let msg_id = header_str(&headers, "webhook-id")
         .unwrap_or_default()
         .to_string();
+    // The id is a key of the store's replay table, whose index holds a few KB per entry.
+    if msg_id.len() > MAX_WEBHOOK_ID {
+        return Err(ApiError::bad_request("invalid_webhook_id")
+            .with("reason", format!("longer than {MAX_WEBHOOK_ID} bytes")));
+    }
     let payload = parse_json(&body)?;
     let key = payload
         .get(&hook.key_field)
@@ -134,13 +142,8 @@ pub async fn receive(
         idempotency_key: None,
         extra,
     };
-    let ev =
-        events::build(&ctx.schemas, &hook.topic, &key, &payload, &meta).map_err(|e| match e {
-            crate::schema::SchemaError::Invalid(f) => ApiError::bad_request("invalid_event")
-                .with("field", f.field)
-                .with("reason", f.reason),
-            other => ApiError::bad_request("invalid_event").with("reason", other.to_string()),
-        })?;
+    let ev = events::build(&ctx.schemas, &hook.topic, &key, &payload, &meta)
+        .map_err(|e| super::ingest::schema_error(e, "invalid_event", None))?;
     let response = json!({ "event_id": ev.event_id, "topic": hook.topic });
     let guard = Guard::WebhookMessage {
         webhook: name,

@@ -1,11 +1,17 @@
 //! The HTTP server every process runs: health, readiness, metrics and the status page always;
 //! the gateway's API, the schema registry and other components' endpoints when their role is
 //! on. Requests are measured by matched route (bounded labels) and carry a request id and a
-//! span (`telemetry::tracing::http`). Shutdown stops accepting, lets requests in
-//! flight finish (up to `http.shutdown_grace_secs`), then returns.
+//! span (`telemetry::tracing::http`). Every request passes `guard.rs` (NUL in the URL,
+//! the in-flight limit, the request timeout), and every error answer is JSON, also the
+//! router's own 404 and 405. Shutdown stops accepting, lets requests in flight finish (up to
+//! `http.shutdown_grace_secs`), then returns.
 
 pub mod error;
+pub mod guard;
 pub mod health;
+pub mod json;
+
+use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
@@ -39,9 +45,15 @@ pub fn router(ctx: &AppContext, roles: &[Role]) -> Router {
             crate::gateway::addresses::guard,
         )));
     }
-    r = r.merge(crate::status::http::router());
-    r.layer(axum::middleware::from_fn_with_state(ctx.clone(), track))
+    r = r
+        .merge(crate::status::http::router())
+        .fallback(guard::not_found)
+        .method_not_allowed_fallback(guard::method_not_allowed);
+    let limits = Arc::new(guard::Limits::new(&ctx.config.http));
+    r.layer(axum::middleware::from_fn_with_state(limits, guard::limits))
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), track))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn(guard::json_errors))
         .layer(axum::middleware::from_fn(
             crate::telemetry::tracing::http::trace_request,
         ))

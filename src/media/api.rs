@@ -20,7 +20,7 @@ use super::{credits, files, topics, types};
 use crate::app::AppContext;
 use crate::events::{self, EventMeta};
 use crate::gateway::auth::{Principal, PrincipalKind};
-use crate::gateway::ingest::{Body, commit, header_str, parse_json};
+use crate::gateway::ingest::{Body, commit, header_str, parse_json, schema_error};
 use crate::http::error::ApiError;
 use crate::outbox::{Guard, Headers};
 
@@ -99,8 +99,10 @@ async fn accept<T: serde::Serialize>(
         extra,
     };
     let json = serde_json::to_value(payload).map_err(ApiError::internal)?;
+    // The topic's rules (`schema::rules`: media types, sizes, names, paths) are checked here,
+    // by the same code the sagas check events with.
     let ev = events::build(&ctx.schemas, topic, &principal.id, &json, &meta)
-        .map_err(|e| ApiError::bad_request("invalid_request").with("reason", e.to_string()))?;
+        .map_err(|e| schema_error(e, "invalid_request", None))?;
     let response = json!({ "request_id": request_id });
     let guard = idem.map(|k| {
         let mut h = Sha256::new();
@@ -136,29 +138,8 @@ async fn upload_intent(
             .with("field", "file_size")
             .with("reason", "expected an integer number of bytes")
     })?;
-    if let Some(problem) = types::file_name_problem(file_name) {
-        return Err(ApiError::bad_request("invalid_file_name")
-            .with("field", "file_name")
-            .with("reason", problem));
-    }
-    let Some(media_type) = types::allowed_media_type(media_type) else {
-        return Err(ApiError::bad_request("invalid_media_type")
-            .with("field", "media_type")
-            .with("media_type", media_type.to_string())
-            .with("allowed", types::ALLOWED_MEDIA_TYPES.to_vec()));
-    };
-    let max = ctx.config.media.max_file_size;
-    if file_size < 1 {
-        return Err(ApiError::bad_request("invalid_file_size")
-            .with("field", "file_size")
-            .with("reason", "must be at least 1 byte"));
-    }
-    if file_size > max {
-        return Err(ApiError::bad_request("file_too_large")
-            .with("field", "file_size")
-            .with("file_size", file_size)
-            .with("max_file_size", max));
-    }
+    // An allowed type is stored in its canonical spelling; any other is refused by the rules.
+    let media_type = types::allowed_media_type(media_type).unwrap_or(media_type);
     let request_id = new_request_id();
     let payload = UploadIntent {
         version: 1,
@@ -190,11 +171,6 @@ async fn file_intent(
     let user_id = user(&principal)?;
     let doc = parse_json(&body)?;
     let file_path = string_field(&doc, "file_path")?;
-    if file_path.is_empty() || file_path.len() > 1024 {
-        return Err(ApiError::bad_request("invalid_request")
-            .with("field", "file_path")
-            .with("reason", "expected 1 to 1024 bytes"));
-    }
     let request_id = new_request_id();
     let payload = FileIntent {
         version: 1,

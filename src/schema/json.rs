@@ -2,6 +2,10 @@
 //! (`{"field":"visibility","reason":"expected one of broadcast,direct"}`), and Avro → JSON
 //! for consumers and APIs. JSON input is the natural form (a union is its plain value, a
 //! timestamp may be epoch millis or RFC 3339), not Avro's JSON encoding.
+//!
+//! What is accepted here must be storable by every consumer on both backends: a string or
+//! map key holding U+0000 is refused (PostgreSQL TEXT cannot hold it), and so is a timestamp
+//! outside the years 0000–9999 (`super::time`).
 
 use std::collections::HashMap;
 
@@ -16,6 +20,14 @@ use serde_json::Value as Json;
 pub struct FieldError {
     pub field: String,
     pub reason: String,
+}
+
+/// Why a string with a NUL character is refused.
+pub const NUL_REASON: &str = "contains a NUL character (U+0000), which cannot be stored";
+
+/// Whether `s` holds a NUL character (a `memchr`, cheap on the hot path).
+pub fn has_nul(s: &str) -> bool {
+    s.as_bytes().contains(&0)
 }
 
 /// Named types of a schema, for resolving `Schema::Ref`.
@@ -72,21 +84,36 @@ fn push_path(path: &mut String, seg: &str) -> usize {
     len
 }
 
+/// A timestamp in `per_sec` units since the epoch, from a number or an RFC 3339 string,
+/// within the accepted range (`super::time`).
 fn timestamp_from(v: &Json, path: &str, per_sec: i64) -> Result<i64, FieldError> {
-    match v {
+    let t = match v {
         Json::Number(n) => n
             .as_i64()
-            .ok_or_else(|| err(path, "expected an integer timestamp")),
+            .ok_or_else(|| err(path, "expected an integer timestamp"))?,
         Json::String(s) => {
             let t = chrono::DateTime::parse_from_rfc3339(s)
                 .map_err(|_| err(path, "expected epoch milliseconds or an RFC 3339 time"))?;
-            Ok(match per_sec {
+            match per_sec {
                 1_000 => t.timestamp_millis(),
                 1_000_000 => t.timestamp_micros(),
-                _ => t.timestamp_nanos_opt().unwrap_or(i64::MAX),
-            })
+                _ => t
+                    .timestamp_nanos_opt()
+                    .ok_or_else(|| err(path, super::time::OUT_OF_RANGE))?,
+            }
         }
-        other => Err(expected(path, "a timestamp", other)),
+        other => return Err(expected(path, "a timestamp", other)),
+    };
+    let in_range = match per_sec {
+        1_000 => super::time::millis_in_range(t),
+        1_000_000 => super::time::micros_in_range(t),
+        // Every i64 of nanoseconds lies between 1677 and 2262.
+        _ => true,
+    };
+    if in_range {
+        Ok(t)
+    } else {
+        Err(err(path, super::time::OUT_OF_RANGE))
     }
 }
 
@@ -123,10 +150,13 @@ fn convert(
             .as_f64()
             .map(Avro::Double)
             .ok_or_else(|| expected(path, "a number", v)),
-        Schema::String => v
-            .as_str()
-            .map(|s| Avro::String(s.to_string()))
-            .ok_or_else(|| expected(path, "a string", v)),
+        Schema::String => {
+            let s = v.as_str().ok_or_else(|| expected(path, "a string", v))?;
+            if has_nul(s) {
+                return Err(err(path, NUL_REASON));
+            }
+            Ok(Avro::String(s.to_string()))
+        }
         Schema::Uuid => {
             let s = v
                 .as_str()
@@ -182,6 +212,9 @@ fn convert(
             let mut out = HashMap::with_capacity(obj.len());
             for (k, item) in obj {
                 let len = push_path(path, k);
+                if has_nul(k) {
+                    return Err(err(path, NUL_REASON));
+                }
                 out.insert(k.clone(), convert(&m.types, names, item, path)?);
                 path.truncate(len);
             }
@@ -388,6 +421,61 @@ mod tests {
         let e = conv(json!({"user_id":"u","at":1,"recipient_id":5})).unwrap_err();
         assert_eq!(e.field, "recipient_id");
         assert_eq!(conv(json!([1])).unwrap_err().field, "$");
+    }
+
+    #[test]
+    fn refuses_nul_in_strings_and_map_keys() {
+        let e = conv(json!({"user_id":"u\u{0}1","at":1})).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.reason.as_str()),
+            ("user_id", NUL_REASON)
+        );
+        let e = conv(json!({"user_id":"u","at":1,"tags":["ok","b\u{0}ad"]})).unwrap_err();
+        assert_eq!(e.field, "tags[1]");
+        let e = conv(json!({"user_id":"u","at":1,"recipient_id":"\u{0}"})).unwrap_err();
+        assert_eq!(e.field, "recipient_id");
+        let s = Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[{"name":"m","type":{"type":"map","values":"long"}}]}"#,
+        )
+        .unwrap();
+        let e = json_to_avro(&s, &names_of(&s), &json!({"m":{"fine":1,"k\u{0}":2}})).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.reason.as_str()),
+            ("m.k\u{0}", NUL_REASON)
+        );
+    }
+
+    #[test]
+    fn refuses_timestamps_out_of_range() {
+        for at in [
+            json!(i64::MAX),
+            json!(i64::MIN),
+            json!(super::super::time::MAX_MILLIS + 1),
+            json!(super::super::time::MIN_MILLIS - 1),
+        ] {
+            let e = conv(json!({"user_id":"u","at":at})).unwrap_err();
+            assert_eq!(
+                (e.field.as_str(), e.reason.as_str()),
+                ("at", super::super::time::OUT_OF_RANGE),
+                "{at}"
+            );
+        }
+        for at in [
+            json!(super::super::time::MAX_MILLIS),
+            json!(super::super::time::MIN_MILLIS),
+            json!("9999-12-31T23:59:59.999Z"),
+            json!("0000-01-01T00:00:00Z"),
+        ] {
+            assert!(conv(json!({"user_id":"u","at":at})).is_ok(), "{at}");
+        }
+        // timestamp-nanos: RFC 3339 times outside what i64 nanoseconds hold are refused.
+        let s = Schema::parse_str(
+            r#"{"type":"record","name":"N","fields":[{"name":"t","type":{"type":"long","logicalType":"timestamp-nanos"}}]}"#,
+        )
+        .unwrap();
+        let e = json_to_avro(&s, &names_of(&s), &json!({"t":"3000-01-01T00:00:00Z"})).unwrap_err();
+        assert_eq!(e.field, "t");
+        assert!(json_to_avro(&s, &names_of(&s), &json!({"t":i64::MAX})).is_ok());
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Event schemas: every `avro/**/*.avsc` is a topic (the path is its name), registered in the
 //! registry under `{topic}-value` at start-up. The catalog validates JSON against a topic's
-//! latest schema and encodes it in the Confluent wire format, and decodes framed payloads by
-//! the schema id they carry.
+//! latest schema and its rules (`rules.rs`), encodes it in the Confluent wire format, and
+//! decodes framed payloads by the schema id they carry.
 
 pub mod binary;
 pub mod compat;
 pub mod json;
 pub mod registry;
+pub mod rules;
+pub mod time;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -21,6 +23,7 @@ use serde_json::Value as Json;
 pub use compat::Compatibility;
 pub use json::{FieldError, Names};
 pub use registry::{Registry, RegistryError};
+pub use rules::{Rules, Violation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -36,6 +39,9 @@ pub enum SchemaError {
     UnknownTopic(String),
     #[error("{0}")]
     Invalid(FieldError),
+    /// The payload fits the schema but breaks one of the topic's rules.
+    #[error("{0}")]
+    Rule(Violation),
     #[error("avro: {0}")]
     Avro(String),
     #[error("payload: {0}")]
@@ -104,6 +110,7 @@ pub struct SchemaCatalog {
     registry: Arc<dyn Registry>,
     topics: ArcSwap<HashMap<String, Arc<TopicSchema>>>,
     by_id: DashMap<u32, Arc<Parsed>>,
+    rules: Rules,
 }
 
 /// The result of encoding: the schema id and the framed bytes.
@@ -115,15 +122,18 @@ pub struct Encoded {
 impl SchemaCatalog {
     /// Reads every `.avsc` below `dir`, registers each (a schema already registered keeps its
     /// id; a changed one becomes a new version if compatible) and loads the latest versions.
+    /// `rules` are checked on every payload encoded.
     pub async fn load(
         dir: &Path,
         registry: Arc<dyn Registry>,
+        rules: Rules,
     ) -> Result<SchemaCatalog, SchemaError> {
         let files = schema_files(dir)?;
         let cat = SchemaCatalog {
             registry,
             topics: ArcSwap::from_pointee(HashMap::new()),
             by_id: DashMap::new(),
+            rules,
         };
         for file in files {
             let topic = topic_of(dir, &file).ok_or_else(|| SchemaError::File {
@@ -189,6 +199,11 @@ impl SchemaCatalog {
         &self.registry
     }
 
+    /// The topics' rules, for consumers to check what they receive the way ingest did.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
     pub fn topic(&self, topic: &str) -> Option<Arc<TopicSchema>> {
         self.topics.load().get(topic).cloned()
     }
@@ -199,7 +214,8 @@ impl SchemaCatalog {
         t
     }
 
-    /// Validates `value` against the topic's schema and encodes it (Confluent framing).
+    /// Validates `value` against the topic's schema and rules and encodes it (Confluent
+    /// framing).
     pub fn encode_json(
         &self,
         topic: &str,
@@ -210,6 +226,7 @@ impl SchemaCatalog {
             .ok_or_else(|| SchemaError::UnknownTopic(topic.to_string()))?;
         let avro =
             json::json_to_avro(&ts.schema, &ts.names, value).map_err(SchemaError::Invalid)?;
+        self.rules.check(topic, &avro).map_err(SchemaError::Rule)?;
         let bytes = match binary::encode_framed(ts.id, &avro) {
             Some(b) => b,
             None => {

@@ -1,6 +1,7 @@
 //! One check per component, each bounded by `probe.check_timeout_ms`:
 //! - gateway: the accept path worked in the probe's latest run; this instance's 5xx share
-//! - store, log: they answer (`Store::ping`, `EventLog::ping`), and not slowly
+//! - store, log: they answer (`Store::ping` and `ping_write`, `EventLog::ping`), and not
+//!   slowly
 //! - relay: the age of the oldest outbox row the broker has not acknowledged
 //! - projections: the probe's round trip (failed → down, slow → degraded), consumer lag
 //! - sagas: saga groups' lag and overdue saga timers (the timers table may not exist yet)
@@ -49,8 +50,16 @@ fn answered<T>(ctx: &AppContext, t: Timed<T>) -> Check {
     }
 }
 
+/// The store answers reads and can begin a write (a SQLite file locked by another process
+/// answers reads but takes no events). The write check gives up a little before the check's
+/// own timeout, so it is never cut half-way.
 pub async fn store(ctx: &AppContext) -> Check {
-    let c = answered(ctx, timed(ctx, ctx.store.ping()).await);
+    let limit = Duration::from_millis(ctx.config.probe.check_timeout_ms.max(4) * 3 / 4);
+    let both = async {
+        ctx.store.ping().await?;
+        ctx.store.ping_write(limit).await
+    };
+    let c = answered(ctx, timed(ctx, both).await);
     ctx.metrics
         .store_up
         .with_label_values(&[ctx.store.backend().as_str()])

@@ -10,9 +10,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::pool::{MaybePoolConnection, PoolConnection};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Pool, Postgres, Sqlite, SqlitePool, Transaction};
 
 use crate::config::{SqliteSync, StoreConfig};
 
@@ -28,6 +29,31 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Data(String),
+    /// Start-up could not connect: names the server, the cause and where to look.
+    #[error(
+        "cannot reach {backend} at {target}: {cause} (is it running? check store.url / SUBSTRATE_STORE__URL)"
+    )]
+    Unreachable {
+        backend: &'static str,
+        target: String,
+        cause: String,
+    },
+    /// No connection (SQLite: no write lock) within the caller's bound.
+    #[error("the store did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Whose fault a failed statement is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The data cannot be stored (PostgreSQL classes 22 "data exception" and 54 "program limit
+    /// exceeded": an invalid byte sequence, a string too long for an index; SQLite TOOBIG,
+    /// MISMATCH, RANGE): the request is at fault, retrying cannot help.
+    Data,
+    /// The store is away or overloaded (connections, I/O, locks, shutdown, timeouts).
+    Unavailable,
+    /// Anything else (constraints, serialization failures, bugs).
+    Other,
 }
 
 impl StoreError {
@@ -37,6 +63,52 @@ impl StoreError {
             StoreError::Db(sqlx::Error::Database(e)) => e.is_unique_violation(),
             _ => false,
         }
+    }
+
+    /// Classifies the error for the answer it deserves (400-class, 503, or other).
+    pub fn fault(&self) -> Fault {
+        match self {
+            StoreError::Db(e) => db_fault(e),
+            StoreError::Io(_) | StoreError::Unreachable { .. } | StoreError::Timeout(_) => {
+                Fault::Unavailable
+            }
+            _ => Fault::Other,
+        }
+    }
+}
+
+fn db_fault(e: &sqlx::Error) -> Fault {
+    match e {
+        sqlx::Error::Database(d) => {
+            let code = d.code();
+            let code = code.as_deref().unwrap_or("");
+            if d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
+                // SQLSTATE classes: 22 data exception, 54 program limit exceeded; 08
+                // connection, 53 insufficient resources, 57 operator intervention, 58 system.
+                return match code.get(..2) {
+                    Some("22" | "54") => Fault::Data,
+                    Some("08" | "53" | "57" | "58") => Fault::Unavailable,
+                    _ => Fault::Other,
+                };
+            }
+            // SQLite: extended result codes carry the primary code in their low byte.
+            match code.parse::<i64>().map(|c| c & 0xff) {
+                // SQLITE_TOOBIG, SQLITE_MISMATCH, SQLITE_RANGE
+                Ok(18 | 20 | 25) => Fault::Data,
+                // PERM, BUSY, LOCKED, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB
+                Ok(3 | 5 | 6 | 8 | 10 | 11 | 13 | 14 | 26) => Fault::Unavailable,
+                _ => Fault::Other,
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Fault::Unavailable,
+        _ => Fault::Other,
     }
 }
 
@@ -65,6 +137,8 @@ pub enum Db {
 struct Inner {
     db: Db,
     backend: Backend,
+    /// SQLite's configured busy timeout (restored after a bounded `BEGIN IMMEDIATE`).
+    busy: Duration,
 }
 
 #[derive(Clone)]
@@ -214,11 +288,13 @@ impl Store {
                 inner: Arc::new(Inner {
                     db: Db::Sqlite { write, read },
                     backend: Backend::Sqlite,
+                    busy,
                 }),
             })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts =
                 PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
+            check_reachable(&opts, Duration::from_secs(cfg.connect_timeout_secs.max(1))).await?;
             let pool = PgPoolOptions::new()
                 .max_connections(cfg.max_connections)
                 .acquire_timeout(busy + Duration::from_secs(20))
@@ -228,6 +304,7 @@ impl Store {
                 inner: Arc::new(Inner {
                     db: Db::Postgres(pool),
                     backend: Backend::Postgres,
+                    busy,
                 }),
             })
         } else {
@@ -279,10 +356,79 @@ impl Store {
         })
     }
 
+    /// `begin`, bounded: gives up when no connection is had within `limit`
+    /// (`StoreError::Timeout`), and on SQLite when the write lock, which another process may
+    /// hold, is not had within the rest of it (SQLITE_BUSY). Both are `Fault::Unavailable`. A
+    /// lost store then fails callers within `limit`, not after the pool's acquire timeout or
+    /// the busy timeout.
+    pub async fn begin_within(&self, limit: Duration) -> Result<Tx, StoreError> {
+        let started = tokio::time::Instant::now();
+        let raw = match &self.inner.db {
+            Db::Sqlite { write, .. } => {
+                let conn = acquire_within(write, limit).await?;
+                let left = limit.saturating_sub(started.elapsed());
+                RawTx::Sqlite(self.begin_sqlite_within(write, conn, left).await?)
+            }
+            Db::Postgres(p) => {
+                let conn = acquire_within(p, limit).await?;
+                RawTx::Postgres(
+                    Transaction::begin(MaybePoolConnection::PoolConnection(conn), None).await?,
+                )
+            }
+        };
+        Ok(Tx {
+            raw,
+            backend: self.inner.backend,
+            after_commit: Vec::new(),
+            locks: Vec::new(),
+        })
+    }
+
+    /// `BEGIN IMMEDIATE` waiting at most `left` for another process's write lock: the
+    /// connection's busy timeout is shortened for the statement and restored after it.
+    async fn begin_sqlite_within(
+        &self,
+        pool: &SqlitePool,
+        mut conn: PoolConnection<Sqlite>,
+        left: Duration,
+    ) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        let busy = |d: Duration| format!("PRAGMA busy_timeout = {}", d.as_millis().max(1));
+        sqlx::query(&busy(left)).execute(&mut *conn).await?;
+        let restore = busy(self.inner.busy);
+        match Transaction::begin(
+            MaybePoolConnection::PoolConnection(conn),
+            Some("BEGIN IMMEDIATE".into()),
+        )
+        .await
+        {
+            Ok(mut tx) => {
+                sqlx::query(&restore).execute(&mut *tx).await?;
+                Ok(tx)
+            }
+            Err(e) => {
+                // The connection went back to the pool with the short timeout: restore it
+                // (in the background, so the caller gets its answer now).
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut c) = pool.acquire().await {
+                        let _ = sqlx::query(&restore).execute(&mut *c).await;
+                    }
+                });
+                Err(StoreError::Db(e))
+            }
+        }
+    }
+
     /// A cheap round trip, for readiness checks.
     pub async fn ping(&self) -> Result<(), StoreError> {
         on_read!(self, p => { sqlx::query("SELECT 1").execute(p).await?; });
         Ok(())
+    }
+
+    /// Whether a write transaction can begin within `limit` (readiness: a store that answers
+    /// reads but cannot take writes — SQLite locked by another process — cannot accept events).
+    pub async fn ping_write(&self, limit: Duration) -> Result<(), StoreError> {
+        self.begin_within(limit).await?.rollback().await
     }
 
     pub async fn close(&self) {
@@ -293,6 +439,59 @@ impl Store {
             }
             Db::Postgres(p) => p.close().await,
         }
+    }
+}
+
+/// A pooled connection within `limit` (`StoreError::Timeout` after it).
+async fn acquire_within<DB: sqlx::Database>(
+    pool: &Pool<DB>,
+    limit: Duration,
+) -> Result<PoolConnection<DB>, StoreError> {
+    match tokio::time::timeout(limit, pool.acquire()).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Err(StoreError::Timeout(limit)),
+        Ok(Err(e)) => Err(e.into()),
+    }
+}
+
+/// One direct connection attempt before the pool is built: the pool retries a refused
+/// connection until its acquire timeout and then says only "pool timed out", while this names
+/// the server and the cause within `limit`.
+async fn check_reachable(opts: &PgConnectOptions, limit: Duration) -> Result<(), StoreError> {
+    let target = match opts.get_socket() {
+        Some(dir) => dir.display().to_string(),
+        None => format!("{}:{}", opts.get_host(), opts.get_port()),
+    };
+    let unreachable = |cause: String| StoreError::Unreachable {
+        backend: "PostgreSQL",
+        target: target.clone(),
+        cause,
+    };
+    match tokio::time::timeout(limit, PgConnection::connect_with(opts)).await {
+        Ok(Ok(c)) => {
+            let _ = c.close().await;
+            Ok(())
+        }
+        Ok(Err(sqlx::Error::Io(e))) => Err(unreachable(io_cause(&e))),
+        Ok(Err(sqlx::Error::Database(d))) => Err(unreachable(d.message().to_string())),
+        Ok(Err(e)) => Err(unreachable(e.to_string())),
+        Err(_) => Err(unreachable(format!(
+            "no answer within {}s",
+            limit.as_secs()
+        ))),
+    }
+}
+
+/// A connection failure in words ("connection refused", not "os error 111").
+fn io_cause(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => "connection refused".into(),
+        K::TimedOut => "timed out".into(),
+        K::ConnectionReset => "connection reset".into(),
+        K::NotFound => "no such socket".into(),
+        K::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
     }
 }
 

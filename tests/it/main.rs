@@ -9,6 +9,7 @@ mod auth;
 mod browser;
 mod cli;
 mod gateway;
+mod hardening_ingest;
 mod kafka;
 mod log;
 mod media;

@@ -50,7 +50,9 @@ pub fn producer(cfg: &LogConfig) -> Result<ClientConfig, LogError> {
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "200000")
-        .set("compression.type", "lz4");
+        .set("compression.type", "lz4")
+        // The gateway refuses events above this, so the producer never sees one.
+        .set("message.max.bytes", cfg.max_message_bytes.to_string());
     Ok(overrides(c, cfg))
 }
 

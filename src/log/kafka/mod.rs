@@ -197,7 +197,7 @@ fn record(m: &BorrowedMessage<'_>) -> LogRecord {
         timestamp: m
             .timestamp()
             .to_millis()
-            .map(|ms| ms * 1000)
+            .and_then(crate::schema::time::millis_to_micros)
             .unwrap_or_else(now_micros),
     }
 }

@@ -38,18 +38,16 @@ impl UploadSaga {
         Self { ctx }
     }
 
-    /// Why an intent cannot be served, before credits are looked at (the gateway checks the
-    /// same; events may also come from elsewhere).
-    fn invalid(&self, i: &UploadIntent) -> Option<&'static str> {
-        if types::allowed_media_type(&i.media_type).is_none() {
-            Some("invalid_media_type")
-        } else if i.file_size < 1 || i.file_size > self.ctx.config.media.max_file_size {
-            Some("invalid_file_size")
-        } else if types::file_name_problem(&i.file_name).is_some() {
-            Some("invalid_file_name")
-        } else {
-            None
-        }
+    /// Why an intent cannot be served, before credits are looked at: the topic's rules
+    /// (`schema::rules`), the very code the gateway checked it with (events may also come
+    /// from elsewhere).
+    fn invalid(&self, ev: &Envelope) -> Option<&'static str> {
+        self.ctx
+            .schemas
+            .rules()
+            .check(&ev.topic, &ev.payload)
+            .err()
+            .map(|v| v.code)
     }
 
     async fn on_intent(
@@ -65,7 +63,7 @@ impl UploadSaga {
         let cfg = &self.ctx.config.media;
         let m = &self.ctx.metrics;
         emit::step(tx, m, SAGA, "intent");
-        let (charged, reason) = match self.invalid(&i) {
+        let (charged, reason) = match self.invalid(ev) {
             Some(r) => (None, Some(r)),
             None => match credits::charge(
                 tx,

@@ -107,6 +107,11 @@ async fn receive(
         ));
     }
     let doc = parse_json(&body)?;
+    if let Some(field) = crate::http::json::find_nul(&doc) {
+        return Err(ApiError::bad_request("invalid_notification")
+            .with("field", field)
+            .with("reason", crate::schema::json::NUL_REASON));
+    }
     let n: Notification = serde_json::from_value(doc)
         .map_err(|e| ApiError::bad_request("invalid_notification").with("reason", e.to_string()))?;
     let bucket = match ctx.objects.kind() {

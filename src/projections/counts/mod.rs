@@ -14,9 +14,10 @@ pub const GROUP: &str = "event-counts";
 
 pub const MINUTE_MICROS: i64 = 60_000_000;
 
-/// The start of the minute holding `t` (unix microseconds).
+/// The start of the minute holding `t` (unix microseconds). Saturating: a time in the first
+/// minute of `i64` (far outside the accepted range) stays in range instead of overflowing.
 pub fn minute_of(t: i64) -> i64 {
-    t - t.rem_euclid(MINUTE_MICROS)
+    t.saturating_sub(t.rem_euclid(MINUTE_MICROS))
 }
 
 pub struct CountsProjection {
@@ -147,5 +148,10 @@ mod tests {
         assert_eq!(minute_of(59_999_999), 0);
         assert_eq!(minute_of(60_000_000), 60_000_000);
         assert_eq!(minute_of(-1), -60_000_000);
+        assert_eq!(minute_of(i64::MIN), i64::MIN);
+        assert_eq!(
+            minute_of(i64::MAX),
+            i64::MAX - i64::MAX.rem_euclid(MINUTE_MICROS)
+        );
     }
 }

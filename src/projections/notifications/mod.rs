@@ -242,21 +242,22 @@ const MAPPINGS: &[Mapping] = &[
 ];
 
 pub struct NotificationsProjection {
-    _ctx: AppContext,
+    ctx: AppContext,
 }
 
 impl NotificationsProjection {
     pub fn new(ctx: AppContext) -> Self {
-        Self { _ctx: ctx }
+        Self { ctx }
     }
 }
 
-/// Epoch-millisecond payload times become micros; the envelope time is the fallback.
+/// Epoch-millisecond payload times become micros (checked: a time outside the accepted
+/// range, which the gateway refuses, falls back too); the envelope time is the fallback.
 fn event_time(ev: &Envelope, field: &str) -> i64 {
     ev.payload
         .get(field)
         .and_then(Value::as_i64)
-        .map(|ms| ms * 1000)
+        .and_then(crate::schema::time::millis_to_micros)
         .unwrap_or(ev.time)
 }
 
@@ -284,16 +285,17 @@ impl Handler for NotificationsProjection {
             .map(str::to_string)
             .unwrap_or_else(|| ev.key.clone());
         let (visibility, recipient_id) = if m.from_payload {
+            // The topic's rules (a direct message needs recipient_id), as ingest checked them.
+            self.ctx
+                .schemas
+                .rules()
+                .check(&ev.topic, &ev.payload)
+                .map_err(|v| HandlerError::Reject(v.to_string()))?;
             let v = ev
                 .str_field("visibility")
                 .unwrap_or("broadcast")
                 .to_string();
             let r = ev.str_field("recipient_id").map(str::to_string);
-            if v == "direct" && r.is_none() {
-                return Err(HandlerError::Reject(
-                    "a direct message needs recipient_id".into(),
-                ));
-            }
             (v, r)
         } else {
             ("private".to_string(), None)

@@ -15,6 +15,7 @@ use crate::app::AppContext;
 use crate::consumers::seeks;
 use crate::gateway::auth::Admin;
 use crate::http::error::ApiError;
+use crate::http::json::StrictJson;
 
 impl From<SnapshotError> for ApiError {
     fn from(e: SnapshotError) -> Self {
@@ -43,7 +44,7 @@ pub struct ListQuery {
 async fn take(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
-    Json(b): Json<TakeBody>,
+    StrictJson(b): StrictJson<TakeBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let info = super::take(&ctx, &b.group).await?;
     Ok((

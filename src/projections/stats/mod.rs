@@ -65,12 +65,13 @@ impl StatsProjection {
     }
 }
 
-/// Epoch-millisecond payload time as micros, else the envelope's time.
+/// Epoch-millisecond payload time as micros (checked: out of the accepted range, which the
+/// gateway refuses, counts as absent), else the envelope's time.
 fn payload_time(ev: &Envelope, field: &str) -> i64 {
     ev.payload
         .get(field)
         .and_then(Value::as_i64)
-        .map(|ms| ms * 1000)
+        .and_then(crate::schema::time::millis_to_micros)
         .unwrap_or(ev.time)
 }
 

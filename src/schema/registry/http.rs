@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{RegistryError, VersionSel};
@@ -68,9 +69,25 @@ struct SchemaBody {
     schema_type: Option<String>,
 }
 
+/// A request body, parsed by the strict parser (`crate::http::json`: a key twice is refused)
+/// and free of NUL characters (the store could not keep them); `invalid` builds the
+/// Confluent error for a body that does not fit.
+fn strict_body<T: DeserializeOwned>(
+    b: &Bytes,
+    invalid: fn(String) -> RegistryError,
+) -> Result<T, RegistryError> {
+    let doc = crate::http::json::parse(b).map_err(|e| invalid(e.to_string()))?;
+    if let Some(field) = crate::http::json::find_nul(&doc) {
+        return Err(invalid(format!(
+            "{field}: {}",
+            crate::schema::json::NUL_REASON
+        )));
+    }
+    serde_json::from_value(doc).map_err(|e| invalid(e.to_string()))
+}
+
 fn parse_body(b: &Bytes) -> Result<SchemaBody, RegistryError> {
-    let body: SchemaBody =
-        serde_json::from_slice(b).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
+    let body: SchemaBody = strict_body(b, RegistryError::InvalidSchema)?;
     if let Some(t) = &body.schema_type
         && !t.eq_ignore_ascii_case("AVRO")
     {
@@ -228,8 +245,9 @@ async fn get_subject_config(
 async fn put_config(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
-    axum::Json(b): axum::Json<ConfigBody>,
+    body: Bytes,
 ) -> Result<Response, RegistryError> {
+    let b: ConfigBody = strict_body(&body, RegistryError::InvalidCompatibility)?;
     let level =
         Compatibility::parse(&b.compatibility).map_err(RegistryError::InvalidCompatibility)?;
     ctx.schemas
@@ -243,8 +261,9 @@ async fn put_subject_config(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
     Path(s): Path<String>,
-    axum::Json(b): axum::Json<ConfigBody>,
+    body: Bytes,
 ) -> Result<Response, RegistryError> {
+    let b: ConfigBody = strict_body(&body, RegistryError::InvalidCompatibility)?;
     let level =
         Compatibility::parse(&b.compatibility).map_err(RegistryError::InvalidCompatibility)?;
     ctx.schemas
