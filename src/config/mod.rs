@@ -284,12 +284,20 @@ pub struct LogConfig {
     pub create_topics: bool,
     /// Extra librdkafka settings passed through as-is (both producer and consumer).
     pub kafka_options: BTreeMap<String, String>,
-    /// Key-hash lanes the relay splits the outbox into (ordering unit for relays).
+    /// Key-hash lanes the relay splits the outbox into (ordering unit for relays). Only seeds
+    /// a new store: the count in use is kept in the store (`relay_layout`) and changed with
+    /// `substrate relay set-lanes N`; a process whose setting differs warns and uses the stored one.
     pub relay_lanes: u32,
     /// Poll interval fallback in milliseconds when no wake-up arrives.
     pub poll_interval_ms: u64,
     /// Most outbox rows the relay sends before waiting for their acknowledgements.
     pub relay_batch: usize,
+    /// Largest event (key + payload + headers) the relay's producer sends, in bytes (the
+    /// producer's `message.max.bytes`). A row above it can never be sent: the relay parks it.
+    pub max_message_bytes: usize,
+    /// Times the broker may refuse a row sent on its own before the relay parks it (its key
+    /// then waits for an operator: `substrate relay parked list|redrive|discard`).
+    pub relay_park_after: u32,
 }
 
 impl Default for LogConfig {
@@ -304,6 +312,8 @@ impl Default for LogConfig {
             relay_lanes: 16,
             poll_interval_ms: 500,
             relay_batch: 5000,
+            max_message_bytes: 1_000_000,
+            relay_park_after: 3,
         }
     }
 }

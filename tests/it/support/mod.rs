@@ -385,6 +385,23 @@ pub fn substrate_cmd(app: &TestApp) -> std::process::Command {
     c
 }
 
+/// A `substrate` process of the test's own, killed when the test ends — also when it fails.
+pub struct Proc(pub std::process::Child);
+
+impl Proc {
+    /// SIGKILL, and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Waits until the relay has published every outbox row (at once on the embedded log, where a
 /// committed row already is in the log), so log lag then says whether consumers caught up.
 pub async fn wait_relayed(app: &TestApp) {
