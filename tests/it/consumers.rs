@@ -288,15 +288,7 @@ async fn a_registry_outage_blocks_decoding_visibly_and_then_recovers(b: Backend)
     let metric =
         "substrate_consumer_blocked{group=\"notifications\",reason=\"registry_unavailable\"} 1";
     eventually(60, || async {
-        let m = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let m = app.metrics().await;
         (m.contains(metric) && registry.by_id_calls.load(Ordering::SeqCst) >= 3).then_some(())
     })
     .await;
@@ -323,15 +315,7 @@ async fn a_registry_outage_blocks_decoding_visibly_and_then_recovers(b: Backend)
         .collect();
     assert_eq!(texts, ["one", "two"]);
     eventually(30, || async {
-        let m = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let m = app.metrics().await;
         let unblocked = !m.contains("reason=\"registry_unavailable\"} 1");
         let (state, _) = component(&app, "projections").await;
         (unblocked && state == "operational").then_some(())
@@ -426,15 +410,7 @@ async fn retention_keeps_what_a_stopped_group_has_not_read(b: Backend) {
         (state.as_str(), reason.as_deref()),
         ("degraded", Some("retention_held"))
     );
-    let m = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = app.metrics().await;
     assert!(
         m.contains("substrate_retention_held_rows{group=\"notifications\"} 2"),
         "{m}"

@@ -139,17 +139,6 @@ async fn parked(app: &TestApp) -> Vec<Value> {
     body["parked"].as_array().cloned().unwrap_or_default()
 }
 
-async fn metrics(app: &TestApp) -> String {
-    app.http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 async fn pending_ids(app: &TestApp) -> Vec<String> {
     substrate::on_read!(app.ctx.store, p => {
         sqlx::query_scalar("SELECT event_id FROM outbox WHERE published_at IS NULL ORDER BY id")
@@ -210,7 +199,7 @@ async fn a_row_too_large_for_the_relay_is_parked_and_its_key_waits_for_the_opera
     assert_eq!(pending_ids(&app).await, [a1.clone(), a2.clone()]);
     // Visibly: the gauge, and the relay component on the status page.
     assert!(
-        metrics(&app)
+        app.metrics()
             .await
             .contains("substrate_relay_parked_rows 1")
     );
@@ -335,7 +324,7 @@ async fn a_row_the_broker_refuses_never_lets_a_later_row_of_its_key_through() {
         assert!(ids.contains(o.as_str()));
     }
     assert!(
-        metrics(&app)
+        app.metrics()
             .await
             .contains("substrate_relay_parked_rows 1")
     );

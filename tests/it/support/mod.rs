@@ -277,6 +277,18 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
     /// Counts outbox rows (optionally for one event id), read straight from the store.
     pub async fn outbox_count(&self, event_id: Option<&str>) -> i64 {
         count_outbox(&self.store.url, event_id).await
