@@ -1,6 +1,8 @@
 //! The command line: `serve`, `migrate`, `config`, `token mint`, `apikey …`. Errors end here
 //! as `anyhow` with context; everything below uses typed errors.
 
+mod relay;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -55,6 +57,16 @@ pub enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// The relay: rows it parked, and the lane count.
+    Relay {
+        #[command(subcommand)]
+        command: relay::RelayCommand,
+    },
+    /// Consumer groups of the embedded log: positions, and forgetting a removed group.
+    Consumers {
+        #[command(subcommand)]
+        command: relay::ConsumersCommand,
     },
     /// Kafka topics: the schemas' topics and their dead-letter topics.
     Topics {
@@ -208,6 +220,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", cfg.to_redacted_toml()?);
             Ok(())
         }
+        Command::Relay { command } => relay::run_relay(cfg, command).await,
+        Command::Consumers { command } => relay::run_consumers(cfg, command).await,
         Command::Topics { command } => {
             use crate::log::kafka::topics;
             if cfg.is_embedded_log() {

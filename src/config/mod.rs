@@ -342,7 +342,9 @@ pub struct LogConfig {
     pub create_topics: bool,
     /// Extra librdkafka settings passed through as-is (both producer and consumer).
     pub kafka_options: BTreeMap<String, String>,
-    /// Key-hash lanes the relay splits the outbox into (ordering unit for relays).
+    /// Key-hash lanes the relay splits the outbox into (ordering unit for relays). Only seeds
+    /// a new store: the count in use is kept in the store (`relay_layout`) and changed with
+    /// `substrate relay set-lanes N`; a process whose setting differs warns and uses the stored one.
     pub relay_lanes: u32,
     /// Poll interval fallback in milliseconds when no wake-up arrives.
     pub poll_interval_ms: u64,
@@ -354,6 +356,9 @@ pub struct LogConfig {
     /// `max.message.bytes`) must be at least this. Must be at least
     /// `gateway.body_limit_bytes`.
     pub max_message_bytes: usize,
+    /// Times the broker may refuse a row sent on its own before the relay parks it (its key
+    /// then waits for an operator: `substrate relay parked list|redrive|discard`).
+    pub relay_park_after: u32,
 }
 
 impl Default for LogConfig {
@@ -370,6 +375,7 @@ impl Default for LogConfig {
             relay_batch: 5000,
             // 1 MiB: within Kafka's default broker limit (1 MiB + 12 bytes).
             max_message_bytes: 1024 * 1024,
+            relay_park_after: 3,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Operator actions on consumer groups, shared by the CLI (`substrate dlq …`,
-//! `substrate replay …`) and the admin HTTP API (`/api/v1/admin/dlq…`, `/api/v1/admin/replay`).
+//! `substrate replay …`) and the admin HTTP API (`/api/v1/admin/dlq…`, `/api/v1/admin/replay`),
+//! next to the relay's dead letters (`/api/v1/admin/relay/parked…`, `crate::relay::parked`).
 
 use std::time::Duration;
 
@@ -224,6 +225,64 @@ pub async fn http_replay(
     Ok((StatusCode::ACCEPTED, Json(json!({ "requests": list }))))
 }
 
+#[derive(Debug, Deserialize, Default)]
+pub struct ParkedQuery {
+    #[serde(default)]
+    pub all: bool,
+}
+
+pub async fn http_parked_list(
+    State(ctx): State<AppContext>,
+    Admin(_): Admin,
+    Query(q): Query<ParkedQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let items = crate::relay::parked::list(&ctx.store, q.all).await?;
+    Ok(Json(json!({ "parked": items })))
+}
+
+/// Which parked rows: `{"ids": [..]}`, or `{"all": true}` (redrive only).
+#[derive(Debug, Deserialize, Default)]
+pub struct ParkedBody {
+    #[serde(default)]
+    pub ids: Vec<i64>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+pub async fn http_parked_redrive(
+    State(ctx): State<AppContext>,
+    Admin(_): Admin,
+    Json(b): Json<ParkedBody>,
+) -> Result<Json<Value>, ApiError> {
+    use crate::relay::parked::{Which, redrive};
+    let which = match (b.all, b.ids.is_empty()) {
+        (true, true) => Which::All,
+        (false, false) => Which::Ids(b.ids),
+        _ => {
+            return Err(ApiError::bad_request("invalid_request")
+                .with("reason", "give either ids or all: true"));
+        }
+    };
+    let done = redrive(&ctx.store, &which).await?;
+    Ok(Json(json!({ "redriven": done })))
+}
+
+pub async fn http_parked_discard(
+    State(ctx): State<AppContext>,
+    Admin(_): Admin,
+    Json(b): Json<ParkedBody>,
+) -> Result<Json<Value>, ApiError> {
+    use crate::relay::parked::{Which, discard};
+    if b.ids.is_empty() || b.all {
+        return Err(ApiError::bad_request("invalid_request").with(
+            "reason",
+            "give the ids to discard (all is not accepted here)",
+        ));
+    }
+    let done = discard(&ctx.store, &Which::Ids(b.ids)).await?;
+    Ok(Json(json!({ "discarded": done })))
+}
+
 pub fn router() -> axum::Router<AppContext> {
     use axum::routing::{get, post};
     axum::Router::new()
@@ -231,4 +290,13 @@ pub fn router() -> axum::Router<AppContext> {
         .route("/api/v1/admin/dlq/{id}", get(http_dlq_show))
         .route("/api/v1/admin/dlq/redrive", post(http_dlq_redrive))
         .route("/api/v1/admin/replay", post(http_replay))
+        .route("/api/v1/admin/relay/parked", get(http_parked_list))
+        .route(
+            "/api/v1/admin/relay/parked/redrive",
+            post(http_parked_redrive),
+        )
+        .route(
+            "/api/v1/admin/relay/parked/discard",
+            post(http_parked_discard),
+        )
 }

@@ -57,7 +57,10 @@ pub struct Filter {
     pub limit: Option<i64>,
 }
 
-/// Records a dead letter and appends it to `{topic}.dlq`, inside `tx`.
+/// Records a dead letter and appends it to `{topic}.dlq`, inside `tx`. Idempotent per group
+/// and event: when the event already has an open dead letter of this group (a redelivery after
+/// the offset commit failed), nothing is written and `false` comes back; a redriven one that
+/// failed again is reopened with the new error.
 pub async fn write(
     tx: &mut Tx,
     outbox: &Outbox,
@@ -66,16 +69,20 @@ pub async fn write(
     rec: &LogRecord,
     error: &str,
     attempts: u32,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let now = now_micros();
     let mut headers = rec.headers.clone();
     headers.remove(REDRIVE_GROUP);
     headers.remove(REDRIVE_OF);
     let stored_headers = serde_json::to_string(&headers).unwrap_or_else(|_| "{}".into());
-    on_tx!(tx, c => {
+    let written = on_tx!(tx, c => {
         sqlx::query(
             "INSERT INTO dead_letters (event_id, group_name, topic, partition_no, log_offset, event_key, payload, headers, error, attempts, failed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (group_name, event_id) DO UPDATE SET topic = excluded.topic, partition_no = excluded.partition_no, \
+             log_offset = excluded.log_offset, event_key = excluded.event_key, payload = excluded.payload, headers = excluded.headers, \
+             error = excluded.error, attempts = excluded.attempts, failed_at = excluded.failed_at, redriven_at = NULL \
+             WHERE dead_letters.redriven_at IS NOT NULL",
         )
         .bind(event_id)
         .bind(group)
@@ -89,8 +96,13 @@ pub async fn write(
         .bind(i64::from(attempts))
         .bind(now)
         .execute(&mut *c)
-        .await?;
+        .await?
+        .rows_affected()
+            > 0
     });
+    if !written {
+        return Ok(false);
+    }
     let mut dlq_headers = headers;
     dlq_headers.insert("dlq_reason".into(), error.to_string());
     dlq_headers.insert("dlq_attempts".into(), attempts.to_string());
@@ -115,7 +127,8 @@ pub async fn write(
         headers: dlq_headers,
         created_at: now,
     };
-    outbox.append(tx, &[&ev]).await
+    outbox.append(tx, &[&ev]).await?;
+    Ok(true)
 }
 
 const SELECT: &str = "SELECT id, event_id, group_name, topic, partition_no, log_offset, event_key, payload, headers, error, attempts, failed_at, redriven_at FROM dead_letters";

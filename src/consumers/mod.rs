@@ -25,6 +25,36 @@ use crate::store::{StoreError, Tx};
 
 pub use registry::{projection_handlers, saga_handlers};
 
+/// Why a group cannot go on (`consumer_blocked{group,reason}`, /status): the schema registry
+/// does not answer, so its records cannot be decoded.
+pub const BLOCKED_REGISTRY: &str = "registry_unavailable";
+pub const BLOCKED_REASONS: [&str; 1] = [BLOCKED_REGISTRY];
+
+/// The groups of this process that are blocked now, with the reason.
+pub fn blocked_groups(metrics: &crate::telemetry::Metrics) -> Vec<(String, &'static str)> {
+    use prometheus::core::Collector;
+    let mut out = Vec::new();
+    for family in metrics.consumer_blocked.collect() {
+        for m in family.get_metric() {
+            if m.get_gauge().value() <= 0.0 {
+                continue;
+            }
+            let label = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+            };
+            let reason =
+                label("reason").and_then(|r| BLOCKED_REASONS.iter().copied().find(|x| *x == r));
+            if let (Some(g), Some(r)) = (label("group"), reason) {
+                out.push((g, r));
+            }
+        }
+    }
+    out
+}
+
 /// A decoded event as a handler sees it.
 #[derive(Debug, Clone)]
 pub struct Envelope {

@@ -85,7 +85,7 @@ pub async fn run_group(
 ) -> Result<(), ConsumerError> {
     let group = handler.group().to_string();
     let topics = handler.topics();
-    let mut consumer = loop {
+    let consumer = loop {
         match ctx.log.subscribe(&group, &topics).await {
             Ok(c) => break c,
             Err(e) => {
@@ -94,6 +94,19 @@ pub async fn run_group(
             }
         }
     };
+    run_group_on(ctx, handler, consumer, shutdown).await
+}
+
+/// Runs `handler`'s group on a consumer already subscribed to its topics (tests hand in a
+/// consumer of their own here).
+pub async fn run_group_on(
+    ctx: AppContext,
+    handler: Arc<dyn Handler>,
+    mut consumer: Box<dyn LogConsumer>,
+    shutdown: CancellationToken,
+) -> Result<(), ConsumerError> {
+    let group = handler.group().to_string();
+    let topics = handler.topics();
     let lag = lag::LagReporter::new(&ctx, &group, &topics);
     let mut g = Group {
         system: spans::messaging_system(ctx.log.name()),
@@ -105,10 +118,12 @@ pub async fn run_group(
         seen_seek: seeks::max_id(&ctx.store, &group).await.unwrap_or(0),
         next_seek_check: Instant::now(),
         lag,
+        rejoins_seen: 0,
     };
     tracing::info!(%group, topics = ?g.topics, log = ctx.log.name(), "consumer group started");
     let res = g.run(consumer.as_mut()).await;
     consumer.close().await;
+    g.blocked(None);
     tracing::info!(%group, "consumer group stopped");
     match res {
         Err(ConsumerError::Shutdown) => Ok(()),
@@ -127,6 +142,8 @@ struct Group {
     seen_seek: i64,
     next_seek_check: Instant,
     lag: lag::LagReporter,
+    /// The consumer's rejoin count already added to `consumer_rejoins_total`.
+    rejoins_seen: u64,
 }
 
 /// How an attempt to apply a run of records ended.
@@ -149,6 +166,7 @@ impl Group {
                 if let Err(e) = self.apply_seeks(consumer).await {
                     tracing::warn!(group = %self.group, error = %e, "applying replay requests failed");
                 }
+                self.count_rejoins(consumer);
             }
             self.lag.tick();
             let polled = tokio::select! {
@@ -175,6 +193,18 @@ impl Group {
                 .consumer_batch_seconds
                 .with_label_values(&[&self.group])
                 .observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    fn count_rejoins(&mut self, consumer: &dyn LogConsumer) {
+        let n = consumer.rejoins();
+        if n > self.rejoins_seen {
+            self.ctx
+                .metrics
+                .consumer_rejoins
+                .with_label_values(&[&self.group])
+                .inc_by(n - self.rejoins_seen);
+            self.rejoins_seen = n;
         }
     }
 
@@ -222,6 +252,58 @@ impl Group {
         })
     }
 
+    /// Decodes `rec`; while the schema registry cannot answer (5xx, unreachable), waits with
+    /// capped exponential backoff — the group is then visibly blocked (`consumer_blocked`,
+    /// /status) rather than skipping or dead-lettering an event that is not at fault.
+    async fn decode_or_wait(
+        &self,
+        rec: &LogRecord,
+    ) -> Result<Result<Envelope, String>, ConsumerError> {
+        let mut backoff = self.initial_backoff();
+        let mut waited = false;
+        loop {
+            match self.decode(rec).await {
+                Err(DecodeFailure::Transient(e)) => {
+                    self.ctx
+                        .metrics
+                        .consumer_failed
+                        .with_label_values(&[&self.group])
+                        .inc();
+                    if !waited {
+                        self.blocked(Some(super::BLOCKED_REGISTRY));
+                        waited = true;
+                    }
+                    tracing::warn!(group = %self.group, error = %e, retry_in_ms = backoff.as_millis() as u64, "registry unavailable; the group waits to decode");
+                    nap(backoff, &self.shutdown).await?;
+                    backoff = (backoff * 2).min(self.max_backoff());
+                }
+                Ok(env) => {
+                    if waited {
+                        self.blocked(None);
+                        tracing::info!(group = %self.group, "registry answers again; the group goes on");
+                    }
+                    return Ok(Ok(env));
+                }
+                Err(DecodeFailure::Poison(e)) => {
+                    if waited {
+                        self.blocked(None);
+                    }
+                    return Ok(Err(e));
+                }
+            }
+        }
+    }
+
+    /// Marks the group blocked for `reason` (or not blocked) in `consumer_blocked`.
+    fn blocked(&self, reason: Option<&'static str>) {
+        let gauge = &self.ctx.metrics.consumer_blocked;
+        for r in super::BLOCKED_REASONS {
+            gauge
+                .with_label_values(&[&self.group, r])
+                .set(i64::from(reason == Some(r)));
+        }
+    }
+
     /// The event id a record is known by, even when it cannot be decoded.
     fn record_id(rec: &LogRecord) -> String {
         rec.headers
@@ -261,24 +343,7 @@ impl Group {
     ) -> Result<(), ConsumerError> {
         let mut envs = Vec::with_capacity(records.len());
         for r in records {
-            let mut backoff = self.initial_backoff();
-            loop {
-                match self.decode(r).await {
-                    Err(DecodeFailure::Transient(e)) => {
-                        tracing::warn!(group = %self.group, error = %e, "registry unavailable; retrying decode");
-                        nap(backoff, &self.shutdown).await?;
-                        backoff = (backoff * 2).min(self.max_backoff());
-                    }
-                    Ok(env) => {
-                        envs.push(Ok(env));
-                        break;
-                    }
-                    Err(DecodeFailure::Poison(e)) => {
-                        envs.push(Err(e));
-                        break;
-                    }
-                }
-            }
+            envs.push(self.decode_or_wait(r).await?);
         }
         let n = records.len();
         let (mut start, mut end) = (0usize, n);
@@ -348,7 +413,7 @@ impl Group {
         for (i, (rec, env)) in records.iter().zip(envs).enumerate() {
             match env {
                 Err(reason) => {
-                    dlq::write(
+                    let written = dlq::write(
                         &mut tx,
                         &ctx.outbox,
                         &self.group,
@@ -358,7 +423,7 @@ impl Group {
                         0,
                     )
                     .await?;
-                    dead += 1;
+                    dead += u64::from(written);
                 }
                 Ok(env) => {
                     if !self.is_for_us(rec) || !fresh.remove(&env.id) {
@@ -467,7 +532,12 @@ impl Group {
                 .dead_letter(consumer, rec, &err.to_string(), attempts)
                 .await
             {
-                Ok(()) => {
+                Ok(false) => {
+                    // Written before (this is a redelivery after a failed offset commit).
+                    tracing::debug!(group = %self.group, topic = %rec.topic, offset = rec.offset, "dead letter already recorded");
+                    return Ok(());
+                }
+                Ok(true) => {
                     self.ctx
                         .metrics
                         .consumer_dead_lettered
@@ -501,9 +571,9 @@ impl Group {
         rec: &LogRecord,
         reason: &str,
         attempts: u32,
-    ) -> Result<(), ConsumerError> {
+    ) -> Result<bool, ConsumerError> {
         let mut tx = self.ctx.store.begin().await?;
-        dlq::write(
+        let written = dlq::write(
             &mut tx,
             &self.ctx.outbox,
             &self.group,
@@ -518,10 +588,13 @@ impl Group {
             consumer.commit_in(&mut tx, &positions).await?;
         }
         tx.commit().await?;
-        if !consumer.offsets_in_store() {
-            consumer.commit(&positions).await?;
+        if !consumer.offsets_in_store()
+            && let Err(e) = consumer.commit(&positions).await
+        {
+            // The dead letter is committed; a redelivery finds it already written.
+            tracing::warn!(group = %self.group, error = %e, "offset commit failed");
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Applies replay requests for this group: rebuild (reset the read model and forget the
@@ -562,7 +635,7 @@ impl Group {
                 positions.extend(consumer.resolve(t, req.target()).await?);
             }
             if !consumer.offsets_in_store() {
-                consumer.commit(&positions).await?;
+                consumer.commit_rewind(&positions).await?;
             }
             let mut tx = self.ctx.store.begin().await?;
             if req.rebuild {

@@ -52,6 +52,9 @@ async fn metrics(State(ctx): State<AppContext>) -> Response {
         ctx.metrics.outbox_backlog.set(n);
         ctx.metrics.outbox_oldest_age.set(age);
     }
+    if let Ok(n) = crate::relay::parked::open_count(&ctx.store).await {
+        ctx.metrics.relay_parked_rows.set(n);
+    }
     if let Ok(depths) = crate::consumers::dlq::depth(&ctx.store).await {
         ctx.metrics.dlq_depth.reset();
         for (group, n) in depths {

@@ -103,13 +103,28 @@ pub trait LogConsumer: Send {
 
     async fn commit_in(&mut self, tx: &mut Tx, positions: &[Position]) -> Result<(), LogError>;
 
+    /// Commits the positions of records this member has processed. A failure is reported,
+    /// never repaired by leaving and rejoining the group (the records come again, and the
+    /// inbox absorbs them).
     async fn commit(&mut self, positions: &[Position]) -> Result<(), LogError>;
+
+    /// Commits positions chosen by a replay request, which may lie outside what this member
+    /// was assigned (it may not even have joined yet).
+    async fn commit_rewind(&mut self, positions: &[Position]) -> Result<(), LogError> {
+        self.commit(positions).await
+    }
 
     /// The positions `to` means on `topic`, for every partition this member owns.
     async fn resolve(&mut self, topic: &str, to: SeekTo) -> Result<Vec<Position>, LogError>;
 
     /// Moves this member's read position (after the positions were committed).
     async fn seek(&mut self, positions: &[Position]) -> Result<(), LogError>;
+
+    /// Times this member left its group and joined again (rewinds; never a failed commit),
+    /// for `substrate_consumer_rejoins_total`.
+    fn rejoins(&self) -> u64 {
+        0
+    }
 
     /// Leaves the group cleanly (hands over leases and partitions at once).
     async fn close(&mut self) {}

@@ -68,6 +68,12 @@ pub fn key_hash(key: &str) -> u64 {
     h
 }
 
+/// The key hash an outbox row stores (`outbox.key_hash`, never negative): the relay's lane of
+/// a row is `key_hash % lanes`, with the lane count kept in the store (`crate::relay::layout`).
+pub fn stored_key_hash(key: &str) -> i64 {
+    (key_hash(key) >> 1) as i64
+}
+
 /// How rows are appended: the lane count, whether rows count as published at once
 /// (embedded log), and the wake-up signal.
 #[derive(Clone)]
@@ -84,7 +90,7 @@ pub const PG_CHANNEL: &str = "substrate_outbox";
 /// Lock key that serialises appends when the outbox is the log on PostgreSQL.
 const ORDER_LOCK: i64 = 72_530_001;
 
-/// Rows per multi-row INSERT (11 binds each stays far below both drivers' limits).
+/// Rows per multi-row INSERT (12 binds each stays far below both drivers' limits).
 const CHUNK: usize = 500;
 
 impl Outbox {
@@ -130,7 +136,7 @@ impl Outbox {
         for chunk in rows.chunks(CHUNK) {
             on_tx!(tx, c => {
                 let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO outbox (event_id, topic, event_key, event_type, schema_id, payload, headers, lane, created_at, published_at) ",
+                    "INSERT INTO outbox (event_id, topic, event_key, event_type, schema_id, payload, headers, lane, key_hash, created_at, published_at) ",
                 );
                 qb.push_values(chunk.iter(), |mut b, (e, headers)| {
                     b.push_bind(e.event_id.as_str())
@@ -141,6 +147,7 @@ impl Outbox {
                         .push_bind(e.payload.as_slice())
                         .push_bind(*headers)
                         .push_bind(self.lane_of(&e.key))
+                        .push_bind(stored_key_hash(&e.key))
                         .push_bind(e.created_at)
                         .push_bind(if self.embedded_log { Some(e.created_at) } else { None });
                 });
@@ -163,10 +170,16 @@ pub fn headers_json(h: &Headers) -> String {
     serde_json::to_string(h).unwrap_or_else(|_| "{}".into())
 }
 
-/// Outbox rows not yet acknowledged by the broker, and the age of the oldest (seconds).
+/// Outbox rows not yet acknowledged by the broker, and the age of the oldest (seconds). Rows
+/// held behind a parked row (`crate::relay::parked`) count, but not towards the age: they
+/// wait for an operator, and the parked-rows alert says so.
 pub async fn backlog(store: &crate::store::Store) -> Result<(i64, f64), StoreError> {
+    let sql = format!(
+        "SELECT COUNT(*), MIN(CASE WHEN {} THEN created_at END) FROM outbox WHERE published_at IS NULL",
+        crate::relay::parked::NOT_HELD
+    );
     let (n, oldest): (i64, Option<i64>) = crate::on_read!(store, p => {
-        let row = sqlx::query("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE published_at IS NULL")
+        let row = sqlx::query(&sql)
             .fetch_one(p)
             .await?;
         (row.try_get(0)?, row.try_get(1)?)

@@ -1,21 +1,23 @@
 //! The relay role. With Kafka it moves outbox rows to the broker: it leases key-hash lanes
-//! (`lanes`), sends each lane's pending rows in id order and marks them once acknowledged
-//! (`publish`), woken at once by appends in this process (and by NOTIFY on PostgreSQL), with a
-//! poll fallback. A broker outage only grows the outbox; the relay drains it when the broker is
-//! back. With the embedded log the outbox already is the log, so the relay only applies
-//! retention (`retention`).
+//! (`lanes`, with the lane count kept in the store: `layout`), sends each lane's pending rows in
+//! id order through a producer session and marks them once acknowledged (`publish`,
+//! `producer`), parks rows it can never send (`parked`), woken at once by appends in this
+//! process (and by NOTIFY on PostgreSQL), with a poll fallback. A broker outage only grows the
+//! outbox; the relay drains it when the broker is back. With the embedded log the outbox
+//! already is the log, so the relay only applies retention (`retention`).
 
 pub mod lanes;
+pub mod layout;
+pub mod parked;
+pub mod producer;
 pub mod publish;
 pub mod retention;
 
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::{FutureProducer, Producer};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppContext;
-use crate::log::kafka::client;
 
 pub use retention::enforce_retention;
 
@@ -23,29 +25,87 @@ const RETENTION_EVERY: Duration = Duration::from_secs(60);
 const TOPICS_RETRY: Duration = Duration::from_secs(5);
 const FAILURE_BACKOFF: Duration = Duration::from_millis(500);
 
+/// The relay's lanes: the leases, and the layout they were taken under.
+struct Held {
+    lanes: lanes::Lanes,
+    layout: u32,
+}
+
+impl Held {
+    /// Renews the leases. When the store's lane count changed (`substrate relay set-lanes`),
+    /// starts over with the new one: the old leases were fenced by the change.
+    async fn refresh(&mut self, ctx: &AppContext) {
+        match layout::stored(&ctx.store).await {
+            Ok(Some(n)) if n != self.layout => {
+                tracing::warn!(
+                    from = self.layout,
+                    to = n,
+                    "relay lane count changed in the store; taking lanes anew"
+                );
+                self.lanes.release().await;
+                self.lanes = lanes::Lanes::new(ctx.store.clone(), n);
+                self.layout = n;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reading the relay layout failed"),
+        }
+        if let Err(e) = layout::fill_key_hashes(&ctx.store).await {
+            tracing::warn!(error = %e, "filling in outbox key hashes failed");
+        }
+        if let Err(e) = self.lanes.refresh().await {
+            tracing::warn!(error = %e, "renewing relay lanes failed; pausing");
+            self.lanes.drop_local();
+        }
+        ctx.metrics
+            .relay_lanes_held
+            .set(self.lanes.held().len() as i64);
+        if let Ok(n) = parked::open_count(&ctx.store).await {
+            ctx.metrics.relay_parked_rows.set(n);
+        }
+    }
+}
+
+/// The lane count this relay uses: the store's, seeded from `log.relay_lanes` by the first
+/// relay. A configuration that disagrees is only warned about.
+async fn layout_of(ctx: &AppContext) -> anyhow::Result<u32> {
+    let configured = ctx.config.log.relay_lanes;
+    let n = layout::current(&ctx.store, configured).await?;
+    if n != configured {
+        tracing::warn!(
+            configured,
+            stored = n,
+            "log.relay_lanes differs from the lane count in the store; using the store's (change it with `substrate relay set-lanes`)"
+        );
+    }
+    Ok(n)
+}
+
 pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
     if ctx.config.is_embedded_log() {
         return retention::run(ctx, shutdown).await;
     }
     let cfg = &ctx.config.log;
-    let producer: FutureProducer = client::producer(cfg)?.create()?;
-    let mut lanes = lanes::Lanes::new(ctx.store.clone(), cfg.relay_lanes);
+    let mut session = publish::Session::new(producer::KafkaProducer::connect(cfg));
+    // A producer that cannot have the settings per-key order rests on stops the relay here.
+    session.get()?;
+    let layout = layout_of(&ctx).await?;
+    let mut held = Held {
+        lanes: lanes::Lanes::new(ctx.store.clone(), layout),
+        layout,
+    };
+    let mut suspects = publish::Suspects::default();
     let mut wake = ctx.outbox.signal.subscribe();
     let poll = Duration::from_millis(cfg.poll_interval_ms.max(1));
     let mut next_refresh = Instant::now();
     let mut next_retention = Instant::now() + RETENTION_EVERY;
     let mut topics_ready = !cfg.create_topics;
     let mut next_topics = Instant::now();
-    tracing::info!(lanes = cfg.relay_lanes, "relay started (kafka)");
+    tracing::info!(lanes = layout, "relay started (kafka)");
     while !shutdown.is_cancelled() {
         let now = Instant::now();
         if now >= next_refresh {
             next_refresh = now + lanes::RENEW;
-            if let Err(e) = lanes.refresh().await {
-                tracing::warn!(error = %e, "renewing relay lanes failed; pausing");
-                lanes.drop_local();
-            }
-            ctx.metrics.relay_lanes_held.set(lanes.held().len() as i64);
+            held.refresh(&ctx).await;
         }
         if !topics_ready && now >= next_topics {
             match crate::log::kafka::topics::ensure(&ctx).await {
@@ -63,11 +123,11 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
             }
         }
         wake.borrow_and_update();
-        let held = lanes.held();
-        let rows = if held.is_empty() || !topics_ready {
+        let lanes_now = held.lanes.held();
+        let rows = if lanes_now.is_empty() || !topics_ready {
             Vec::new()
         } else {
-            match publish::pending(&ctx.store, &held, cfg.relay_batch).await {
+            match publish::pending(&ctx.store, held.layout, &lanes_now, cfg.relay_batch).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the outbox failed");
@@ -84,12 +144,21 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
             }
             continue;
         }
-        let outcome = publish::send(&ctx, &producer, &rows).await;
+        let stop = shutdown.child_token();
+        let batch = publish::Batch {
+            metrics: &ctx.metrics,
+            park_after: cfg.relay_park_after,
+            stop: &stop,
+        };
+        let send = batch.send(&mut session, &mut suspects, &rows);
+        let outcome =
+            keep_lanes_while(send, &ctx, &mut held, &lanes_now, &stop, &mut next_refresh).await;
         if let Err(e) = publish::mark_published(&ctx.store, &outcome.acked).await {
             // The rows are on the broker; they will be sent again (a duplicate the consumers'
             // inbox absorbs).
             tracing::warn!(error = %e, "marking relayed rows failed");
         }
+        park(&ctx, &outcome.park).await;
         if outcome.failed > 0 {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -97,8 +166,56 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
             }
         }
     }
-    lanes.release().await;
-    let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+    held.lanes.release().await;
+    session.close(Duration::from_secs(5)).await;
     tracing::info!("relay stopped");
     Ok(())
+}
+
+/// Runs `send` to its end while renewing the lane leases on time. If a lane of the batch is
+/// lost meanwhile (or the process shuts down: `stop` is a child of the shutdown token), `stop`
+/// is cancelled: the session abandons what is in flight, and the rows are sent again by
+/// whoever holds their lane next.
+async fn keep_lanes_while(
+    send: impl std::future::Future<Output = publish::Outcome>,
+    ctx: &AppContext,
+    held: &mut Held,
+    batch_lanes: &[i64],
+    stop: &CancellationToken,
+    next_refresh: &mut Instant,
+) -> publish::Outcome {
+    tokio::pin!(send);
+    loop {
+        let renew_at = tokio::time::Instant::from_std(*next_refresh);
+        tokio::select! {
+            out = &mut send => return out,
+            _ = tokio::time::sleep_until(renew_at) => {
+                *next_refresh = Instant::now() + lanes::RENEW;
+                held.refresh(ctx).await;
+                let now_held = held.lanes.held();
+                if batch_lanes.iter().any(|l| !now_held.contains(l)) {
+                    tracing::warn!("relay lost a lane mid-batch; abandoning what is in flight");
+                    stop.cancel();
+                }
+            }
+        }
+    }
+}
+
+/// Parks rows the batch gave up on, and says so loudly.
+async fn park(ctx: &AppContext, rows: &[publish::Park]) {
+    for p in rows {
+        match parked::park(&ctx.store, p.row_id, &p.error, p.attempts).await {
+            Ok(true) => {
+                tracing::error!(outbox_id = p.row_id, attempts = p.attempts, error = %p.error, "relay parked a row it cannot send; its key waits (substrate relay parked list)");
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "parking a relay row failed"),
+        }
+    }
+    if !rows.is_empty()
+        && let Ok(n) = parked::open_count(&ctx.store).await
+    {
+        ctx.metrics.relay_parked_rows.set(n);
+    }
 }

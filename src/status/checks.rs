@@ -2,8 +2,10 @@
 //! - gateway: the accept path worked in the probe's latest run; this instance's 5xx share
 //! - store, log: they answer (`Store::ping` and `ping_write`, `EventLog::ping`), and not
 //!   slowly
-//! - relay: the age of the oldest outbox row the broker has not acknowledged
-//! - projections: the probe's round trip (failed → down, slow → degraded), consumer lag
+//! - relay: the age of the oldest outbox row the broker has not acknowledged; rows it parked
+//! - log (embedded): a consumer group holding retention back
+//! - projections: the probe's round trip (failed → down, slow → degraded), consumer lag, groups
+//!   blocked because the schema registry does not answer
 //! - sagas: saga groups' lag and overdue saga timers (the timers table may not exist yet)
 //! - objects: the bucket or folder answers; analytics: ClickHouse answers `/ping`
 //!
@@ -67,9 +69,17 @@ pub async fn store(ctx: &AppContext) -> Check {
     c
 }
 
-/// The event log: the broker (Kafka) or, embedded, the store that holds it.
+/// The event log: the broker (Kafka) or, embedded, the store that holds it — and whether a
+/// consumer group keeps records past retention (embedded).
 pub async fn log(ctx: &AppContext) -> Check {
-    answered(ctx, timed(ctx, ctx.log.ping()).await)
+    let up = answered(ctx, timed(ctx, ctx.log.ping()).await);
+    if !ctx.config.is_embedded_log() {
+        return up;
+    }
+    match timed(ctx, crate::relay::retention::held(ctx)).await {
+        Timed::Ok(held, _) if !held.is_empty() => up.worst(Check::degraded("retention_held")),
+        _ => up,
+    }
 }
 
 /// The relay keeps the outbox drained: judged by the oldest row not yet acknowledged.
@@ -79,15 +89,43 @@ pub async fn relay(ctx: &AppContext) -> Check {
         Timed::Ok((n, age), _) => {
             ctx.metrics.outbox_backlog.set(n);
             ctx.metrics.outbox_oldest_age.set(age);
-            if age >= p.relay_down_age_secs as f64 {
+            let age_check = if age >= p.relay_down_age_secs as f64 {
                 Check::down("outbox_stalled")
             } else if age >= p.relay_degraded_age_secs as f64 {
                 Check::degraded("outbox_backlog")
             } else {
                 Check::OK
-            }
+            };
+            age_check.worst(parked_check(ctx).await)
         }
         _ => Check::down("unavailable"),
+    }
+}
+
+/// Rows the relay parked: their keys stand still until an operator acts.
+async fn parked_check(ctx: &AppContext) -> Check {
+    match timed(ctx, crate::relay::parked::open_count(&ctx.store)).await {
+        Timed::Ok(n, _) => {
+            ctx.metrics.relay_parked_rows.set(n);
+            if n > 0 {
+                Check::degraded("parked_rows")
+            } else {
+                Check::OK
+            }
+        }
+        _ => Check::OK,
+    }
+}
+
+/// Whether any of `groups` is blocked in this process (the registry does not answer).
+fn blocked_check(ctx: &AppContext, groups: &[(String, Vec<String>)]) -> Check {
+    let blocked = crate::consumers::blocked_groups(&ctx.metrics);
+    match blocked
+        .iter()
+        .find(|(g, _)| groups.iter().any(|(name, _)| name == g))
+    {
+        Some((_, reason)) => Check::degraded(reason),
+        None => Check::OK,
     }
 }
 
@@ -165,11 +203,14 @@ pub async fn projections(ctx: &AppContext, probe: &ProbeView) -> Check {
         },
         (None, ..) => Check::OK,
     };
-    let groups = crate::consumers::projection_handlers(ctx)
+    let groups: Vec<(String, Vec<String>)> = crate::consumers::projection_handlers(ctx)
         .into_iter()
         .map(|h| (h.group().to_string(), h.topics()))
         .collect();
-    from_probe.worst(lag_check(ctx, max_lag(ctx, groups).await))
+    let blocked = blocked_check(ctx, &groups);
+    from_probe
+        .worst(lag_check(ctx, max_lag(ctx, groups).await))
+        .worst(blocked)
 }
 
 /// Timers due before `now - probe.timer_overdue_degraded_secs` and the oldest one's due
@@ -204,11 +245,13 @@ pub async fn sagas(ctx: &AppContext) -> Check {
         .into_iter()
         .map(|h| (h.group().to_string(), h.topics()))
         .collect();
+    let blocked = blocked_check(ctx, &groups);
     let lag = if groups.is_empty() {
         Check::OK
     } else {
         lag_check(ctx, max_lag(ctx, groups).await)
-    };
+    }
+    .worst(blocked);
     let timers = match timed(ctx, overdue_timers(ctx)).await {
         Timed::Ok(None, _) | Timed::Ok(Some((0, _)), _) => Check::OK,
         Timed::Ok(Some((_, oldest)), _) => {

@@ -76,6 +76,9 @@ fn explain(reason: &str) -> &'static str {
         "timers_stalled" => "Scheduled steps have stopped",
         "accept_failed" => "New events are not being accepted",
         "error_rate" => "Elevated error rate",
+        "parked_rows" => "Some events are held for an operator",
+        "registry_unavailable" => "Processing waits for the schema registry",
+        "retention_held" => "Old events are kept for a consumer that is behind",
         _ => "Investigating",
     }
 }

@@ -21,6 +21,10 @@ pub struct Metrics {
     pub relay_errors: IntCounterVec,
     pub relay_publish_seconds: Histogram,
     pub relay_lanes_held: IntGauge,
+    pub relay_parked_rows: IntGauge,
+    pub retention_held_rows: IntGaugeVec,
+    pub consumer_blocked: IntGaugeVec,
+    pub consumer_rejoins: IntCounterVec,
     pub consumer_handled: IntCounterVec,
     pub consumer_failed: IntCounterVec,
     pub consumer_dead_lettered: IntCounterVec,
@@ -128,6 +132,31 @@ impl Metrics {
         let relay_lanes_held = must(IntGauge::new(
             "relay_lanes_held",
             "Outbox lanes this relay instance holds the lease of.",
+        ));
+        let relay_parked_rows = must(IntGauge::new(
+            "relay_parked_rows",
+            "Outbox rows the relay parked (cannot send); each holds the later rows of its key.",
+        ));
+        let retention_held_rows = must(IntGaugeVec::new(
+            Opts::new(
+                "retention_held_rows",
+                "Embedded log: records past retention kept because this consumer group has not read them yet.",
+            ),
+            &["group"],
+        ));
+        let consumer_blocked = must(IntGaugeVec::new(
+            Opts::new(
+                "consumer_blocked",
+                "1 while a consumer group cannot go on, by reason (registry_unavailable).",
+            ),
+            &["group", "reason"],
+        ));
+        let consumer_rejoins = must(IntCounterVec::new(
+            Opts::new(
+                "consumer_rejoins_total",
+                "Times a member left its consumer group and joined again (replays; never a failed commit).",
+            ),
+            &["group"],
         ));
         let consumer_handled = must(IntCounterVec::new(
             Opts::new(
@@ -280,6 +309,10 @@ impl Metrics {
             relay_errors,
             relay_publish_seconds,
             relay_lanes_held,
+            relay_parked_rows,
+            retention_held_rows,
+            consumer_blocked,
+            consumer_rejoins,
             consumer_handled,
             consumer_failed,
             consumer_dead_lettered,
@@ -311,6 +344,10 @@ impl Metrics {
         m.register(Box::new(m.relay_errors.clone()));
         m.register(Box::new(m.relay_publish_seconds.clone()));
         m.register(Box::new(m.relay_lanes_held.clone()));
+        m.register(Box::new(m.relay_parked_rows.clone()));
+        m.register(Box::new(m.retention_held_rows.clone()));
+        m.register(Box::new(m.consumer_blocked.clone()));
+        m.register(Box::new(m.consumer_rejoins.clone()));
         m.register(Box::new(m.consumer_handled.clone()));
         m.register(Box::new(m.consumer_failed.clone()));
         m.register(Box::new(m.consumer_dead_lettered.clone()));

@@ -74,23 +74,6 @@ fn read_topic(bootstrap: &str, topic: &str, want: usize) -> Vec<Got> {
     out
 }
 
-/// A `substrate` process of the test's own, killed when the test ends — also when it fails.
-struct Proc(std::process::Child);
-
-impl Proc {
-    /// SIGKILL, and wait for it.
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 async fn published(app: &TestApp) -> i64 {
     let sql = "SELECT COUNT(*) FROM outbox WHERE published_at IS NOT NULL";
     sqlx::query_scalar(sql)
@@ -350,5 +333,64 @@ async fn python_confluent_consumer_reads_what_the_relay_wrote() {
         .expect("the direct message");
     assert_eq!(second["value"]["visibility"], "direct");
     assert_eq!(second["value"]["recipient_id"], "bob");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_offset_commit_does_not_make_the_member_leave_and_rejoin() {
+    use substrate::log::Position;
+    let store = TestStore::with_broker(Backend::Postgres, Some(Broker::start())).await;
+    let cfg = test_config(&store);
+    let app = TestApp::start_on(store, cfg, vec![Role::Gateway, Role::Relay]).await;
+    let t = app.token("alice");
+    for i in 0..3 {
+        let (s, _) = app
+            .post_json("/api/v1/events/message", &t, &message(&format!("m{i}")))
+            .await;
+        assert_eq!(s, 202);
+    }
+    wait_relayed(&app).await;
+    let group = "rejoin-test";
+    let topics = vec![TOPIC.to_string()];
+    // A member that owns the group's partitions and keeps polling.
+    let mut owner = app.ctx.log.subscribe(group, &topics).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while owner
+        .poll(10, Duration::from_millis(500))
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the owner got no records"
+        );
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    let owner_task = tokio::spawn(async move {
+        while !s.is_cancelled() {
+            let _ = owner.poll(10, Duration::from_millis(200)).await;
+        }
+        owner.close().await;
+    });
+    // A member that has not joined the group's generation yet: the broker refuses its commit
+    // (a rebalance under way looks the same). It reports that, and stays as it is.
+    let mut late = app.ctx.log.subscribe(group, &topics).await.unwrap();
+    let pos = [Position {
+        topic: TOPIC.into(),
+        partition: 0,
+        next_offset: 1,
+    }];
+    let r = late.commit(&pos).await;
+    assert!(r.is_err(), "the broker refused the commit: {r:?}");
+    assert_eq!(
+        late.rejoins(),
+        0,
+        "a refused commit does not make the member leave and rejoin its group"
+    );
+    late.close().await;
+    stop.cancel();
+    owner_task.await.unwrap();
     app.stop().await;
 }

@@ -41,7 +41,10 @@ fn overrides(mut c: ClientConfig, cfg: &LogConfig) -> ClientConfig {
 }
 
 /// The relay's producer: idempotent, acks from every in-sync replica, order kept per
-/// partition across retries.
+/// partition across retries. Two settings are not overridable, because the relay's per-key
+/// order under failure rests on them (docs/log.md, "Order under failure"): the gap-less
+/// guarantee (a batch the broker refuses for good stops the producer instead of letting later
+/// batches through) and no local message timeout (an expired message would leave a gap too).
 pub fn producer(cfg: &LogConfig) -> Result<ClientConfig, LogError> {
     let mut c = base(cfg)?;
     c.set("enable.idempotence", "true")
@@ -51,10 +54,26 @@ pub fn producer(cfg: &LogConfig) -> Result<ClientConfig, LogError> {
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "200000")
         .set("compression.type", "lz4")
-        // The gateway refuses events above this, so the producer never sees one.
         .set("message.max.bytes", cfg.max_message_bytes.to_string());
-    Ok(overrides(c, cfg))
+    let mut c = overrides(c, cfg);
+    for (k, v) in ORDER_SETTINGS {
+        if c.get(k).is_some_and(|set| set != v) {
+            tracing::warn!(
+                setting = k,
+                "log.kafka_options cannot change {k}: the relay's per-key order depends on it"
+            );
+        }
+        c.set(k, v);
+    }
+    Ok(c)
 }
+
+/// Producer settings the relay's order argument needs (see `producer`).
+pub const ORDER_SETTINGS: [(&str, &str); 3] = [
+    ("enable.idempotence", "true"),
+    ("enable.gapless.guarantee", "true"),
+    ("message.timeout.ms", "0"),
+];
 
 /// A consumer group member: offsets are committed by substrate after the effects, never
 /// automatically; a new group starts at the beginning.
@@ -103,8 +122,27 @@ mod tests {
         let p = producer(&cfg).unwrap();
         assert_eq!(p.get("linger.ms"), Some("0"));
         assert_eq!(p.get("enable.idempotence"), Some("true"));
+        assert_eq!(p.get("message.max.bytes"), Some("1000000"));
         let c = consumer(&cfg, "g").unwrap();
         assert_eq!(c.get("group.id"), Some("g"));
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
+    }
+
+    #[test]
+    fn order_settings_cannot_be_overridden() {
+        let mut cfg = LogConfig {
+            url: "kafka://127.0.0.1:9092".into(),
+            ..LogConfig::default()
+        };
+        cfg.kafka_options
+            .insert("enable.gapless.guarantee".into(), "false".into());
+        cfg.kafka_options
+            .insert("message.timeout.ms".into(), "30000".into());
+        let p = producer(&cfg).unwrap();
+        assert_eq!(p.get("enable.gapless.guarantee"), Some("true"));
+        assert_eq!(p.get("message.timeout.ms"), Some("0"));
+        // The producer accepts them together (librdkafka checks the combination).
+        let made: Result<rdkafka::producer::BaseProducer, _> = p.create();
+        assert!(made.is_ok(), "{:?}", made.err());
     }
 }

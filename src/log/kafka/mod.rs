@@ -89,6 +89,7 @@ impl EventLog for KafkaLog {
             group: group.to_string(),
             topics: topics.to_vec(),
             member: Some(member),
+            rejoins: 0,
         }))
     }
 
@@ -176,6 +177,8 @@ pub struct KafkaConsumer {
     topics: Vec<String>,
     /// `None` only while being replaced.
     member: Option<Arc<StreamConsumer>>,
+    /// Times this consumer left its group and joined again (rewinds only).
+    rejoins: u64,
 }
 
 fn record(m: &BorrowedMessage<'_>) -> LogRecord {
@@ -216,6 +219,23 @@ impl KafkaConsumer {
         }
     }
 
+    /// Commits `positions` as this member; on failure also says whether the member had an
+    /// assignment.
+    async fn member_commit(&self, positions: &[Position]) -> Result<(), (LogError, bool)> {
+        let m = self.member().map_err(|e| (e, false))?;
+        let tpl = tpl_of(positions).map_err(|e| (e, false))?;
+        let r = tokio::task::spawn_blocking(move || {
+            let joined = m.assignment().map(|a| a.count() > 0).unwrap_or(false);
+            (m.commit(&tpl, CommitMode::Sync), joined)
+        })
+        .await
+        .map_err(|e| (broker_err(e), false))?;
+        match r {
+            (Ok(()), _) => Ok(()),
+            (Err(e), joined) => Err((broker_err(e), joined)),
+        }
+    }
+
     /// Commits `positions` with a member-less client of the group (the group must have no
     /// other active member for the broker to accept it), then joins again: the new member
     /// starts from these offsets.
@@ -233,6 +253,7 @@ impl KafkaConsumer {
         }
         .await;
         self.member = Some(join(&self.cfg, &self.group, &self.topics)?);
+        self.rejoins += 1;
         committed
     }
 }
@@ -272,18 +293,21 @@ impl LogConsumer for KafkaConsumer {
         if positions.is_empty() {
             return Ok(());
         }
-        let m = self.member()?;
-        let tpl = tpl_of(positions)?;
-        let r = tokio::task::spawn_blocking(move || {
-            let joined = m.assignment().map(|a| a.count() > 0).unwrap_or(false);
-            (m.commit(&tpl, CommitMode::Sync), joined)
-        })
-        .await
-        .map_err(broker_err)?;
-        match r {
-            (Ok(()), _) => Ok(()),
-            (Err(e), true) => Err(broker_err(e)),
-            (Err(e), false) => {
+        // A refused commit (a rebalance under way, this member fenced out of the generation)
+        // is only reported: leaving and rejoining here would start another rebalance, in
+        // which the other members' commits fail too, and so on. The records come again to
+        // whoever owns their partition next; the inbox absorbs them.
+        self.member_commit(positions).await.map_err(|(e, _)| e)
+    }
+
+    async fn commit_rewind(&mut self, positions: &[Position]) -> Result<(), LogError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        match self.member_commit(positions).await {
+            Ok(_) => Ok(()),
+            Err((e, true)) => Err(e),
+            Err((e, false)) => {
                 // Not (yet) a member of the group's current generation, e.g. a replay applied
                 // before the first assignment: commit as a member-less client instead.
                 tracing::debug!(group = %self.group, error = %e, "member commit refused; committing outside the group");
@@ -341,7 +365,12 @@ impl LogConsumer for KafkaConsumer {
     async fn seek(&mut self, _positions: &[Position]) -> Result<(), LogError> {
         self.leave().await;
         self.member = Some(join(&self.cfg, &self.group, &self.topics)?);
+        self.rejoins += 1;
         Ok(())
+    }
+
+    fn rejoins(&self) -> u64 {
+        self.rejoins
     }
 
     async fn close(&mut self) {

@@ -280,6 +280,18 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
     /// Counts outbox rows (optionally for one event id), read straight from the store.
     pub async fn outbox_count(&self, event_id: Option<&str>) -> i64 {
         count_outbox(&self.store.url, event_id).await
@@ -425,6 +437,23 @@ pub fn substrate_cmd(app: &TestApp) -> std::process::Command {
             .env("SUBSTRATE_LOG__POLL_INTERVAL_MS", "100");
     }
     c
+}
+
+/// A `substrate` process of the test's own, killed when the test ends — also when it fails.
+pub struct Proc(pub std::process::Child);
+
+impl Proc {
+    /// SIGKILL, and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// Waits until the relay has published every outbox row (at once on the embedded log, where a
