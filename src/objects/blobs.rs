@@ -18,7 +18,7 @@ use object_store::buffered::BufWriter;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use super::claims::{self, Claim};
+use super::claims::{self, Claim, Held};
 use super::local::{BlobQuery, Denied, Grant};
 use super::{Objects, ObjectsError};
 use crate::app::AppContext;
@@ -126,7 +126,7 @@ fn check_headers(grant: &Grant, headers: &HeaderMap) -> Result<Option<u64>, ApiE
 }
 
 /// Takes the URL for this request, or says why it cannot be used.
-async fn claim_url(ctx: &AppContext, grant: &Grant, key: &str) -> Result<String, ApiError> {
+async fn claim_url(ctx: &AppContext, grant: &Grant, key: &str) -> Result<Held, ApiError> {
     if let Some(state) = crate::media::upload::detect::upload_closed(ctx, key).await? {
         return Err(ApiError::new(StatusCode::GONE, "upload_closed")
             .with("state", state)
@@ -134,7 +134,7 @@ async fn claim_url(ctx: &AppContext, grant: &Grant, key: &str) -> Result<String,
     }
     let stale = ctx.config.objects.blob_put_claim_secs.max(1) as i64 * 1_000_000;
     match claims::claim(&ctx.store, &grant.signature, key, grant.expires, stale).await? {
-        Claim::Won { writer } => Ok(writer),
+        Claim::Won(held) => Ok(held),
         Claim::Used => Err(ApiError::new(StatusCode::CONFLICT, "upload_url_used").with(
             "reason",
             "this URL has already uploaded its object; it works once",
@@ -194,31 +194,19 @@ async fn put_blob(
     let grant = authorize(&ctx, &method, &key, q)?;
     let path = Objects::path(&key)?;
     let limit = check_headers(&grant, &headers)?;
-    let writer = claim_url(&ctx, &grant, &key).await?;
-    let stored = async {
-        let written = write_body(&ctx, path, body, limit).await?;
-        // The object is stored; report it before answering, so a 200 means the saga will see it.
-        crate::media::upload::detect::object_created(
-            &ctx,
-            &key,
-            written,
-            crate::media::upload::detect::Source::Blob,
-        )
-        .await?;
-        Ok::<_, ApiError>(written)
-    }
-    .await;
-    let written = match stored {
-        Ok(n) => n,
-        Err(e) => {
-            // Not uploaded (or not reported): the client may try again with the same URL.
-            if let Err(r) = claims::release(&ctx.store, &grant.signature, &writer).await {
-                tracing::warn!(error = %r, %key, "releasing a blob URL claim failed");
-            }
-            return Err(e);
-        }
-    };
-    if !claims::mark_used(&ctx.store, &grant.signature, &writer).await? {
+    // Until it is marked used, an error (or the client going away) gives the URL back: the
+    // client may try again with it.
+    let claim = claim_url(&ctx, &grant, &key).await?;
+    let written = write_body(&ctx, path, body, limit).await?;
+    // The object is stored; report it before answering, so a 200 means the saga will see it.
+    crate::media::upload::detect::object_created(
+        &ctx,
+        &key,
+        written,
+        crate::media::upload::detect::Source::Blob,
+    )
+    .await?;
+    if !claim.mark_used().await? {
         tracing::warn!(%key, "a blob URL claim was taken over during a slow upload");
     }
     Ok((StatusCode::OK, Json(json!({ "key": key, "size": written }))).into_response())

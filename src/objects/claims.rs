@@ -1,18 +1,18 @@
 //! Single-use PUT URLs for the local backend's blob endpoint. A signed PUT URL uploads once:
 //! the request that wants to write claims the URL (by its signature) in the store before it
-//! writes, and marks it used once the upload is stored and reported. A failed upload releases
-//! its claim, so the client can try again with the same URL; a claim whose writer vanished
-//! (a crash mid-upload) can be taken over after `objects.blob_put_claim_secs`. Rows go once
-//! their URL has expired, since the signature check refuses such URLs anyway.
+//! writes, and marks it used once the upload is stored and reported. A failed upload — also
+//! one whose client went away, which cancels the request — gives its claim back ([`Held`]), so
+//! the client can try again with the same URL; a claim whose process died mid-upload can be
+//! taken over after `objects.blob_put_claim_secs`. Rows go once their URL has expired, since
+//! the signature check refuses such URLs anyway.
 
 use crate::on_write;
 use crate::store::{Store, StoreError, now_micros};
 
 /// The outcome of claiming a URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// This request may write; `writer` identifies its claim.
-    Won { writer: String },
+    /// This request may write.
+    Won(Held),
     /// An upload with this URL has already been stored.
     Used,
     /// Another request is uploading with this URL right now.
@@ -54,7 +54,12 @@ pub async fn claim(
             == 1
     });
     if won {
-        return Ok(Claim::Won { writer });
+        return Ok(Claim::Won(Held {
+            store: store.clone(),
+            signature: signature.to_string(),
+            writer,
+            settled: false,
+        }));
     }
     let state: Option<String> = on_write!(store, p => {
         sqlx::query_scalar("SELECT state FROM blob_put_claims WHERE signature = $1")
@@ -68,8 +73,34 @@ pub async fn claim(
     })
 }
 
-/// Gives the URL back after a failed upload, so it can be used again.
-pub async fn release(store: &Store, signature: &str, writer: &str) -> Result<(), StoreError> {
+/// A claim this request holds. Dropped without [`Held::mark_used`] (an error, or the request
+/// was cancelled because the client went away), it gives the URL back.
+pub struct Held {
+    store: Store,
+    signature: String,
+    writer: String,
+    settled: bool,
+}
+
+impl Held {
+    /// Marks the URL used after a stored upload; false when the claim was taken over meanwhile
+    /// (a writer slower than `objects.blob_put_claim_secs`).
+    pub async fn mark_used(mut self) -> Result<bool, StoreError> {
+        self.settled = true;
+        let n = on_write!(self.store, p => {
+            sqlx::query("UPDATE blob_put_claims SET state = 'used' WHERE signature = $1 AND writer = $2")
+                .bind(&self.signature)
+                .bind(&self.writer)
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
+    }
+}
+
+/// Gives the URL back, so it can be used again.
+async fn release(store: &Store, signature: &str, writer: &str) -> Result<(), StoreError> {
     on_write!(store, p => {
         sqlx::query("DELETE FROM blob_put_claims WHERE signature = $1 AND writer = $2 AND state = 'writing'")
             .bind(signature)
@@ -80,15 +111,24 @@ pub async fn release(store: &Store, signature: &str, writer: &str) -> Result<(),
     Ok(())
 }
 
-/// Marks the URL used after a stored upload; false when the claim was taken over meanwhile.
-pub async fn mark_used(store: &Store, signature: &str, writer: &str) -> Result<bool, StoreError> {
-    let n = on_write!(store, p => {
-        sqlx::query("UPDATE blob_put_claims SET state = 'used' WHERE signature = $1 AND writer = $2")
-            .bind(signature)
-            .bind(writer)
-            .execute(p)
-            .await?
-            .rows_affected()
-    });
-    Ok(n == 1)
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        // Drop cannot wait (and runs when a request is cancelled): release in the background.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.store.clone();
+        let (signature, writer) = (
+            std::mem::take(&mut self.signature),
+            std::mem::take(&mut self.writer),
+        );
+        rt.spawn(async move {
+            if let Err(e) = release(&store, &signature, &writer).await {
+                tracing::warn!(error = %e, "giving a blob URL back failed; it frees up after objects.blob_put_claim_secs");
+            }
+        });
+    }
 }

@@ -920,30 +920,34 @@ async fn cross_process_delivery_postgres() {
 // Epochs: rebuilds and restores reset streams and cursors
 // ---------------------------------------------------------------------------------------
 
-/// The next SSE event that is not a comment (heartbeat) or the `retry:` frame.
+/// The next SSE event that is not a comment (heartbeat) or the `retry:` frame, within 30 s.
 async fn sse_event(s: &mut Sse) -> SseEvent {
-    loop {
-        let ev = tokio::time::timeout(Duration::from_secs(30), s.next())
-            .await
-            .expect("an SSE event in time")
-            .expect("the stream is open");
-        if ev.event.is_some() {
-            return ev;
+    let next = async {
+        loop {
+            let ev = s.next().await.expect("the stream is open");
+            if ev.event.is_some() {
+                return ev;
+            }
         }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(30), next)
+        .await
+        .expect("an SSE event in time")
 }
 
-/// The next WebSocket message that is not a heartbeat.
+/// The next WebSocket message that is not a heartbeat, within 30 s.
 async fn ws_message(w: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(30), w.next_json())
-            .await
-            .expect("a WebSocket message in time")
-            .expect("the socket is open");
-        if m["type"] != "heartbeat" {
-            return m;
+    let next = async {
+        loop {
+            let m = w.next_json().await.expect("the socket is open");
+            if m["type"] != "heartbeat" {
+                return m;
+            }
         }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(30), next)
+        .await
+        .expect("a WebSocket message in time")
 }
 
 /// Asserts `ev` is the SSE reset to the start of `epoch`.
