@@ -1223,3 +1223,47 @@ async fn the_senders_email_is_shown_to_the_sender_and_admins_only(b: Backend) {
     }
     app.stop().await;
 }
+
+/// A rebuild applied by another process (the `consumers` one) reaches a stream on a gateway
+/// process at once: the reset's TRUNCATE and epoch update NOTIFY every process (polling is
+/// off), and the stream gets the reset, then the rebuilt rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_process_reset_postgres() {
+    let store = TestStore::new(Backend::Postgres).await;
+    let s = substrate::store::Store::connect(&test_config(&store).store)
+        .await
+        .unwrap();
+    s.migrate().await.unwrap();
+    s.close().await;
+    let consumers = serve(&store, "relay,consumers").await;
+    let gateway = serve(&store, "gateway").await;
+    let alice = token_with("alice", &[], None);
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/api/v1/events/message", gateway.base))
+        .bearer_auth(&alice)
+        .json(&message("before"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let mut sse = Sse::open(&gateway.base, &Auth::Bearer(alice.clone()), From::Start)
+        .await
+        .unwrap();
+    assert_eq!(sse_messages(&mut sse, 1, 1).await[0].1, "before");
+    let r = http
+        .post(format!("{}/api/v1/admin/replay", gateway.base))
+        .bearer_auth(token_with("operator", &["admin"], None))
+        .json(
+            &json!({ "topic": "public.user.message.events", "group": "notifications",
+                       "from_beginning": true, "rebuild": true }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_sse_reset(&sse_event(&mut sse).await, 2);
+    assert_eq!(sse_messages(&mut sse, 2, 1).await[0].1, "before");
+    drop((consumers, gateway));
+    store.drop_db().await;
+}
