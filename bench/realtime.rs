@@ -171,7 +171,8 @@ async fn read_sse(resp: reqwest::Response, mut on: impl FnMut(i64, &str) -> bool
             let (mut id, mut data) = (None, None);
             for line in block.lines() {
                 if let Some(v) = line.strip_prefix("id: ") {
-                    id = v.parse::<i64>().ok();
+                    // The cursor is `<epoch>:<id>`; a plain id is the initial epoch's.
+                    id = v.rsplit(':').next().and_then(|n| n.parse::<i64>().ok());
                 } else if let Some(v) = line.strip_prefix("data: ") {
                     data = Some(v.to_string());
                 }

@@ -482,6 +482,9 @@ pub struct MediaConfig {
     /// FOR TESTING ONLY: fail the first N move attempts of every upload, to exercise the
     /// retry and dead-letter path. Leave at 0 in production.
     pub inject_move_failures: u32,
+    /// Seconds after an ended upload's URL expires before whatever sits at its `uploads/` key
+    /// is removed (the upload sweep): an upload that began before the expiry may still land.
+    pub upload_sweep_grace_secs: u64,
 }
 
 impl Default for MediaConfig {
@@ -498,6 +501,7 @@ impl Default for MediaConfig {
             timer_poll_ms: 500,
             timer_lease_secs: 30,
             inject_move_failures: 0,
+            upload_sweep_grace_secs: 300,
         }
     }
 }
@@ -529,6 +533,10 @@ pub struct ObjectsConfig {
     /// Google Cloud Storage (`gs://`): path of the service-account JSON key. Unset = the
     /// application default credentials or the instance's metadata server.
     pub gcs_service_account_path: Option<PathBuf>,
+    /// Local backend: seconds an unfinished PUT keeps its single-use blob URL reserved (another
+    /// PUT with the URL gets 409 `upload_in_progress`); after that, as after a crash mid-upload,
+    /// the URL can be used again.
+    pub blob_put_claim_secs: u64,
 }
 
 impl Default for ObjectsConfig {
@@ -545,6 +553,7 @@ impl Default for ObjectsConfig {
             request_timeout_secs: 30,
             max_retries: 2,
             gcs_service_account_path: None,
+            blob_put_claim_secs: 300,
         }
     }
 }

@@ -23,6 +23,9 @@ pub mod kind {
     pub const UPLOAD_MOVE: &str = "upload_move";
     /// Remove an object that must go (an expired or refused upload); retried until it is gone.
     pub const REMOVE_OBJECT: &str = "remove_object";
+    /// After an ended upload's URL has expired, remove whatever landed at its upload key
+    /// (`upload/sweep.rs`); runs the `REMOVE_OBJECT` step.
+    pub const UPLOAD_SWEEP: &str = "upload_sweep";
 }
 
 /// Most timers one instance claims per round.
@@ -196,7 +199,7 @@ async fn fire(ctx: &AppContext, t: Timer) {
     let r = match t.kind.as_str() {
         kind::UPLOAD_TTL => super::upload::expiry::on_ttl(ctx, &t).await,
         kind::UPLOAD_MOVE => super::upload::moving::on_move(ctx, &t).await,
-        kind::REMOVE_OBJECT => super::upload::expiry::on_remove(ctx, &t).await,
+        kind::REMOVE_OBJECT | kind::UPLOAD_SWEEP => super::upload::expiry::on_remove(ctx, &t).await,
         other => {
             tracing::error!(kind = other, id = t.id, "unknown timer kind; dropping it");
             drop_unknown(ctx, &t).await

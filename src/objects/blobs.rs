@@ -1,8 +1,10 @@
 //! `PUT/GET /blobs/{key}`: the local backend's stand-in for S3 presigned URLs. A request
 //! must carry a valid substrate signature (`local.rs`) for its method, before the expiry, and
-//! a PUT must send exactly the signed length and content type. The body streams to the store
-//! (atomically: the object appears whole or not at all); a finished upload is reported to the
-//! media saga like a bucket notification would be.
+//! a PUT must send exactly the signed length and content type. A PUT URL uploads once
+//! (`claims.rs`: 409 `upload_url_used` after that), and not at all once its upload saga is over
+//! (410 `upload_closed`). The body streams to the store (atomically: the object appears whole
+//! or not at all); a finished upload is reported to the media saga like a bucket notification
+//! would be.
 
 use axum::Json;
 use axum::Router;
@@ -16,6 +18,7 @@ use object_store::buffered::BufWriter;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
+use super::claims::{self, Claim, Held};
 use super::local::{BlobQuery, Denied, Grant};
 use super::{Objects, ObjectsError};
 use crate::app::AppContext;
@@ -86,16 +89,9 @@ fn media_type(h: &HeaderMap) -> Option<String> {
         })
 }
 
-async fn put_blob(
-    State(ctx): State<AppContext>,
-    method: Method,
-    Path(key): Path<String>,
-    q: Result<Query<BlobQuery>, QueryRejection>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let grant = authorize(&ctx, &method, &key, q)?;
-    let path = Objects::path(&key)?;
+/// Checks the request's length and content type against what the URL was signed for; returns
+/// the most bytes the body may have.
+fn check_headers(grant: &Grant, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let sent_len = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -117,7 +113,7 @@ async fn put_blob(
         }
     }
     if let Some(expected) = &grant.content_type {
-        let sent = media_type(&headers);
+        let sent = media_type(headers);
         if sent.as_deref() != Some(expected.to_ascii_lowercase().as_str()) {
             return Err(
                 ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content_type_mismatch")
@@ -126,7 +122,35 @@ async fn put_blob(
             );
         }
     }
-    let limit = grant.length.or(sent_len);
+    Ok(grant.length.or(sent_len))
+}
+
+/// Takes the URL for this request, or says why it cannot be used.
+async fn claim_url(ctx: &AppContext, grant: &Grant, key: &str) -> Result<Held, ApiError> {
+    if let Some(state) = crate::media::upload::detect::upload_closed(ctx, key).await? {
+        return Err(ApiError::new(StatusCode::GONE, "upload_closed")
+            .with("state", state)
+            .with("reason", "this upload is over: request a new upload"));
+    }
+    let stale = ctx.config.objects.blob_put_claim_secs.max(1) as i64 * 1_000_000;
+    match claims::claim(&ctx.store, &grant.signature, key, grant.expires, stale).await? {
+        Claim::Won(held) => Ok(held),
+        Claim::Used => Err(ApiError::new(StatusCode::CONFLICT, "upload_url_used").with(
+            "reason",
+            "this URL has already uploaded its object; it works once",
+        )),
+        Claim::InProgress => Err(ApiError::new(StatusCode::CONFLICT, "upload_in_progress")
+            .with("reason", "another upload with this URL is under way")),
+    }
+}
+
+/// Streams `body` to `path` (atomically), holding it to `limit` bytes; returns the size.
+async fn write_body(
+    ctx: &AppContext,
+    path: object_store::path::Path,
+    body: Body,
+    limit: Option<u64>,
+) -> Result<u64, ApiError> {
     let mut writer = BufWriter::new(ctx.objects.store().clone(), path);
     let mut stream = body.into_data_stream();
     let mut written: u64 = 0;
@@ -153,9 +177,27 @@ async fn put_blob(
         return Err(ApiError::bad_request("content_length_mismatch").with("received", written));
     }
     if let Err(e) = writer.shutdown().await {
-        tracing::error!(error = %e, %key, "completing a blob upload failed");
+        tracing::error!(error = %e, "completing a blob upload failed");
         return Err(ApiError::unavailable("object storage unavailable"));
     }
+    Ok(written)
+}
+
+async fn put_blob(
+    State(ctx): State<AppContext>,
+    method: Method,
+    Path(key): Path<String>,
+    q: Result<Query<BlobQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let grant = authorize(&ctx, &method, &key, q)?;
+    let path = Objects::path(&key)?;
+    let limit = check_headers(&grant, &headers)?;
+    // Until it is marked used, an error (or the client going away) gives the URL back: the
+    // client may try again with it.
+    let claim = claim_url(&ctx, &grant, &key).await?;
+    let written = write_body(&ctx, path, body, limit).await?;
     // The object is stored; report it before answering, so a 200 means the saga will see it.
     crate::media::upload::detect::object_created(
         &ctx,
@@ -164,6 +206,9 @@ async fn put_blob(
         crate::media::upload::detect::Source::Blob,
     )
     .await?;
+    if !claim.mark_used().await? {
+        tracing::warn!(%key, "a blob URL claim was taken over during a slow upload");
+    }
     Ok((StatusCode::OK, Json(json!({ "key": key, "size": written }))).into_response())
 }
 

@@ -120,6 +120,11 @@ pub enum Denied {
 pub struct Grant {
     pub length: Option<u64>,
     pub content_type: Option<String>,
+    /// The URL's signature in canonical (lowercase hex) form: it names the URL, e.g. for
+    /// single-use PUTs (`claims.rs`).
+    pub signature: String,
+    /// The URL's expiry (unix seconds).
+    pub expires: i64,
 }
 
 /// The query parameters of a blob URL.
@@ -232,6 +237,8 @@ impl BlobSigner {
         Ok(Grant {
             length: q.length,
             content_type: q.content_type.clone(),
+            signature: hex::encode(&sig),
+            expires,
         })
     }
 }
@@ -281,6 +288,13 @@ mod tests {
         let g = s.verify("PUT", &key, &q, 999).unwrap();
         assert_eq!(g.length, Some(5));
         assert_eq!(g.content_type.as_deref(), Some("image/png"));
+        // The same URL with its signature in upper case is the same URL.
+        let mut upper = q.clone();
+        upper.signature = upper.signature.map(|s| s.to_uppercase());
+        assert_eq!(
+            s.verify("PUT", &key, &upper, 999).unwrap().signature,
+            g.signature
+        );
         assert_eq!(s.verify("PUT", &key, &q, 1001), Err(Denied::Expired));
         assert_eq!(s.verify("GET", &key, &q, 999), Err(Denied::WrongMethod));
         assert_eq!(

@@ -2,8 +2,10 @@
 //! (`file://`, the embedded default, with substrate-signed blob URLs served by `blobs.rs`),
 //! or S3/MinIO (`s3://`) and Google Cloud Storage (`gs://`) with presigned URLs from
 //! object_store's signer. Uploaded bytes go straight to the store, never through the log.
+//! The blob endpoint's PUT URLs are single-use (`claims.rs`).
 
 pub mod blobs;
+pub mod claims;
 pub mod local;
 pub mod remote;
 

@@ -1,18 +1,22 @@
-//! `GET /api/v1/notifications?after=<id>&limit=<n>`: the caller's history, **oldest first**,
-//! by the same id cursor the streams use (pass the last id you hold as `after`; `next_after` is
-//! the cursor for the next page and for a stream's `Last-Event-ID`). Only rows the caller may
-//! see are returned: their own, broadcasts, and direct messages to them.
+//! `GET /api/v1/notifications?after=<cursor>&limit=<n>`: the caller's history, **oldest first**,
+//! by the same cursor the streams use (`<epoch>:<id>`; pass the last cursor you hold as `after`;
+//! `next_after` is the cursor for the next page and for a stream's `Last-Event-ID`). Only rows
+//! the caller may see are returned — their own, broadcasts, and direct messages to them — each
+//! in the form the caller may see. A cursor of an epoch that is over gets 409 `cursor_reset`
+//! with the cursor to start again from.
 
 use axum::Json;
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::parse_cursor;
+use super::cursor::{self, Cursor};
 use crate::app::AppContext;
 use crate::gateway::auth::Principal;
 use crate::http::error::ApiError;
-use crate::projections::notifications::{self, NotificationRow};
+use crate::projections::notifications::epoch::{self, Page};
+use crate::projections::notifications::{NotificationRow, Viewer};
 
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
@@ -24,10 +28,12 @@ pub struct HistoryQuery {
 }
 
 #[derive(Debug, Serialize)]
-pub struct HistoryPage {
-    pub notifications: Vec<NotificationRow>,
-    /// The cursor to continue from (the last id returned, or `after` when none).
-    pub next_after: i64,
+pub struct HistoryPage<'a> {
+    pub notifications: Vec<std::borrow::Cow<'a, NotificationRow>>,
+    /// The cursor to continue from (the last row returned, or `after` when none).
+    pub next_after: String,
+    /// The read model's epoch these rows belong to.
+    pub epoch: i64,
     /// Whether more rows were visible beyond this page when it was read.
     pub has_more: bool,
 }
@@ -47,23 +53,38 @@ fn parse_limit(v: Option<&str>) -> Result<i64, ApiError> {
     }
 }
 
+/// 409 for a cursor whose epoch is over.
+fn reset(now: i64) -> ApiError {
+    let mut e = ApiError::new(StatusCode::CONFLICT, "cursor_reset");
+    if let Value::Object(body) = cursor::reset_body(Cursor::start(now)) {
+        for (k, v) in body {
+            e = e.with(&k, v);
+        }
+    }
+    e
+}
+
 pub async fn list(
     State(ctx): State<AppContext>,
     p: Principal,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let after = match q.after.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        Some(a) => parse_cursor("after", a)?,
-        None => 0,
-    };
+    let after = cursor::optional_param("after", q.after.as_deref())?;
     let limit = parse_limit(q.limit.as_deref())?;
+    let from = after.map_or(0, |c| c.id);
     // One extra row tells whether there is more.
-    let mut rows = notifications::visible_after(&ctx.store, &p.id, after, limit + 1).await?;
+    let Page { epoch, mut rows } = epoch::visible_page(&ctx.store, &p.id, from, limit + 1).await?;
+    // Rows of another epoch than the cursor's would silently shift the client.
+    if after.is_some_and(|c| !c.is_start() && c.epoch != epoch) {
+        return Err(reset(epoch));
+    }
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
+    let viewer = Viewer::new(p.id.as_str(), p.admin);
     let page = HistoryPage {
-        next_after: rows.last().map(|r| r.id).unwrap_or(after),
-        notifications: rows,
+        next_after: Cursor::new(epoch, rows.last().map_or(from, |r| r.id)).to_string(),
+        notifications: rows.iter().map(|r| r.view_for(&viewer)).collect(),
+        epoch,
         has_more,
     };
     Ok(Json(serde_json::to_value(page).unwrap_or(Value::Null)))

@@ -2,7 +2,8 @@
 //! keeps the newest rows (every user's) in memory; each stream reads its next rows by its own
 //! cursor — from that buffer, or from the store when it is further behind — and waits on the
 //! hub's head for more. Wake-ups come from commits in this process, PostgreSQL NOTIFY (other
-//! processes) and a fallback poll.
+//! processes) and a fallback poll. Every read is tied to the read model's epoch: a stream whose
+//! epoch is not the store's gets [`Read::Reset`], never rows of another epoch.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,35 +14,58 @@ use parking_lot::RwLock;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::projections::notifications::{self, NotificationRow};
+use crate::projections::notifications::epoch::{self, Page};
+use crate::projections::notifications::{self, NotificationRow, Viewer};
 use crate::store::{Store, StoreError};
 
 /// Rows the tail reader fetches per query.
 const TAIL_BATCH: i64 = 1000;
 
-/// One notification with its JSON form, shared by every stream that delivers it.
+/// One notification with its JSON forms, shared by every stream that delivers it: the whole
+/// row (for its sender and admins) and, when the row has sender-only fields, the row without
+/// them (for everyone else) — see `projections::notifications::view`.
 #[derive(Debug)]
 pub struct Entry {
     pub row: NotificationRow,
-    pub json: Arc<str>,
+    full: Arc<str>,
+    public: Option<Arc<str>>,
+}
+
+fn to_json(row: &NotificationRow) -> Arc<str> {
+    serde_json::to_string(row)
+        .unwrap_or_else(|_| "{}".into())
+        .into()
 }
 
 impl Entry {
     pub fn new(row: NotificationRow) -> Arc<Entry> {
-        let json: Arc<str> = serde_json::to_string(&row)
-            .unwrap_or_else(|_| "{}".into())
-            .into();
-        Arc::new(Entry { row, json })
+        let full = to_json(&row);
+        let public = row.without_sender_fields().as_ref().map(to_json);
+        Arc::new(Entry { row, full, public })
     }
 
     pub fn id(&self) -> i64 {
         self.row.id
     }
+
+    /// The JSON form `viewer` may see.
+    pub fn json_for(&self, viewer: &Viewer) -> Arc<str> {
+        match &self.public {
+            Some(p) if !self.row.shows_sender_fields_to(viewer) => p.clone(),
+            _ => self.full.clone(),
+        }
+    }
+
+    /// Bytes held by the JSON forms.
+    fn bytes(&self) -> usize {
+        self.full.len() + self.public.as_ref().map_or(0, |p| p.len())
+    }
 }
 
-/// Every committed row with `lo < id <= hi`, in id order (ids become visible in order, so
-/// the tail is always a contiguous prefix of what will ever exist).
+/// Every committed row of epoch `epoch` with `lo < id <= hi`, in id order (ids become visible
+/// in order, so the tail is always a contiguous prefix of what will ever exist in the epoch).
 struct Ring {
+    epoch: i64,
     lo: i64,
     hi: i64,
     rows: VecDeque<Arc<Entry>>,
@@ -50,9 +74,10 @@ struct Ring {
 }
 
 impl Ring {
-    fn reset(&mut self, at: i64) {
+    fn reset(&mut self, epoch: i64, at: i64) {
         self.rows.clear();
         self.bytes = 0;
+        self.epoch = epoch;
         self.lo = at;
         self.hi = at;
     }
@@ -65,6 +90,14 @@ pub struct Batch {
     pub rows: Vec<Arc<Entry>>,
     pub scanned: i64,
     pub more: bool,
+}
+
+/// What a stream's read gets.
+pub enum Read {
+    Rows(Batch),
+    /// The stream's epoch is over (the read model was reset): it must start again at the
+    /// beginning of this epoch.
+    Reset(i64),
 }
 
 pub struct Hub {
@@ -93,6 +126,7 @@ impl Hub {
         Self {
             store,
             ring: RwLock::new(Ring {
+                epoch: epoch::INITIAL,
                 lo: 0,
                 hi: 0,
                 rows: VecDeque::new(),
@@ -119,6 +153,11 @@ impl Hub {
         self.ring.read().hi
     }
 
+    /// The epoch the hub follows (it may lag the store's for a moment after a reset).
+    pub fn epoch(&self) -> i64 {
+        self.ring.read().epoch
+    }
+
     /// Starts the tail reader (and the PostgreSQL listener) on first use.
     pub async fn ensure_started(self: &Arc<Self>) -> Result<(), StoreError> {
         if self.started.load(Ordering::Acquire) {
@@ -128,8 +167,8 @@ impl Hub {
         if self.started.load(Ordering::Acquire) {
             return Ok(());
         }
-        let max = notifications::max_id(&self.store).await?;
-        self.ring.write().reset(max);
+        let (epoch, max) = epoch::head(&self.store).await?;
+        self.ring.write().reset(epoch, max);
         if let Some(pool) = self.store.pg_pool() {
             tokio::spawn(listen_pg(pool.clone(), self.clone()));
         }
@@ -138,85 +177,109 @@ impl Hub {
         Ok(())
     }
 
-    /// Up to `max` rows visible to `user` with id > `scanned`, oldest first.
-    pub async fn read(&self, user: &str, scanned: i64, max: usize) -> Result<Batch, StoreError> {
+    /// Up to `max` rows visible to `user` in `epoch` with id > `scanned`, oldest first; or
+    /// [`Read::Reset`] when `epoch` is not the read model's epoch any more.
+    pub async fn read(
+        &self,
+        user: &str,
+        epoch: i64,
+        scanned: i64,
+        max: usize,
+    ) -> Result<Read, StoreError> {
         let max = max.max(1);
-        let hi = {
+        let (ring_epoch, hi) = {
             let ring = self.ring.read();
-            if scanned >= ring.lo {
-                let start = ring.rows.partition_point(|e| e.id() <= scanned);
-                let mut rows = Vec::new();
-                for e in ring.rows.range(start..) {
-                    if e.row.visible_to(user) {
-                        rows.push(e.clone());
-                        if rows.len() == max {
-                            let last = e.id();
-                            return Ok(Batch {
-                                rows,
-                                scanned: last,
-                                more: true,
-                            });
-                        }
-                    }
-                }
-                return Ok(Batch {
-                    rows,
-                    scanned: scanned.max(ring.hi),
-                    more: false,
-                });
+            if ring.epoch == epoch && scanned >= ring.lo {
+                return Ok(Read::Rows(Self::from_ring(&ring, user, scanned, max)));
             }
-            ring.hi
+            (ring.epoch, ring.hi)
         };
-        // Behind the buffer: ask the store. Its snapshot is newer than `hi` was, so a short
-        // answer means every visible row up to `hi` has been seen.
-        let rows = notifications::visible_after(&self.store, user, scanned, max as i64).await?;
+        // Behind the buffer, or the buffer is in another epoch: ask the store, which answers
+        // with the epoch of its rows.
+        let Page { epoch: now, rows } =
+            epoch::visible_page(&self.store, user, scanned, max as i64).await?;
+        if now != epoch {
+            return Ok(Read::Reset(now));
+        }
         let more = rows.len() == max;
         let last = rows.last().map(|r| r.id).unwrap_or(scanned);
-        let scanned = if more {
+        // The store's snapshot is newer than `hi` was, so a short answer means every visible
+        // row up to `hi` has been seen — when `hi` is of the same epoch.
+        let scanned = if more || ring_epoch != epoch {
             last
         } else {
             last.max(hi).max(scanned)
         };
-        Ok(Batch {
+        Ok(Read::Rows(Batch {
             rows: rows.into_iter().map(Entry::new).collect(),
             scanned,
             more,
-        })
+        }))
+    }
+
+    fn from_ring(ring: &Ring, user: &str, scanned: i64, max: usize) -> Batch {
+        let start = ring.rows.partition_point(|e| e.id() <= scanned);
+        let mut rows = Vec::new();
+        for e in ring.rows.range(start..) {
+            if e.row.visible_to(user) {
+                rows.push(e.clone());
+                if rows.len() == max {
+                    let last = e.id();
+                    return Batch {
+                        rows,
+                        scanned: last,
+                        more: true,
+                    };
+                }
+            }
+        }
+        Batch {
+            rows,
+            scanned: scanned.max(ring.hi),
+            more: false,
+        }
     }
 
     /// Reads what is new into the ring; returns whether there may be more right away.
     async fn pull(&self) -> Result<bool, StoreError> {
-        let hi = self.ring.read().hi;
-        let rows = notifications::after(&self.store, hi, TAIL_BATCH).await?;
+        let (epoch, hi) = {
+            let r = self.ring.read();
+            (r.epoch, r.hi)
+        };
+        let Page { epoch: now, rows } = epoch::tail_page(&self.store, hi, TAIL_BATCH).await?;
+        if now != epoch {
+            // The read model was reset (ids restart): follow the new epoch from its end; streams
+            // learn of it on their next read, woken by the head moving.
+            let (now, max) = epoch::head(&self.store).await?;
+            self.ring.write().reset(now, max);
+            self.head.send_modify(|n| *n = n.wrapping_add(1));
+            tracing::info!(
+                from = epoch,
+                to = now,
+                head = max,
+                "notifications were reset; hub follows the new epoch"
+            );
+            return Ok(true);
+        }
         if rows.is_empty() {
-            // A rebuild empties the table and restarts ids: start over from its new end.
-            let max = notifications::max_id(&self.store).await?;
-            if max < hi {
-                self.ring.write().reset(max);
-                self.head.send_modify(|n| *n = n.wrapping_add(1));
-                tracing::info!(
-                    from = hi,
-                    to = max,
-                    "notifications were reset; hub restarted"
-                );
-            }
             return Ok(false);
         }
         let more = rows.len() as i64 == TAIL_BATCH;
         let entries: Vec<Arc<Entry>> = rows.into_iter().map(Entry::new).collect();
         {
+            // Only this task changes the ring after start-up, so it is still in `epoch`.
             let mut r = self.ring.write();
             for e in entries {
                 if e.id() > r.hi {
                     r.hi = e.id();
-                    r.bytes += e.json.len();
+                    r.bytes += e.bytes();
                     r.rows.push_back(e);
                 }
             }
             while r.rows.len() > self.capacity || r.bytes > self.capacity_bytes {
                 let Some(old) = r.rows.pop_front() else { break };
                 r.lo = old.id();
-                r.bytes -= old.json.len();
+                r.bytes -= old.bytes();
             }
         }
         self.head.send_modify(|n| *n = n.wrapping_add(1));
@@ -325,8 +388,15 @@ mod tests {
         b.rows.iter().map(|e| e.id()).collect()
     }
 
+    fn rows(r: Read) -> Batch {
+        match r {
+            Read::Rows(b) => b,
+            Read::Reset(e) => panic!("unexpected reset to epoch {e}"),
+        }
+    }
+
     #[tokio::test]
-    async fn reads_from_the_buffer_or_the_store_and_restarts_after_a_reset() {
+    async fn reads_from_the_buffer_or_the_store_and_follows_a_new_epoch() {
         let (s, _dir) = store().await;
         for i in 1..=4 {
             add(&s, i, "bob", "private").await;
@@ -339,7 +409,7 @@ mod tests {
             CancellationToken::new(),
         ));
         hub.ensure_started().await.unwrap();
-        assert_eq!(hub.head_id(), 4);
+        assert_eq!((hub.epoch(), hub.head_id()), (epoch::INITIAL, 4));
         let mut head = hub.subscribe();
         for i in 5..=9 {
             add(&s, i, if i % 2 == 0 { "alice" } else { "bob" }, "private").await;
@@ -349,14 +419,15 @@ mod tests {
         }
         // The buffer keeps the newest 3 rows (7, 8, 9): alice's 8 comes from it, and bob's
         // rows 7 and 9 are skipped, yet scanned past.
-        let b = hub.read("alice", 6, 10).await.unwrap();
+        let b = rows(hub.read("alice", 1, 6, 10).await.unwrap());
         assert_eq!((ids(&b), b.scanned, b.more), (vec![8], 9, false));
         // Behind the buffer: the store answers, and a short answer covers the buffer too.
-        let b = hub.read("alice", 0, 10).await.unwrap();
+        let b = rows(hub.read("alice", 1, 0, 10).await.unwrap());
         assert_eq!((ids(&b), b.scanned), (vec![6, 8], 9));
-        let b = hub.read("bob", 0, 2).await.unwrap();
+        let b = rows(hub.read("bob", 1, 0, 2).await.unwrap());
         assert_eq!((ids(&b), b.scanned, b.more), (vec![1, 2], 2, true));
-        // A rebuild empties the table and restarts ids: the hub starts over from its new end.
+        // A rebuild empties the table, restarts ids and moves the epoch on (as the
+        // projection's reset does): the hub follows the new epoch from its end.
         let mut tx = s.begin().await.unwrap();
         for stmt in [
             "DELETE FROM notifications",
@@ -366,19 +437,55 @@ mod tests {
                 sqlx::query(stmt).execute(&mut *c).await.unwrap();
             });
         }
+        assert_eq!(epoch::advance(&mut tx).await.unwrap(), 2);
         tx.commit().await.unwrap();
+        // Before the hub has seen the reset, a store read already tells the old epoch to reset.
+        assert!(matches!(
+            hub.read("alice", 1, 0, 10).await.unwrap(),
+            Read::Reset(2)
+        ));
         add(&s, 10, "alice", "broadcast").await;
-        while hub.head_id() != 1 {
+        while hub.epoch() != 2 || hub.head_id() != 1 {
             head.changed().await.unwrap();
+        }
+        // A stream of the old epoch gets the reset, never the new rows as if they continued it.
+        for scanned in [0, 9, 100] {
+            assert!(matches!(
+                hub.read("alice", 1, scanned, 10).await.unwrap(),
+                Read::Reset(2)
+            ));
         }
         add(&s, 11, "alice", "broadcast").await;
         while hub.head_id() != 2 {
             head.changed().await.unwrap();
         }
-        let b = hub.read("carol", 0, 10).await.unwrap();
+        let b = rows(hub.read("carol", 2, 0, 10).await.unwrap());
         assert_eq!(ids(&b), vec![1, 2], "broadcasts after the rebuild");
-        let b = hub.read("carol", 1, 10).await.unwrap();
+        let b = rows(hub.read("carol", 2, 1, 10).await.unwrap());
         assert_eq!((ids(&b), b.scanned), (vec![2], 2));
         hub.closing.cancel();
+    }
+
+    #[test]
+    fn entries_keep_the_senders_email_for_the_sender_and_admins() {
+        let e = Entry::new(NotificationRow {
+            id: 1,
+            event_id: "e1".into(),
+            user_id: "alice".into(),
+            event_type: "user.message".into(),
+            payload: serde_json::json!({ "email": "alice@example.com", "message": "hi" }),
+            visibility: "broadcast".into(),
+            recipient_id: None,
+            event_time: 0,
+        });
+        for (viewer, sees) in [
+            (Viewer::new("alice", false), true),
+            (Viewer::new("ops", true), true),
+            (Viewer::new("bob", false), false),
+        ] {
+            let v: serde_json::Value = serde_json::from_str(&e.json_for(&viewer)).unwrap();
+            assert_eq!(v["payload"].get("email").is_some(), sees, "{viewer:?}");
+            assert_eq!(v["payload"]["message"], "hi");
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! Realtime push of the `notifications` read model: the caller's history
 //! (`GET /api/v1/notifications`), one ordered, resumable stream per client over SSE
 //! (`/api/v1/notifications/stream`) or WebSocket (`/api/v1/notifications/ws`), and stream tokens
-//! for browsers. Every path reads by the notification id cursor and filters by the caller's
-//! visibility in the server. See `docs/realtime.md`.
+//! for browsers. Every path reads by the cursor (`<epoch>:<id>`, `cursor.rs`), filters by the
+//! caller's visibility in the server, and shows each row in the form the caller may see. See
+//! `docs/realtime.md`.
 
+pub mod cursor;
 pub mod history;
 pub mod hub;
 pub mod sse;
@@ -26,7 +28,9 @@ use crate::app::AppContext;
 use crate::config::RealtimeConfig;
 use crate::gateway::auth::{Principal, PrincipalKind};
 use crate::http::error::ApiError;
+use crate::projections::notifications::Viewer;
 use crate::store::{Store, StoreError};
+use cursor::Cursor;
 use hub::Hub;
 use stream::{Conn, Pump, Shared, Transport};
 use token::{StreamTokens, TokenError};
@@ -66,21 +70,27 @@ impl Realtime {
         self.closing.cancel();
     }
 
-    /// Opens a stream for `user` after cursor `after`.
+    /// Opens a stream for `viewer` after cursor `after` (`None`: from the beginning).
     pub async fn open(
         &self,
         ctx: &AppContext,
-        user: String,
-        after: i64,
+        viewer: Viewer,
+        after: Option<Cursor>,
         transport: Transport,
     ) -> Result<Conn, StoreError> {
         self.hub.ensure_started().await?;
+        // A client that has read nothing starts in the current epoch; any other cursor keeps
+        // its epoch, and the pump resets it if that epoch is over.
+        let after = match after {
+            Some(c) if !c.is_start() => c,
+            _ => Cursor::start(self.hub.epoch()),
+        };
         let (tx, rx) = mpsc::channel(self.cfg.client_buffer.max(1));
         let shared = Arc::new(Shared::default());
         let (heartbeat, slow_timeout, lifetime) = Pump::from_config(&self.cfg);
         let pump = Pump {
             hub: self.hub.clone(),
-            user,
+            viewer,
             cursor: after,
             tx,
             shared: shared.clone(),
@@ -144,32 +154,6 @@ pub async fn stream_principal(
     Ok(p)
 }
 
-/// A cursor parameter: a notification id, 0 for "from the beginning".
-pub fn parse_cursor(name: &str, value: &str) -> Result<i64, ApiError> {
-    match value.trim().parse::<i64>() {
-        Ok(n) if n >= 0 => Ok(n),
-        _ => Err(ApiError::bad_request("invalid_parameter")
-            .with("parameter", name.to_string())
-            .with("reason", "expected a notification id (an integer >= 0)")),
-    }
-}
-
-/// Where a stream starts: `Last-Event-ID` (a reconnecting EventSource) wins over `?after=`.
-pub fn stream_cursor(headers: &HeaderMap, after: Option<&str>) -> Result<i64, ApiError> {
-    if let Some(v) = headers.get("last-event-id") {
-        let s = v.to_str().map_err(|_| {
-            ApiError::bad_request("invalid_parameter").with("parameter", "Last-Event-ID")
-        })?;
-        if !s.trim().is_empty() {
-            return parse_cursor("Last-Event-ID", s);
-        }
-    }
-    match after {
-        Some(a) if !a.trim().is_empty() => parse_cursor("after", a),
-        _ => Ok(0),
-    }
-}
-
 /// `POST /api/v1/notifications/stream-token`: a short-lived token for
 /// `?access_token=` on the stream endpoints.
 async fn issue_token(
@@ -183,7 +167,7 @@ async fn issue_token(
             "token": token,
             "expires_at": crate::events::rfc3339_micros(exp * 1_000_000),
             "expires_in": ctx.realtime.tokens.ttl_secs(),
-            "usage": "GET /api/v1/notifications/stream?access_token=<token>[&after=<id>] (or /ws)",
+            "usage": "GET /api/v1/notifications/stream?access_token=<token>[&after=<cursor>] (or /ws)",
         })),
     ))
 }
@@ -194,24 +178,4 @@ pub fn router() -> Router<AppContext> {
         .route("/api/v1/notifications/stream", get(sse::stream))
         .route("/api/v1/notifications/ws", get(ws::upgrade))
         .route("/api/v1/notifications/stream-token", post(issue_token))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_prefers_last_event_id() {
-        let mut h = HeaderMap::new();
-        assert_eq!(stream_cursor(&h, None).unwrap(), 0);
-        assert_eq!(stream_cursor(&h, Some("7")).unwrap(), 7);
-        h.insert("last-event-id", "42".parse().unwrap());
-        assert_eq!(stream_cursor(&h, Some("7")).unwrap(), 42);
-        h.insert("last-event-id", "x".parse().unwrap());
-        assert_eq!(
-            stream_cursor(&h, None).unwrap_err().code(),
-            "invalid_parameter"
-        );
-        assert!(parse_cursor("after", "-1").is_err());
-    }
 }

@@ -1,7 +1,9 @@
 //! `GET /api/v1/notifications/stream`: the caller's notifications as Server-Sent Events.
 //! It opens with `retry:` (the reconnect delay), then sends every visible notification after
-//! the cursor (`Last-Event-ID`, else `?after=`, else 0) as `event: notification` with
-//! `id: <notification id>`, history and live alike, and a `: heartbeat` comment when idle.
+//! the cursor (`Last-Event-ID`, else `?after=`, else the beginning) as `event: notification`
+//! with `id: <epoch>:<notification id>`, history and live alike, and a `: heartbeat` comment
+//! when idle. When the read model is rebuilt it sends `event: reset` (`id:` and `data.after`:
+//! the start of the new epoch) and goes on with the new epoch's rows.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use serde::Deserialize;
 use super::stream::{Conn, Frame, Transport};
 use crate::app::AppContext;
 use crate::http::error::ApiError;
+use crate::projections::notifications::Viewer;
 
 #[derive(Debug, Deserialize)]
 pub struct StreamQuery {
@@ -26,10 +29,15 @@ pub struct StreamQuery {
 
 fn event(frame: Frame) -> Event {
     match frame {
-        Frame::Notification(e) => Event::default()
-            .id(e.id().to_string())
+        Frame::Notification { cursor, json } => Event::default()
+            .id(cursor.to_string())
             .event("notification")
-            .data(&*e.json),
+            .data(&*json),
+        // The `id` makes a reconnecting EventSource resume in the new epoch.
+        Frame::Reset { cursor } => Event::default()
+            .id(cursor.to_string())
+            .event("reset")
+            .data(super::cursor::reset_body(cursor).to_string()),
         Frame::Heartbeat => Event::default().comment("heartbeat"),
     }
 }
@@ -40,8 +48,12 @@ pub async fn stream(
     Query(q): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
     let p = super::stream_principal(&ctx, &headers, q.access_token.as_deref()).await?;
-    let after = super::stream_cursor(&headers, q.after.as_deref())?;
-    let conn = ctx.realtime.open(&ctx, p.id, after, Transport::Sse).await?;
+    let after = super::cursor::stream_cursor(&headers, q.after.as_deref())?;
+    let viewer = Viewer::new(p.id, p.admin);
+    let conn = ctx
+        .realtime
+        .open(&ctx, viewer, after, Transport::Sse)
+        .await?;
     let retry = Event::default().retry(Duration::from_millis(ctx.realtime.retry_ms()));
     let frames = futures::stream::unfold(conn, |mut c: Conn| async move {
         c.next().await.map(|f| (event(f), c))

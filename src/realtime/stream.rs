@@ -2,7 +2,9 @@
 //! visible rows by cursor from the hub and puts them, in order, into a bounded buffer that the
 //! transport (SSE or WebSocket) drains. History and live rows come through the same cursor
 //! loop, so there is no seam to race on. A client whose buffer stays full for
-//! `realtime.slow_client_timeout_ms` is dropped; it resumes from its cursor.
+//! `realtime.slow_client_timeout_ms` is dropped; it resumes from its cursor. When the read
+//! model's epoch moves on (a rebuild or restore), the pump sends a reset and starts again at the
+//! beginning of the new epoch; each row goes out in the form the client may see.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -11,8 +13,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{Entry, Hub};
+use super::cursor::Cursor;
+use super::hub::{Hub, Read};
 use crate::config::RealtimeConfig;
+use crate::projections::notifications::Viewer;
 use crate::telemetry::Metrics;
 
 /// Rows read from the hub per step.
@@ -60,7 +64,16 @@ impl DropReason {
 /// What the pump hands the transport.
 #[derive(Debug, Clone)]
 pub enum Frame {
-    Notification(Arc<Entry>),
+    /// A notification: its cursor, and its JSON as this client may see it.
+    Notification {
+        cursor: Cursor,
+        json: Arc<str>,
+    },
+    /// The read model was reset: what the client holds is void, and the stream goes on from
+    /// this cursor (the start of the new epoch).
+    Reset {
+        cursor: Cursor,
+    },
     Heartbeat,
 }
 
@@ -77,7 +90,7 @@ pub struct Conn {
     pub rx: mpsc::Receiver<Frame>,
     pub shared: Arc<Shared>,
     /// The cursor the stream started after.
-    pub after: i64,
+    pub after: Cursor,
 }
 
 impl Conn {
@@ -98,8 +111,8 @@ impl Conn {
 
 pub(crate) struct Pump {
     pub hub: Arc<Hub>,
-    pub user: String,
-    pub cursor: i64,
+    pub viewer: Viewer,
+    pub cursor: Cursor,
     pub tx: mpsc::Sender<Frame>,
     pub shared: Arc<Shared>,
     pub transport: Transport,
@@ -157,12 +170,24 @@ impl Pump {
         }
     }
 
+    /// Sends `frame`; `Err` ends the pump with that outcome (see [`Pump::pump`]).
+    async fn put(&self, frame: Frame) -> Result<(), Option<DropReason>> {
+        match self.send(frame).await {
+            Sent::Ok => Ok(()),
+            Sent::Gone => Err(None),
+            Sent::Dropped(r) => Err(Some(r)),
+        }
+    }
+
     /// The loop; `None` when the client left, else why the server dropped it.
     async fn pump(&self) -> Option<DropReason> {
         let mut head = self.hub.subscribe();
         let deadline = Instant::now() + self.lifetime;
         let mut next_beat = Instant::now() + self.heartbeat;
-        let mut scanned = self.cursor;
+        let Cursor {
+            mut epoch,
+            id: mut scanned,
+        } = self.cursor;
         let delivered = self
             .metrics
             .realtime_delivered
@@ -179,8 +204,21 @@ impl Pump {
             }
             // Mark the head seen *before* reading, so a row committed after the read wakes us.
             head.borrow_and_update();
-            let batch = match self.hub.read(&self.user, scanned, READ_BATCH).await {
-                Ok(b) => b,
+            let read = self
+                .hub
+                .read(&self.viewer.user, epoch, scanned, READ_BATCH)
+                .await;
+            let batch = match read {
+                Ok(Read::Rows(b)) => b,
+                Ok(Read::Reset(now)) => {
+                    // Never shift the client silently: tell it, then start the new epoch.
+                    (epoch, scanned) = (now, 0);
+                    let cursor = Cursor::start(now);
+                    if let Err(end) = self.put(Frame::Reset { cursor }).await {
+                        return end;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "stream cannot read notifications; dropping it");
                     return Some(DropReason::Error);
@@ -189,11 +227,14 @@ impl Pump {
             scanned = batch.scanned;
             if !batch.rows.is_empty() {
                 for e in batch.rows {
-                    match self.send(Frame::Notification(e)).await {
-                        Sent::Ok => delivered.inc(),
-                        Sent::Gone => return None,
-                        Sent::Dropped(r) => return Some(r),
+                    let frame = Frame::Notification {
+                        cursor: Cursor::new(epoch, e.id()),
+                        json: e.json_for(&self.viewer),
+                    };
+                    if let Err(end) = self.put(frame).await {
+                        return end;
                     }
+                    delivered.inc();
                 }
                 next_beat = Instant::now() + self.heartbeat;
                 continue;
@@ -208,10 +249,8 @@ impl Pump {
                     }
                 }
                 _ = tokio::time::sleep_until(next_beat) => {
-                    match self.send(Frame::Heartbeat).await {
-                        Sent::Ok => {}
-                        Sent::Gone => return None,
-                        Sent::Dropped(r) => return Some(r),
+                    if let Err(end) = self.put(Frame::Heartbeat).await {
+                        return end;
                     }
                     next_beat = Instant::now() + self.heartbeat;
                 }

@@ -1,9 +1,10 @@
 //! `GET /api/v1/notifications/ws`: the same stream over WebSocket, for clients that prefer
-//! it. Text frames, JSON: `hello` (with the starting cursor), then `notification` (with `id`
-//! and `data`) and `heartbeat`. A client may send `{"type":"ping"}` (answered with `pong`).
-//! When the server ends the stream it sends a close frame whose code says why (4001 slow
-//! client, 4002 lifetime, 1001 shutdown, 1011 error); the client reconnects with
-//! `?after=<last id>`.
+//! it. Text frames, JSON: `hello` (with the starting cursor), then `notification` (with `id`,
+//! `cursor` and `data`), `reset` (the read model was rebuilt: `epoch` and `after`, the cursor
+//! the stream goes on from) and `heartbeat`. A client may send `{"type":"ping"}` (answered with
+//! `pong`). When the server ends the stream it sends a close frame whose code says why (4001
+//! slow client, 4002 lifetime, 1001 shutdown, 1011 error); the client reconnects with
+//! `?after=<last cursor>`.
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use super::sse::StreamQuery;
 use super::stream::{Conn, DropReason, Frame, Transport};
 use crate::app::AppContext;
 use crate::http::error::ApiError;
+use crate::projections::notifications::Viewer;
 
 /// The close code and reason for a stream the server ended.
 pub fn close_code(r: DropReason) -> (u16, &'static str) {
@@ -31,11 +33,15 @@ pub fn close_code(r: DropReason) -> (u16, &'static str) {
 
 fn text(frame: Frame) -> Message {
     let s = match frame {
-        Frame::Notification(e) => format!(
-            r#"{{"type":"notification","id":{},"data":{}}}"#,
-            e.id(),
-            e.json
+        Frame::Notification { cursor, json } => format!(
+            r#"{{"type":"notification","id":{},"cursor":"{cursor}","data":{json}}}"#,
+            cursor.id,
         ),
+        Frame::Reset { cursor } => {
+            let mut body = super::cursor::reset_body(cursor);
+            body["type"] = json!("reset");
+            body.to_string()
+        }
         Frame::Heartbeat => r#"{"type":"heartbeat"}"#.to_string(),
     };
     Message::Text(s.into())
@@ -48,13 +54,14 @@ pub async fn upgrade(
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let p = super::stream_principal(&ctx, &headers, q.access_token.as_deref()).await?;
-    let after = super::stream_cursor(&headers, q.after.as_deref())?;
+    let after = super::cursor::stream_cursor(&headers, q.after.as_deref())?;
     let upgrade = upgrade.map_err(|e| {
         ApiError::bad_request("not_a_websocket_request").with("reason", e.body_text())
     })?;
+    let viewer = Viewer::new(p.id, p.admin);
     let conn = ctx
         .realtime
-        .open(&ctx, p.id, after, Transport::WebSocket)
+        .open(&ctx, viewer, after, Transport::WebSocket)
         .await?;
     let heartbeat = ctx.realtime.heartbeat_secs();
     Ok(upgrade.on_upgrade(move |socket| run(socket, conn, heartbeat)))
@@ -62,7 +69,12 @@ pub async fn upgrade(
 
 async fn run(socket: WebSocket, mut conn: Conn, heartbeat_secs: u64) {
     let (mut sink, mut incoming) = socket.split();
-    let hello = json!({ "type": "hello", "after": conn.after, "heartbeat_secs": heartbeat_secs });
+    let hello = json!({
+        "type": "hello",
+        "after": conn.after.to_string(),
+        "epoch": conn.after.epoch,
+        "heartbeat_secs": heartbeat_secs,
+    });
     if sink
         .send(Message::Text(hello.to_string().into()))
         .await

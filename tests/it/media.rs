@@ -21,6 +21,8 @@ pub fn fast(c: &mut Config) {
     c.media.move_backoff_ms = 50;
     c.media.head_check_secs = 0;
     c.media.timer_lease_secs = 2;
+    // Ended uploads are swept as soon as their URL expires.
+    c.media.upload_sweep_grace_secs = 0;
     c.media.storage_webhook_secret = Some(Secret::new(STORAGE_SECRET));
     c.consumers.backoff_initial_ms = 20;
     c.consumers.backoff_max_ms = 200;
@@ -415,6 +417,8 @@ async fn ttl_expiry_refunds_once_and_removes_the_object(b: Backend) {
     let app = MediaApp::start(b, |c| {
         c.media.starting_credits = 3;
         c.media.upload_ttl_secs = 1;
+        // The URL expires with the saga, so its sweep (a timer) is due at once too.
+        c.media.url_ttl_secs = 1;
     })
     .await;
     let rid = app.intent("dave", "clip.mp4", "video/mp4", 4096).await;

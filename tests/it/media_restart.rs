@@ -46,6 +46,14 @@ impl SagasProcess {
                 "SUBSTRATE_MEDIA__UPLOAD_TTL_SECS".into(),
                 c.media.upload_ttl_secs.to_string(),
             ),
+            (
+                "SUBSTRATE_MEDIA__URL_TTL_SECS".into(),
+                c.media.url_ttl_secs.to_string(),
+            ),
+            (
+                "SUBSTRATE_MEDIA__UPLOAD_SWEEP_GRACE_SECS".into(),
+                c.media.upload_sweep_grace_secs.to_string(),
+            ),
             ("SUBSTRATE_MEDIA__TIMER_POLL_MS".into(), "50".into()),
             ("SUBSTRATE_MEDIA__TIMER_LEASE_SECS".into(), "1".into()),
             ("SUBSTRATE_MEDIA__MOVE_BACKOFF_MS".into(), "50".into()),
@@ -105,6 +113,8 @@ async fn ttl_refunds_exactly_once_across_kills_and_restarts(b: Backend) {
     let app = start_without_sagas(b, |c| {
         c.media.starting_credits = 2;
         c.media.upload_ttl_secs = 4;
+        // The URL expires with the saga, so its sweep is due when the saga expires.
+        c.media.url_ttl_secs = 4;
     })
     .await;
     let mut sagas = SagasProcess::new(&app);
@@ -287,6 +297,7 @@ async fn two_sagas_instances_share_the_timers_and_fire_each_once(b: Backend) {
     let app = MediaApp::start(b, |c| {
         c.media.starting_credits = 20;
         c.media.upload_ttl_secs = 1;
+        c.media.url_ttl_secs = 1;
     })
     .await;
     let mut other = SagasProcess::new(&app);

@@ -133,13 +133,20 @@ impl Sse {
         loop {
             let ev = self.next().await?;
             if ev.event.as_deref() == Some("notification") {
-                let id: i64 = ev.id.as_deref().and_then(|s| s.parse().ok()).expect("id");
+                let id = cursor_id(ev.id.as_deref().expect("id"));
                 let row: Value = serde_json::from_str(&ev.data).expect("json data");
-                assert_eq!(row["id"], id, "the SSE id is the notification id");
+                assert_eq!(row["id"], id, "the SSE id is the notification's cursor");
                 return Some((id, row));
             }
         }
     }
+}
+
+/// The notification id in a cursor (`<epoch>:<id>`).
+pub fn cursor_id(cursor: &str) -> i64 {
+    let (epoch, id) = cursor.split_once(':').expect("<epoch>:<id>");
+    assert!(epoch.parse::<i64>().unwrap() >= 1, "{cursor}");
+    id.parse().expect("id")
 }
 
 type WsStream =
@@ -198,6 +205,7 @@ impl Ws {
             if m["type"] == "notification" {
                 let id = m["id"].as_i64().expect("id");
                 assert_eq!(m["data"]["id"], id);
+                assert_eq!(cursor_id(m["cursor"].as_str().expect("cursor")), id);
                 return Some((id, m["data"].clone()));
             }
         }
@@ -326,7 +334,7 @@ async fn visibility_on_every_path(b: Backend) {
 
     // History, oldest first, paged by the cursor.
     let mut seen = Vec::new();
-    let mut after = 0;
+    let mut after = "0".to_string();
     let mut pages = 0;
     loop {
         let (s, page) = app
@@ -340,7 +348,7 @@ async fn visibility_on_every_path(b: Backend) {
         for n in page["notifications"].as_array().unwrap() {
             seen.push(label(n));
         }
-        after = page["next_after"].as_i64().unwrap();
+        after = page["next_after"].as_str().unwrap().to_string();
         if !page["has_more"].as_bool().unwrap() {
             break;
         }
@@ -434,7 +442,7 @@ async fn history_parameters_are_validated(b: Backend) {
     assert_eq!(s, 200);
     assert_eq!(
         page,
-        json!({ "notifications": [], "next_after": 0, "has_more": false })
+        json!({ "notifications": [], "next_after": "1:0", "epoch": 1, "has_more": false })
     );
     app.stop().await;
 }
@@ -540,8 +548,9 @@ async fn race(b: Backend, transport: Transport, hub_buffer: usize) {
         "alice sees a, ba, b and her logins"
     );
     let rows = visible(&app, "alice").await;
+    let viewer = notifications::Viewer::new("alice", false);
     for ((_, row), want) in got.iter().zip(&rows) {
-        assert_eq!(row, &serde_json::to_value(want).unwrap());
+        assert_eq!(row, &serde_json::to_value(want.view_for(&viewer)).unwrap());
     }
     assert!(reconnects >= 30, "only {reconnects} reconnects");
     eprintln!("{reconnects} reconnects, {while_producing} while producers were posting");
@@ -904,5 +913,357 @@ async fn cross_process_delivery_postgres() {
     };
     assert_eq!(page["notifications"].as_array().unwrap().len(), 2);
     drop((consumers, b, c));
+    store.drop_db().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Epochs: rebuilds and restores reset streams and cursors
+// ---------------------------------------------------------------------------------------
+
+/// The next SSE event that is not a comment (heartbeat) or the `retry:` frame, within 30 s.
+async fn sse_event(s: &mut Sse) -> SseEvent {
+    let next = async {
+        loop {
+            let ev = s.next().await.expect("the stream is open");
+            if ev.event.is_some() {
+                return ev;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), next)
+        .await
+        .expect("an SSE event in time")
+}
+
+/// The next WebSocket message that is not a heartbeat, within 30 s.
+async fn ws_message(w: &mut Ws) -> Value {
+    let next = async {
+        loop {
+            let m = w.next_json().await.expect("the socket is open");
+            if m["type"] != "heartbeat" {
+                return m;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), next)
+        .await
+        .expect("a WebSocket message in time")
+}
+
+/// Asserts `ev` is the SSE reset to the start of `epoch`.
+fn assert_sse_reset(ev: &SseEvent, epoch: i64) {
+    let start = format!("{epoch}:0");
+    assert_eq!(ev.event.as_deref(), Some("reset"), "{ev:?}");
+    assert_eq!(ev.id.as_deref(), Some(start.as_str()), "{ev:?}");
+    let data: Value = serde_json::from_str(&ev.data).unwrap();
+    assert_eq!(
+        (&data["epoch"], &data["after"]),
+        (&json!(epoch), &json!(start))
+    );
+}
+
+/// `n` notifications from an SSE stream as (cursor, message), every one of `epoch`.
+async fn sse_messages(s: &mut Sse, epoch: i64, n: usize) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let ev = sse_event(s).await;
+        assert_eq!(ev.event.as_deref(), Some("notification"), "{ev:?}");
+        let cursor = ev.id.clone().unwrap();
+        assert!(cursor.starts_with(&format!("{epoch}:")), "{cursor}");
+        let row: Value = serde_json::from_str(&ev.data).unwrap();
+        assert_eq!(row["id"], cursor_id(&cursor));
+        out.push((cursor, label(&row)));
+    }
+    out
+}
+
+/// `n` notifications from a WebSocket as (cursor, message), every one of `epoch`.
+async fn ws_messages(w: &mut Ws, epoch: i64, n: usize) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = ws_message(w).await;
+        assert_eq!(m["type"], "notification", "{m}");
+        let cursor = m["cursor"].as_str().unwrap().to_string();
+        assert!(cursor.starts_with(&format!("{epoch}:")), "{cursor}");
+        assert_eq!(m["id"], cursor_id(&cursor));
+        out.push((cursor, label(&m["data"])));
+    }
+    out
+}
+
+/// The messages of `got`, sorted (Kafka may re-project keys in another interleaving), after
+/// checking that no cursor came twice.
+fn once_each(got: &[(String, String)]) -> Vec<String> {
+    let mut cursors: Vec<&String> = got.iter().map(|(c, _)| c).collect();
+    cursors.sort();
+    cursors.dedup();
+    assert_eq!(cursors.len(), got.len(), "a cursor came twice: {got:?}");
+    let mut m: Vec<String> = got.iter().map(|(_, m)| m.clone()).collect();
+    m.sort();
+    m
+}
+
+/// Restores the notifications read model from a snapshot taken now; waits until applied.
+async fn snapshot_and_restore_notifications(app: &TestApp) {
+    let admin = app.admin_token();
+    let (s, snap) = app
+        .post_json(
+            "/api/v1/admin/snapshots",
+            &admin,
+            &json!({ "group": "notifications" }),
+        )
+        .await;
+    assert_eq!(s, 201, "{snap}");
+    let (s, r) = app
+        .post_json(
+            &format!("/api/v1/admin/snapshots/{}/restore", snap["id"]),
+            &admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, 202, "{r}");
+    let path = format!("/api/v1/admin/snapshots/restores/{}", r["request_id"]);
+    eventually(30, || async {
+        let (_, st) = app.get_json(&path, Some(&admin)).await;
+        (st["applied"] == true).then_some(())
+    })
+    .await;
+}
+
+both!(a_rebuild_resets_connected_streams_and_old_cursors);
+/// Rebuilding the notifications read model restarts its ids. Streams connected across the
+/// rebuild are told to reset (SSE `event: reset`, WebSocket `reset`), then get every row of the
+/// rebuilt table exactly once and the live rows after it; a client that comes back with a
+/// cursor of the old epoch — epoch-carrying or a plain id — is told to reset too, on every
+/// path. A snapshot restore is a reset like a rebuild.
+async fn a_rebuild_resets_connected_streams_and_old_cursors(b: Backend) {
+    let app = TestApp::start(b).await;
+    let (alice, bob) = (app.token("alice"), app.token("bob"));
+    for i in 0..3 {
+        post(&app, &bob, &message(&format!("m{i}"))).await;
+    }
+    wait_notifications(&app, 3).await;
+    let auth = Auth::Bearer(alice.clone());
+    let mut sse = Sse::open(&app.base, &auth, From::Start).await.unwrap();
+    let mut ws = Ws::open(&app.base, &auth, From::Start).await.unwrap();
+    let before = sse_messages(&mut sse, 1, 3).await;
+    assert_eq!(
+        once_each(&ws_messages(&mut ws, 1, 3).await),
+        ["m0", "m1", "m2"]
+    );
+    let old_cursor = before[2].0.clone();
+    let (s, page) = app
+        .get_json("/api/v1/notifications?after=0", Some(&alice))
+        .await;
+    assert_eq!(
+        (s, &page["next_after"], &page["epoch"]),
+        (200, &json!(old_cursor), &json!(1))
+    );
+
+    crate::stats::rebuild(&app, "notifications", "public.user.message.events").await;
+    // Connected streams: the reset first, then every row of epoch 2 once, then live rows.
+    assert_sse_reset(&sse_event(&mut sse).await, 2);
+    let m = ws_message(&mut ws).await;
+    assert_eq!(
+        (&m["type"], &m["epoch"], &m["after"]),
+        (&json!("reset"), &json!(2), &json!("2:0")),
+        "{m}"
+    );
+    assert_eq!(
+        once_each(&sse_messages(&mut sse, 2, 3).await),
+        ["m0", "m1", "m2"]
+    );
+    assert_eq!(
+        once_each(&ws_messages(&mut ws, 2, 3).await),
+        ["m0", "m1", "m2"]
+    );
+    post(&app, &bob, &message("live")).await;
+    assert_eq!(sse_messages(&mut sse, 2, 1).await[0].1, "live");
+    assert_eq!(ws_messages(&mut ws, 2, 1).await[0].1, "live");
+    wait_notifications(&app, 4).await;
+
+    // Coming back with a cursor of the old epoch: a reset before anything else, on SSE (the
+    // cursor as handed out, or a plain id from before epochs) and WebSocket…
+    for from in [old_cursor.clone(), cursor_id(&old_cursor).to_string()] {
+        let r = app
+            .http
+            .get(app.url("/api/v1/notifications/stream"))
+            .bearer_auth(&alice)
+            .header("last-event-id", &from)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let mut s = Sse {
+            body: r.bytes_stream().boxed(),
+            buf: String::new(),
+            scanned: 0,
+        };
+        assert_sse_reset(&sse_event(&mut s).await, 2);
+        assert_eq!(
+            once_each(&sse_messages(&mut s, 2, 4).await),
+            ["live", "m0", "m1", "m2"],
+            "{from}"
+        );
+    }
+    let url = format!(
+        "{}/api/v1/notifications/ws?after={old_cursor}",
+        app.base.replacen("http://", "ws://", 1)
+    );
+    let mut req = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {alice}").parse().unwrap());
+    let (sock, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut w = Ws { ws: sock };
+    let hello = ws_message(&mut w).await;
+    assert_eq!(
+        (&hello["type"], &hello["after"]),
+        (&json!("hello"), &json!(old_cursor))
+    );
+    assert_eq!(ws_message(&mut w).await["type"], "reset");
+    assert_eq!(
+        once_each(&ws_messages(&mut w, 2, 4).await),
+        ["live", "m0", "m1", "m2"]
+    );
+    // …and the history answers 409 with the cursor to start again from.
+    for after in [old_cursor.clone(), cursor_id(&old_cursor).to_string()] {
+        let (s, body) = app
+            .get_json(
+                &format!("/api/v1/notifications?after={after}"),
+                Some(&alice),
+            )
+            .await;
+        assert_eq!(
+            (s, &body["error"], &body["epoch"], &body["after"]),
+            (409, &json!("cursor_reset"), &json!(2), &json!("2:0")),
+            "{body}"
+        );
+    }
+    let (s, page) = app
+        .get_json("/api/v1/notifications?after=2:0", Some(&alice))
+        .await;
+    assert_eq!(
+        (s, page["notifications"].as_array().unwrap().len()),
+        (200, 4)
+    );
+
+    // A snapshot restore resets too (epoch 3), and the stream carries on once more.
+    snapshot_and_restore_notifications(&app).await;
+    assert_sse_reset(&sse_event(&mut sse).await, 3);
+    assert_eq!(
+        once_each(&sse_messages(&mut sse, 3, 4).await),
+        ["live", "m0", "m1", "m2"]
+    );
+    assert_eq!(ws_message(&mut ws).await["epoch"], 3);
+    assert_eq!(ws_messages(&mut ws, 3, 4).await.len(), 4);
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Privacy: the sender's email
+// ---------------------------------------------------------------------------------------
+
+both!(the_senders_email_is_shown_to_the_sender_and_admins_only);
+/// The gateway copies the sender's email from the JWT into the message. A broadcast from alice
+/// reaches bob without it — on the history, SSE and WebSocket, from the hub's buffer (rows that
+/// arrive while the streams are open) and from the store (the history) — while alice and an
+/// admin see it. A direct message's email is not shown to its recipient either.
+async fn the_senders_email_is_shown_to_the_sender_and_admins_only(b: Backend) {
+    let app = TestApp::start(b).await;
+    let alice = token_with("alice", &[], Some("alice@example.com"));
+    let bob = token_with("bob", &[], Some("bob@example.com"));
+    let admin = app.admin_token();
+    // Streams open first, so the rows come to them through the hub's buffer.
+    let mut streams = Vec::new();
+    for (who, token) in [("alice", &alice), ("bob", &bob), ("admin", &admin)] {
+        let auth = Auth::Bearer(token.clone());
+        for t in [Transport::Sse, Transport::Ws] {
+            streams.push((who, t, Stream::open(t, &app.base, &auth, From::Start).await));
+        }
+    }
+    post(&app, &alice, &message("hello all")).await;
+    post(&app, &alice, &direct("psst bob", "bob")).await;
+    wait_notifications(&app, 2).await;
+    // What each one may see: (message, whether alice's email is shown).
+    let want = |who: &str| -> Vec<(String, bool)> {
+        match who {
+            "alice" => vec![("hello all".into(), true), ("psst bob".into(), true)],
+            "bob" => vec![("hello all".into(), false), ("psst bob".into(), false)],
+            _ => vec![("hello all".into(), true)],
+        }
+    };
+    let seen = |row: &Value| -> (String, bool) {
+        let email = &row["payload"]["email"];
+        assert!(email.is_null() || email == "alice@example.com", "{row}");
+        (label(row), !email.is_null())
+    };
+    for (who, t, s) in &mut streams {
+        let mut got = Vec::new();
+        for _ in 0..want(who).len() {
+            let (_, row) = tokio::time::timeout(Duration::from_secs(30), s.notification())
+                .await
+                .expect("in time")
+                .unwrap();
+            got.push(seen(&row));
+        }
+        got.sort();
+        assert_eq!(got, want(who), "{who} over {t:?}");
+    }
+    for (who, token) in [("alice", &alice), ("bob", &bob), ("admin", &admin)] {
+        let (s, page) = app.get_json("/api/v1/notifications", Some(token)).await;
+        assert_eq!(s, 200);
+        let mut got: Vec<(String, bool)> = page["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(seen)
+            .collect();
+        got.sort();
+        assert_eq!(got, want(who), "{who}'s history");
+    }
+    app.stop().await;
+}
+
+/// A rebuild applied by another process (the `consumers` one) reaches a stream on a gateway
+/// process at once: the reset's TRUNCATE and epoch update NOTIFY every process (polling is
+/// off), and the stream gets the reset, then the rebuilt rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_process_reset_postgres() {
+    let store = TestStore::new(Backend::Postgres).await;
+    let s = substrate::store::Store::connect(&test_config(&store).store)
+        .await
+        .unwrap();
+    s.migrate().await.unwrap();
+    s.close().await;
+    let consumers = serve(&store, "relay,consumers").await;
+    let gateway = serve(&store, "gateway").await;
+    let alice = token_with("alice", &[], None);
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/api/v1/events/message", gateway.base))
+        .bearer_auth(&alice)
+        .json(&message("before"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let mut sse = Sse::open(&gateway.base, &Auth::Bearer(alice.clone()), From::Start)
+        .await
+        .unwrap();
+    assert_eq!(sse_messages(&mut sse, 1, 1).await[0].1, "before");
+    let r = http
+        .post(format!("{}/api/v1/admin/replay", gateway.base))
+        .bearer_auth(token_with("operator", &["admin"], None))
+        .json(
+            &json!({ "topic": "public.user.message.events", "group": "notifications",
+                       "from_beginning": true, "rebuild": true }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_sse_reset(&sse_event(&mut sse).await, 2);
+    assert_eq!(sse_messages(&mut sse, 2, 1).await[0].1, "before");
+    drop((consumers, gateway));
     store.drop_db().await;
 }

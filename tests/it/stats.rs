@@ -62,7 +62,7 @@ pub async fn caught_up(app: &TestApp) {
 }
 
 /// Posts a replay request through the admin API and waits until it is applied.
-async fn rebuild(app: &TestApp, group: &str, topic: &str) {
+pub async fn rebuild(app: &TestApp, group: &str, topic: &str) {
     let (s, r) = app
         .post_json(
             "/api/v1/admin/replay",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::uploads;
+use super::uploads::{self, state};
 use crate::app::AppContext;
 use crate::events::{self, EventMeta};
 use crate::media::payloads::UploadReceived;
@@ -75,6 +75,20 @@ async fn received_event(
     )
     .map_err(|e| MediaError::Event(e.to_string()))?;
     Ok(Some(ev))
+}
+
+/// The state of the upload saga whose key is `key`, when that saga no longer waits for an
+/// upload (`None`: no saga has this key, or it is still waiting). The blob endpoint refuses
+/// uploads to such keys.
+pub async fn upload_closed(ctx: &AppContext, key: &str) -> Result<Option<String>, MediaError> {
+    if !key.starts_with("uploads/") {
+        return Ok(None);
+    }
+    let Some(u) = uploads::by_upload_path(&ctx.store, key).await? else {
+        return Ok(None);
+    };
+    let waiting = matches!(u.state.as_str(), state::APPROVED | state::SIGNED);
+    Ok((!waiting).then_some(u.state))
 }
 
 /// Reports objects that were created; returns how many were pending uploads. Returns once

@@ -43,6 +43,7 @@ pub async fn on_ttl(ctx: &AppContext, t: &Timer) -> Result<(), MediaError> {
                 &json!({ "key": u.upload_path }),
             )
             .await?;
+            super::sweep::arm(&mut tx, ctx, &u).await?;
             timers::wake_after_commit(&mut tx, ctx);
             let mut out = outgoing(ctx, &u);
             out.emit(

@@ -7,6 +7,7 @@
 pub mod detect;
 pub mod expiry;
 pub mod moving;
+pub mod sweep;
 pub mod uploads;
 pub mod webhook;
 

@@ -68,6 +68,8 @@ pub async fn on_move(ctx: &AppContext, t: &Timer) -> Result<(), MediaError> {
                 tx.rollback().await?;
                 return Ok(());
             }
+            // A PUT of the same URL may still land at the upload key: sweep it after expiry.
+            super::sweep::arm(&mut tx, ctx, &u).await?;
             files::insert_active(
                 &mut tx,
                 &files::MediaFile {
@@ -114,6 +116,7 @@ pub async fn on_move(ctx: &AppContext, t: &Timer) -> Result<(), MediaError> {
                 return Ok(());
             }
             credits::refund(&mut tx, &u.user_id, &u.request_id, "upload too large").await?;
+            super::sweep::arm(&mut tx, ctx, &u).await?;
             timers::schedule(
                 &mut tx,
                 kind::REMOVE_OBJECT,

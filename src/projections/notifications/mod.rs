@@ -1,7 +1,14 @@
 //! The notifications projection (the seed's `user_notifications`): identity events and user
 //! messages become rows with `event_type` `{domain}.{entity}`, a JSON payload, `visibility`
 //! (`private` | `broadcast` | `direct`), `recipient_id`, `event_time` and an increasing id.
-//! A user sees their own rows, broadcast rows, and direct rows addressed to them.
+//! A user sees their own rows, broadcast rows, and direct rows addressed to them, without the
+//! sender's private fields unless they are the sender or an admin (`view.rs`). Every reset moves
+//! the read model's epoch on (`epoch.rs`), because ids restart.
+
+pub mod epoch;
+pub mod view;
+
+pub use view::Viewer;
 
 use std::sync::LazyLock;
 
@@ -133,20 +140,15 @@ pub async fn insert(tx: &mut Tx, n: &Notification) -> Result<(), StoreError> {
 pub const VISIBLE_TO: &str =
     "(user_id = $1 OR visibility = 'broadcast' OR (visibility = 'direct' AND recipient_id = $1))";
 
-/// Rows visible to `user` with id > `after`, oldest first.
+/// Rows visible to `user` with id > `after`, oldest first (whole rows: for a reader, show
+/// each as `NotificationRow::view_for` says; `epoch::visible_page` also gives their epoch).
 pub async fn visible_after(
     store: &Store,
     user: &str,
     after: i64,
     limit: i64,
 ) -> Result<Vec<NotificationRow>, StoreError> {
-    let sql = format!(
-        "SELECT {ROW_COLUMNS} FROM notifications WHERE {VISIBLE_TO} AND id > $2 ORDER BY id LIMIT $3"
-    );
-    let rows: Vec<RawRow> = on_read!(store, p => {
-        sqlx::query_as(&sql).bind(user).bind(after).bind(limit).fetch_all(p).await?
-    });
-    Ok(rows.into_iter().map(Into::into).collect())
+    Ok(epoch::visible_page(store, user, after, limit).await?.rows)
 }
 
 /// How a topic becomes a notification: its event type, the payload field with the event's
@@ -330,6 +332,9 @@ impl Handler for NotificationsProjection {
                 sqlx::query(stmt).execute(&mut *c).await.map_err(StoreError::from)?;
             });
         }
+        // Ids restart, so cursors handed out so far must not be read against the new rows:
+        // a new epoch tells streams and clients to reset (`realtime`, docs/realtime.md).
+        epoch::advance(tx).await?;
         bump_after_commit(tx);
         Ok(true)
     }
@@ -340,25 +345,4 @@ pub async fn all(store: &Store) -> Result<Vec<NotificationRow>, StoreError> {
     let sql = format!("SELECT {ROW_COLUMNS} FROM notifications ORDER BY id");
     let rows: Vec<RawRow> = on_read!(store, p => { sqlx::query_as(&sql).fetch_all(p).await? });
     Ok(rows.into_iter().map(Into::into).collect())
-}
-
-/// Every row (any user) with id > `after`, oldest first: the realtime hub's tail.
-pub async fn after(
-    store: &Store,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<NotificationRow>, StoreError> {
-    let sql = format!("SELECT {ROW_COLUMNS} FROM notifications WHERE id > $1 ORDER BY id LIMIT $2");
-    let rows: Vec<RawRow> = on_read!(store, p => {
-        sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(p).await?
-    });
-    Ok(rows.into_iter().map(Into::into).collect())
-}
-
-/// The highest id in the table (0 when empty).
-pub async fn max_id(store: &Store) -> Result<i64, StoreError> {
-    let id: Option<i64> = on_read!(store, p => {
-        sqlx::query_scalar("SELECT MAX(id) FROM notifications").fetch_one(p).await?
-    });
-    Ok(id.unwrap_or(0))
 }
