@@ -347,6 +347,14 @@ impl Batch<'_> {
                     tracing::error!(topic = %row.topic, event_id = %row.event_id, "relay order breach: a row was acknowledged after an earlier row of its key failed");
                 }
                 Err(e) => {
+                    if failed_keys.is_empty() {
+                        // End the session at the first failure: what is still queued or in
+                        // flight resolves at once as collateral (librdkafka may otherwise keep
+                        // a later row of this partition pending for ever, with no message
+                        // timeout). Nothing handed over after the failure can land: the
+                        // broker's idempotent sequence check refuses it (docs/log.md).
+                        p.abandon();
+                    }
                     failed_keys.insert(key_of(row));
                     if matches!(e, SendError::Refused(_)) {
                         suspects.suspect(row.id);

@@ -372,9 +372,12 @@ async fn api_keys_and_admin_actions(b: Backend) {
         .post_json("/api/v1/admin/apikeys", &admin, &json!({"name":"svc"}))
         .await;
     assert_eq!(s, 409);
-    // Names become principal ids in stored events, scopes are stored space-separated.
+    // Names become principal ids in stored events, scopes are stored space-separated. A NUL
+    // anywhere in a body is refused before the handler (`invalid_request`); other control
+    // characters by the name check.
     for (body, code) in [
-        (json!({"name": "nul\u{0}name"}), "invalid_name"),
+        (json!({"name": "nul\u{0}name"}), "invalid_request"),
+        (json!({"name": "bell\u{7}name"}), "invalid_name"),
         (
             json!({"name": "ok", "scopes": ["two words"]}),
             "invalid_scope",

@@ -131,6 +131,11 @@ async fn texts(app: &TestApp) -> Vec<String> {
         .collect()
 }
 
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
 async fn parked(app: &TestApp) -> Vec<Value> {
     let (s, body) = app
         .get_json("/api/v1/admin/relay/parked", Some(&app.admin_token()))
@@ -164,7 +169,14 @@ async fn a_row_too_large_for_the_relay_is_parked_and_its_key_waits_for_the_opera
     let app = TestApp::start_on(store, cfg, vec![Role::Gateway, Role::Consumers]).await;
     // The relay runs with a limit below one of the events (a lowered limit, or an event a
     // consumer emitted): that event can never be sent as things stand.
-    let mut relay = relay_process(&app, &[("SUBSTRATE_LOG__MAX_MESSAGE_BYTES", "20000")]);
+    let mut relay = relay_process(
+        &app,
+        &[
+            ("SUBSTRATE_LOG__MAX_MESSAGE_BYTES", "20000"),
+            // The body limit may not exceed the log's (config validation).
+            ("SUBSTRATE_GATEWAY__BODY_LIMIT_BYTES", "20000"),
+        ],
+    );
     let big = "x".repeat(30_000);
     let a0 = post(&app, "alice", "a0").await;
     let a1 = post(&app, "alice", &big).await;
@@ -190,12 +202,14 @@ async fn a_row_too_large_for_the_relay_is_parked_and_its_key_waits_for_the_opera
         "{}",
         list[0]
     );
+    // Order holds per key; across keys it is free (a0 may share a refused broker batch with
+    // a1 and so go again after bob's events).
     let got = eventually(60, || async {
         let t = texts(&app).await;
         (t.len() >= 3).then_some(t)
     })
     .await;
-    assert_eq!(got, ["a0", "b0", "b1"]);
+    assert_eq!(sorted(got), ["a0", "b0", "b1"]);
     assert_eq!(pending_ids(&app).await, [a1.clone(), a2.clone()]);
     // Visibly: the gauge, and the relay component on the status page.
     assert!(
@@ -210,7 +224,7 @@ async fn a_row_too_large_for_the_relay_is_parked_and_its_key_waits_for_the_opera
     );
     // The parked key stays held while the relay keeps running.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(texts(&app).await, ["a0", "b0", "b1"]);
+    assert_eq!(sorted(texts(&app).await), ["a0", "b0", "b1"]);
     // The operator raises the limit (a relay restarted with it) and redrives from the CLI.
     relay.kill();
     let mut relay = relay_process(&app, &[("SUBSTRATE_LOG__MAX_MESSAGE_BYTES", "2000000")]);
@@ -229,11 +243,18 @@ async fn a_row_too_large_for_the_relay_is_parked_and_its_key_waits_for_the_opera
         (t.len() >= 5).then_some(t)
     })
     .await;
-    assert_eq!(
-        got,
-        ["a0", "b0", "b1", &big, "a2"],
-        "the key drains in order"
-    );
+    let alice: Vec<&str> = got
+        .iter()
+        .map(String::as_str)
+        .filter(|t| t.starts_with('a') || t.starts_with('x'))
+        .collect();
+    assert_eq!(alice, ["a0", big.as_str(), "a2"], "the key drains in order");
+    let bob: Vec<&str> = got
+        .iter()
+        .map(String::as_str)
+        .filter(|t| t.starts_with('b'))
+        .collect();
+    assert_eq!(bob, ["b0", "b1"]);
     let bootstrap = app.store.kafka.as_ref().unwrap().bootstrap();
     let recs = tokio::task::spawn_blocking(move || records_now(&bootstrap, TOPIC))
         .await

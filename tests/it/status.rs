@@ -211,15 +211,17 @@ async fn projections_go_down_without_consumers_and_recover(b: Backend) {
     assert_eq!(component(&doc, "store")["state"], "operational");
     // Readiness is about this instance's own dependencies, which answer.
     assert_eq!(app.get_json("/readyz", None).await.0, 200);
-    let m = text(&app.http, &app.url("/metrics")).await;
-    assert!(sample(&m, "substrate_probe_failures_total{reason=\"timeout\"}").unwrap() >= 1.0);
-    assert_eq!(
-        sample(
+    // The page evaluates on request; the gauges are exported by the probe after its run.
+    let m = eventually(30, || async {
+        let m = text(&app.http, &app.url("/metrics")).await;
+        (sample(
             &m,
-            "substrate_status_component_up{component=\"projections\"}"
-        ),
-        Some(0.0)
-    );
+            "substrate_status_component_up{component=\"projections\"}",
+        ) == Some(0.0))
+        .then_some(m)
+    })
+    .await;
+    assert!(sample(&m, "substrate_probe_failures_total{reason=\"timeout\"}").unwrap() >= 1.0);
     let html = text(&app.http, &app.url("/status")).await;
     assert!(html.contains(r#"data-component="projections" data-state="down""#));
     assert!(html.contains("Some systems are down"));

@@ -122,7 +122,10 @@ mod tests {
         let p = producer(&cfg).unwrap();
         assert_eq!(p.get("linger.ms"), Some("0"));
         assert_eq!(p.get("enable.idempotence"), Some("true"));
-        assert_eq!(p.get("message.max.bytes"), Some("1000000"));
+        assert_eq!(
+            p.get("message.max.bytes"),
+            Some(cfg.max_message_bytes.to_string().as_str())
+        );
         let c = consumer(&cfg, "g").unwrap();
         assert_eq!(c.get("group.id"), Some("g"));
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
