@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 
 use crate::on_tx;
-use crate::store::{Backend, StoreError, Tx};
+use crate::store::{Backend, StoreError, Tx, dialect};
 
 pub use appender::{AppendError, AppendOutcome, AppendRequest, Appender, Guard};
 pub use signal::OutboxSignal;
@@ -147,11 +147,7 @@ impl Outbox {
                 qb.build().execute(&mut *c).await?;
             });
         }
-        if tx.backend() == Backend::Postgres {
-            on_tx!(tx, c => {
-                sqlx::query("SELECT pg_notify($1, '')").bind(PG_CHANNEL).execute(&mut *c).await?;
-            });
-        }
+        dialect::notify(tx, PG_CHANNEL).await?;
         let signal = self.signal.clone();
         tx.after_commit(move || signal.notify());
         Ok(())

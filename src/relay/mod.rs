@@ -11,7 +11,7 @@ pub mod retention;
 
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::{FutureProducer, Producer, PurgeConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppContext;
@@ -29,7 +29,11 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
     }
     let cfg = &ctx.config.log;
     let producer: FutureProducer = client::producer(cfg)?.create()?;
-    let mut lanes = lanes::Lanes::new(ctx.store.clone(), cfg.relay_lanes);
+    let mut lanes = lanes::Lanes::new(
+        ctx.store.clone(),
+        cfg.relay_lanes,
+        Duration::from_millis(cfg.relay_lease_ttl_ms),
+    );
     let mut wake = ctx.outbox.signal.subscribe();
     let poll = Duration::from_millis(cfg.poll_interval_ms.max(1));
     let mut next_refresh = Instant::now();
@@ -40,7 +44,7 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
     while !shutdown.is_cancelled() {
         let now = Instant::now();
         if now >= next_refresh {
-            next_refresh = now + lanes::RENEW;
+            next_refresh = now + lanes.renew_every();
             if let Err(e) = lanes.refresh().await {
                 tracing::warn!(error = %e, "renewing relay lanes failed; pausing");
                 lanes.drop_local();
@@ -64,7 +68,7 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
         }
         wake.borrow_and_update();
         let held = lanes.held();
-        let rows = if held.is_empty() || !topics_ready {
+        let mut rows = if held.is_empty() || !topics_ready {
             Vec::new()
         } else {
             match publish::pending(&ctx.store, &held, cfg.relay_batch).await {
@@ -84,8 +88,10 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
             }
             continue;
         }
-        let outcome = publish::send(&ctx, &producer, &rows).await;
-        if let Err(e) = publish::mark_published(&ctx.store, &outcome.acked).await {
+        lanes.stamp(&mut rows);
+        let send = publish::send(&ctx, &producer, &rows);
+        let outcome = lanes.bounded(&ctx, &producer, &rows, send).await;
+        if let Err(e) = lanes.mark_published(&ctx, &rows, &outcome.acked).await {
             // The rows are on the broker; they will be sent again (a duplicate the consumers'
             // inbox absorbs).
             tracing::warn!(error = %e, "marking relayed rows failed");
@@ -97,8 +103,19 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
             }
         }
     }
+    // Flush first (bounded by the lanes' deadline), purge what is left, then hand the lanes
+    // over: another relay must not start on them while this one still sends.
+    let flush_for = lanes
+        .deadline_all()
+        .saturating_duration_since(Instant::now());
+    let producer = tokio::task::spawn_blocking(move || {
+        let _ = producer.flush(flush_for.min(Duration::from_secs(5)));
+        producer.purge(PurgeConfig::default().queue().inflight());
+        producer
+    })
+    .await;
     lanes.release().await;
-    let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+    drop(producer);
     tracing::info!("relay stopped");
     Ok(())
 }

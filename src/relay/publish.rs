@@ -11,9 +11,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::app::AppContext;
 use crate::outbox::{COLUMNS, OutboxRow};
-use crate::store::{Store, StoreError, now_micros};
+use crate::store::{Store, StoreError, Tx, now_micros};
 use crate::telemetry::tracing::{context, spans};
-use crate::{on_read, on_write};
+use crate::{on_read, on_tx};
 
 /// Pending rows of `lanes`, oldest first.
 pub async fn pending(
@@ -36,8 +36,9 @@ pub async fn pending(
     Ok(rows)
 }
 
-/// Marks rows acknowledged by the broker.
-pub async fn mark_published(store: &Store, ids: &[i64]) -> Result<(), StoreError> {
+/// Marks rows acknowledged by the broker, inside `tx` (which the caller has fenced with the
+/// rows' lane leases: `Lanes::mark_published`).
+pub async fn mark_published(tx: &mut Tx, ids: &[i64]) -> Result<(), StoreError> {
     let now = now_micros();
     for chunk in ids.chunks(1000) {
         let list = chunk
@@ -46,8 +47,8 @@ pub async fn mark_published(store: &Store, ids: &[i64]) -> Result<(), StoreError
             .collect::<Vec<_>>()
             .join(",");
         let sql = format!("UPDATE outbox SET published_at = $1 WHERE id IN ({list})");
-        on_write!(store, p => {
-            sqlx::query(&sql).bind(now).execute(p).await?;
+        on_tx!(tx, c => {
+            sqlx::query(&sql).bind(now).execute(&mut *c).await?;
         });
     }
     Ok(())

@@ -1,7 +1,11 @@
 //! The store seam: one `Store` over SQLite (embedded) or PostgreSQL (production), chosen by
 //! URL. SQL is written once with `$1` placeholders (both drivers accept them) and run through
 //! the `on_read!`/`on_write!`/`on_tx!` macros, which expand the same code for each driver.
-//! Integers are BIGINT and times are unix microseconds on both backends.
+//! Integers are BIGINT and times are unix microseconds on both backends. Where the SQL must
+//! differ it goes through `dialect`; fenced leases (one holder at a time) are `lease`.
+
+pub mod dialect;
+pub mod lease;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -26,6 +30,9 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Data(String),
+    /// A write under a lease that has since been granted to another holder (see `lease`).
+    #[error("lease {0} was granted to another holder; the write is refused")]
+    Fenced(String),
 }
 
 impl StoreError {
@@ -35,6 +42,11 @@ impl StoreError {
             StoreError::Db(sqlx::Error::Database(e)) => e.is_unique_violation(),
             _ => false,
         }
+    }
+
+    /// A stale lease holder's write was refused (`lease::Fence::check`).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced(_))
     }
 }
 
@@ -143,12 +155,7 @@ impl Tx {
         if self.locks.contains(&key) {
             return Ok(());
         }
-        if let RawTx::Postgres(t) = &mut self.raw {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(key)
-                .execute(&mut **t)
-                .await?;
-        }
+        dialect::advisory_xact_lock(&mut self.raw, key).await?;
         self.locks.push(key);
         Ok(())
     }

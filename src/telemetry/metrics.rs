@@ -3,8 +3,8 @@
 //! label ever carries a user id.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -21,6 +21,8 @@ pub struct Metrics {
     pub relay_errors: IntCounterVec,
     pub relay_publish_seconds: Histogram,
     pub relay_lanes_held: IntGauge,
+    pub relay_batches_cut: IntCounter,
+    pub lease_writes_refused: IntCounterVec,
     pub consumer_handled: IntCounterVec,
     pub consumer_failed: IntCounterVec,
     pub consumer_dead_lettered: IntCounterVec,
@@ -40,6 +42,9 @@ pub struct Metrics {
     pub probe_last_success: Gauge,
     pub status_component_up: IntGaugeVec,
 }
+
+/// Who holds fenced leases (the `user` label of `lease_writes_refused_total`).
+pub const LEASE_USERS: [&str; 4] = ["consumer", "relay", "probe", "timer"];
 
 /// Why a probe run failed (the `reason` label of `probe_failures_total`).
 pub const PROBE_FAILURE_REASONS: [&str; 3] = ["timeout", "append_failed", "store_unavailable"];
@@ -129,6 +134,22 @@ impl Metrics {
             "relay_lanes_held",
             "Outbox lanes this relay instance holds the lease of.",
         ));
+        let relay_batches_cut = must(IntCounter::new(
+            "relay_batches_cut_total",
+            "Relay batches still unacknowledged when their lanes' leases neared their end; the \
+             unacknowledged sends were purged and are sent again later.",
+        ));
+        let lease_writes_refused = must(IntCounterVec::new(
+            Opts::new(
+                "lease_writes_refused_total",
+                "Writes refused because the lease (or timer claim) they were made under had \
+                 passed to another holder.",
+            ),
+            &["user"],
+        ));
+        for u in LEASE_USERS {
+            lease_writes_refused.with_label_values(&[u]);
+        }
         let consumer_handled = must(IntCounterVec::new(
             Opts::new(
                 "consumer_events_handled_total",
@@ -280,6 +301,8 @@ impl Metrics {
             relay_errors,
             relay_publish_seconds,
             relay_lanes_held,
+            relay_batches_cut,
+            lease_writes_refused,
             consumer_handled,
             consumer_failed,
             consumer_dead_lettered,
@@ -311,6 +334,8 @@ impl Metrics {
         m.register(Box::new(m.relay_errors.clone()));
         m.register(Box::new(m.relay_publish_seconds.clone()));
         m.register(Box::new(m.relay_lanes_held.clone()));
+        m.register(Box::new(m.relay_batches_cut.clone()));
+        m.register(Box::new(m.lease_writes_refused.clone()));
         m.register(Box::new(m.consumer_handled.clone()));
         m.register(Box::new(m.consumer_failed.clone()));
         m.register(Box::new(m.consumer_dead_lettered.clone()));

@@ -117,7 +117,7 @@ async fn order_per_key_with_two_relays() {
     let pool = app.ctx.store.pg_pool().unwrap().clone();
     // Both instances hold lanes before the load starts.
     eventually(30, || async {
-        let owners: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT owner) FROM relay_leases")
+        let owners: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT owner) FROM leases WHERE name LIKE 'relay.lane.%' AND expires_at > 0")
             .fetch_one(&pool)
             .await
             .unwrap();
@@ -157,10 +157,12 @@ async fn order_per_key_with_two_relays() {
         .await
         .unwrap();
     // Both instances published: every lane was held by one of two owners.
-    let by_owner: Vec<i64> = sqlx::query_scalar("SELECT COUNT(*) FROM relay_leases GROUP BY owner")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let by_owner: Vec<i64> = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM leases WHERE name LIKE 'relay.lane.%' GROUP BY owner",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(by_owner.len(), 2, "{by_owner:?}");
     // Each key's events, first copies only (duplicates are allowed), are in posting order.
     let mut seen = HashSet::new();

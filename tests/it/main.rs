@@ -10,6 +10,7 @@ mod browser;
 mod cli;
 mod gateway;
 mod kafka;
+mod lease;
 mod log;
 mod media;
 mod media_credits;

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::app::AppContext;
 use crate::consumers::{Emitter, Envelope, Handler, HandlerError};
-use crate::store::{Backend, Store, StoreError, Tx, now_micros};
+use crate::store::{Backend, Store, StoreError, Tx, dialect, now_micros};
 use crate::{on_read, on_tx};
 
 pub const GROUP: &str = "notifications";
@@ -316,18 +316,7 @@ impl Handler for NotificationsProjection {
 
     async fn reset(&self, tx: &mut Tx) -> Result<bool, HandlerError> {
         // Ids restart too, so a rebuild reproduces the table exactly.
-        let sql: &[&str] = match tx.backend() {
-            Backend::Sqlite => &[
-                "DELETE FROM notifications",
-                "DELETE FROM sqlite_sequence WHERE name = 'notifications'",
-            ],
-            Backend::Postgres => &["TRUNCATE notifications RESTART IDENTITY"],
-        };
-        for stmt in sql {
-            on_tx!(tx, c => {
-                sqlx::query(stmt).execute(&mut *c).await.map_err(StoreError::from)?;
-            });
-        }
+        dialect::truncate_restart_identity(tx, "notifications").await?;
         bump_after_commit(tx);
         Ok(true)
     }
