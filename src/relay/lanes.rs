@@ -41,6 +41,10 @@ pub struct Lanes {
     lanes: u32,
     ttl: Duration,
     held: BTreeMap<i64, Grant>,
+    /// Lanes whose last batch was cut: requests the broker received but has not answered may
+    /// still be appended. Such a lane is not handed back to another relay until a batch on it
+    /// is acknowledged in full.
+    unsettled: BTreeSet<i64>,
 }
 
 impl Lanes {
@@ -52,6 +56,7 @@ impl Lanes {
             lanes: lanes.max(1),
             ttl: ttl.max(Duration::from_millis(10)),
             held: BTreeMap::new(),
+            unsettled: BTreeSet::new(),
         }
     }
 
@@ -117,10 +122,17 @@ impl Lanes {
                     .map(|(_, g)| (*l, *g))
             })
             .collect();
-        while held.len() as i64 > share {
-            let Some((lane, _)) = held.pop_last() else {
-                break;
-            };
+        // Hand back the lanes above the share, settled ones only.
+        let surplus = (held.len() as i64 - share).max(0) as usize;
+        let give: Vec<i64> = held
+            .keys()
+            .rev()
+            .filter(|l| !self.unsettled.contains(l))
+            .take(surplus)
+            .copied()
+            .collect();
+        for lane in give {
+            held.remove(&lane);
             lease::release(&self.store, &[lease_name(lane)], &self.owner).await?;
         }
         // Start the search at a point of our own, so instances do not race for the same lanes.
@@ -140,6 +152,7 @@ impl Lanes {
                 held.insert(lane, g);
             }
         }
+        self.unsettled.retain(|l| held.contains_key(l));
         self.held = held;
         Ok(())
     }
@@ -147,6 +160,7 @@ impl Lanes {
     /// Forgets the leases locally (after a failed renewal: they may lapse any moment).
     pub fn drop_local(&mut self) {
         self.held.clear();
+        self.unsettled.clear();
     }
 
     /// Hands every lease back at once (clean shutdown, after the producer has flushed).
@@ -180,7 +194,7 @@ impl Lanes {
     /// a request it had already received when it resumes; those are duplicates of rows the
     /// next holder sends again, so each key's first copies stay in order.
     pub async fn bounded(
-        &self,
+        &mut self,
         ctx: &AppContext,
         producer: &FutureProducer,
         rows: &[OutboxRow],
@@ -194,6 +208,7 @@ impl Lanes {
                 tracing::warn!(rows = rows.len(), "relay batch not acknowledged before its lanes' deadline; cutting it");
                 ctx.metrics.relay_batches_cut.inc();
                 producer.purge(PurgeConfig::default().queue().inflight());
+                self.unsettled.extend(rows.iter().map(|r| r.lane));
                 send.await
             }
         }
@@ -209,6 +224,9 @@ impl Lanes {
         rows: &[OutboxRow],
         acked: &[i64],
     ) -> Result<usize, StoreError> {
+        if acked.is_empty() {
+            return Ok(0);
+        }
         let lane_of: BTreeMap<i64, i64> = rows.iter().map(|r| (r.id, r.lane)).collect();
         let mut by_lane: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
         for id in acked {
@@ -246,6 +264,14 @@ impl Lanes {
         for lane in lost {
             // Another relay has it now: stop sending on it at once.
             self.held.remove(&lane);
+            self.unsettled.remove(&lane);
+        }
+        // A lane whose rows of this batch were all acknowledged has nothing left in flight.
+        for (lane, lane_ids) in &by_lane {
+            let sent = rows.iter().filter(|r| r.lane == *lane).count();
+            if lane_ids.len() == sent {
+                self.unsettled.remove(lane);
+            }
         }
         if refused > 0 {
             tracing::warn!(
