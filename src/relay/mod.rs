@@ -108,14 +108,12 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
     let flush_for = lanes
         .deadline_all()
         .saturating_duration_since(Instant::now());
-    let producer = tokio::task::spawn_blocking(move || {
+    let _ = tokio::task::spawn_blocking(move || {
         let _ = producer.flush(flush_for.min(Duration::from_secs(5)));
         producer.purge(PurgeConfig::default().queue().inflight());
-        producer
     })
     .await;
     lanes.release().await;
-    drop(producer);
     tracing::info!("relay stopped");
     Ok(())
 }

@@ -1,10 +1,11 @@
 //! Fenced leases (`store::lease`) on both columns: the module itself (grants, renewals,
-//! expiry by the database's clock, epochs, fences), and its four users under stress — an
-//! embedded consumer whose handler outlasts the group's lease while a second member takes
-//! over, a member that regains its group after a rebuild it did not see, a relay whose lane
-//! passed to another relay before its marks, and a saga timer whose object-storage I/O
-//! outlasts its claim while a second sagas instance takes it over. (The relay under a stalled
-//! broker is in `kafka.rs`.) The consumer scenarios run on the embedded log on both stores.
+//! expiry by the database's clock, epochs, fences, members), and its four users when a holder
+//! goes stale — an embedded consumer whose handler outlasts the group's lease while a second
+//! member takes over, a member that regains its group after a rebuild it did not see, a relay
+//! whose lane passed to another relay before its marks, a prober whose lease passed on before
+//! its records, and a saga timer whose object-storage I/O outlasts its claim while a second
+//! sagas instance takes it over. (The relay under a frozen broker is in `kafka.rs`.) The
+//! consumer scenarios run on the embedded log on both stores.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -483,9 +484,11 @@ async fn a_member_that_regains_the_group_after_a_rebuild_reloads_its_cursors(b: 
     let req = seeks::request(&app.ctx.store, GROUP, TOPIC, SeekTo::Beginning, true)
         .await
         .unwrap();
+    // (A second past the lease's expiry: a renewal A's keeper sent just before it stopped has
+    // landed by then.)
     eventually(20, || async {
         let (_, _, exp) = group_lease(&app).await?;
-        (db_now(&app.ctx.store).await > exp).then_some(())
+        (db_now(&app.ctx.store).await > exp + 1_000_000).then_some(())
     })
     .await;
     let bh = Arc::new(broken(None));
@@ -585,6 +588,51 @@ async fn a_relay_whose_lane_passed_on_cannot_mark_it(b: Backend) {
     );
     assert_eq!(pending().await, 0);
     second.release().await;
+    app.stop().await;
+}
+
+both!(a_prober_whose_lease_passed_on_cannot_record);
+async fn a_prober_whose_lease_passed_on_cannot_record(b: Backend) {
+    use substrate::status::history::{self, Outcome};
+    let app = embedded_app(b, |_| {}).await;
+    let s = &app.ctx.store;
+    let ttl = Duration::from_millis(300);
+    let g = lease::acquire(s, "probe", "first", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let stale = fence("probe", "first", g.epoch);
+    let sent = substrate::store::now_micros();
+    history::run_started(s, &stale, "run-1", "first", sent)
+        .await
+        .unwrap();
+    // Its run stalls; the lease lapses and another instance takes over.
+    let g2 = eventually(10, || async {
+        lease::acquire(s, "probe", "second", ttl).await.unwrap()
+    })
+    .await;
+    let current = fence("probe", "second", g2.epoch);
+    let report = app.ctx.status.evaluate(&app.ctx).await;
+    for e in [
+        history::run_finished(s, &stale, "run-1", Outcome::Ok, Some(1000))
+            .await
+            .unwrap_err(),
+        history::run_started(s, &stale, "run-2", "first", sent)
+            .await
+            .unwrap_err(),
+        history::record(s, &stale, &report).await.unwrap_err(),
+    ] {
+        assert!(e.is_fenced(), "{e}");
+    }
+    let runs: Vec<(String, String)> = substrate::on_read!(s, p => {
+        sqlx::query_as("SELECT probe_id, outcome FROM probe_runs ORDER BY id").fetch_all(p).await.unwrap()
+    });
+    assert_eq!(runs, vec![("run-1".to_string(), "pending".to_string())]);
+    let today = history::day_of(report.checked_at);
+    assert!(history::daily(s, today).await.unwrap().is_empty());
+    // The current holder records.
+    history::record(s, &current, &report).await.unwrap();
+    assert!(!history::daily(s, today).await.unwrap().is_empty());
     app.stop().await;
 }
 
