@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::app::AppContext;
 use crate::consumers::{Emitter, Envelope, Handler, HandlerError};
-use crate::store::{Backend, Store, StoreError, Tx, dialect, now_micros};
+use crate::store::{Store, StoreError, Tx, dialect, now_micros};
 use crate::{on_read, on_tx};
 
 pub const GROUP: &str = "notifications";
@@ -105,9 +105,7 @@ const ORDER_LOCK: i64 = 72_530_002;
 
 /// Inserts a notification inside `tx` (once per event id).
 pub async fn insert(tx: &mut Tx, n: &Notification) -> Result<(), StoreError> {
-    if tx.backend() == Backend::Postgres {
-        tx.advisory_lock(ORDER_LOCK).await?;
-    }
+    tx.advisory_lock(ORDER_LOCK).await?;
     let payload = serde_json::to_string(&n.payload).unwrap_or_else(|_| "{}".into());
     on_tx!(tx, c => {
         sqlx::query(
