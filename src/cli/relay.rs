@@ -62,7 +62,8 @@ pub async fn run_relay(cfg: Config, command: RelayCommand) -> anyhow::Result<()>
         RelayCommand::Parked { command } => parked_command(&store, command).await?,
         RelayCommand::SetLanes { lanes } => {
             anyhow::ensure!(lanes >= 1, "the lane count must be at least 1");
-            let done = layout::set_lanes(&store, lanes)
+            let ttl = std::time::Duration::from_millis(cfg.log.relay_lease_ttl_ms);
+            let done = layout::set_lanes(&store, lanes, ttl)
                 .await
                 .context("changing the lane count")?;
             println!("{}", serde_json::to_string(&done)?);

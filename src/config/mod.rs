@@ -359,6 +359,11 @@ pub struct LogConfig {
     /// Times the broker may refuse a row sent on its own before the relay parks it (its key
     /// then waits for an operator: `substrate relay parked list|redrive|discard`).
     pub relay_park_after: u32,
+    /// Milliseconds a relay's lane lease lasts without renewal. Lanes are renewed every fifth
+    /// of it; a batch still waiting for acknowledgements 70% into the lease is cut (its
+    /// unacknowledged sends purged and retried later), so a relay never sends on a lane whose
+    /// lease could have passed to another relay.
+    pub relay_lease_ttl_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -376,6 +381,7 @@ impl Default for LogConfig {
             // 1 MiB: within Kafka's default broker limit (1 MiB + 12 bytes).
             max_message_bytes: 1024 * 1024,
             relay_park_after: 3,
+            relay_lease_ttl_ms: 10_000,
         }
     }
 }
@@ -393,6 +399,14 @@ pub struct ConsumersConfig {
     pub batch_size: usize,
     /// Handlers that run in this process (empty = all registered).
     pub only: Vec<String>,
+    /// Embedded log: milliseconds a group's lease lasts without renewal (one member of a group
+    /// is active at a time). A standby member takes over this long after the active one died.
+    pub lease_ttl_ms: u64,
+    /// Embedded log: milliseconds a member may spend on one batch (handlers, retries) before
+    /// it stops renewing its group's lease. Then another member takes over, and the stuck
+    /// member's commit is refused (its effects roll back), as with Kafka's
+    /// `max.poll.interval.ms`.
+    pub max_poll_interval_ms: u64,
 }
 
 impl Default for ConsumersConfig {
@@ -403,6 +417,8 @@ impl Default for ConsumersConfig {
             backoff_max_ms: 10_000,
             batch_size: 500,
             only: Vec::new(),
+            lease_ttl_ms: 10_000,
+            max_poll_interval_ms: 300_000,
         }
     }
 }
@@ -476,8 +492,10 @@ pub struct MediaConfig {
     pub move_backoff_ms: u64,
     /// Milliseconds between checks for due saga timers (a local wake-up comes sooner).
     pub timer_poll_ms: u64,
-    /// Seconds a sagas instance holds a claimed timer; a crashed holder's timers are taken
-    /// over by another instance (or by itself after a restart) once this has passed.
+    /// Seconds a sagas instance holds a claimed timer (by the database's clock); a crashed or
+    /// stalled holder's timers are taken over by another instance (or by itself after a
+    /// restart) once this has passed, and then only the new claim can complete the step.
+    /// Keep it above the slowest step's object-storage I/O, or slow steps are started twice.
     pub timer_lease_secs: u64,
     /// FOR TESTING ONLY: fail the first N move attempts of every upload, to exercise the
     /// retry and dead-letter path. Leave at 0 in production.

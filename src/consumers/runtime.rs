@@ -30,6 +30,17 @@ pub enum ConsumerError {
     Shutdown,
 }
 
+impl ConsumerError {
+    /// The member lost its group's lease: the write was refused and rolled back.
+    fn is_fenced(&self) -> bool {
+        match self {
+            ConsumerError::Log(e) => e.is_fenced(),
+            ConsumerError::Store(e) => e.is_fenced(),
+            ConsumerError::Shutdown => false,
+        }
+    }
+}
+
 /// Why a record could not become an envelope.
 enum DecodeFailure {
     /// The bytes are bad: dead-letter at once.
@@ -187,7 +198,19 @@ impl Group {
                 continue;
             }
             let started = Instant::now();
-            self.process(consumer, &records).await?;
+            match self.process(consumer, &records).await {
+                Err(e) if e.is_fenced() => {
+                    // Another member holds the group now; its work stands, ours is dropped.
+                    tracing::warn!(group = %self.group, error = %e, "lost the group's lease; batch abandoned");
+                    self.ctx
+                        .metrics
+                        .lease_writes_refused
+                        .with_label_values(&["consumer"])
+                        .inc();
+                    continue;
+                }
+                r => r?,
+            }
             self.ctx
                 .metrics
                 .consumer_batch_seconds
@@ -382,6 +405,7 @@ impl Group {
         loop {
             match self.apply(consumer, records, envs).await {
                 Ok(a) => return Ok(a),
+                Err(e) if e.is_fenced() => return Err(e),
                 Err(e) => {
                     tracing::warn!(group = %self.group, error = %e, "applying a batch failed; retrying");
                     nap(backoff, &self.shutdown).await?;
@@ -556,6 +580,7 @@ impl Group {
                     tracing::error!(parent: &span, group = %self.group, topic = %rec.topic, offset = rec.offset, attempts, error = %err, "event dead-lettered");
                     return Ok(());
                 }
+                Err(e) if e.is_fenced() => return Err(e),
                 Err(e) => {
                     tracing::warn!(group = %self.group, error = %e, "writing the dead letter failed; retrying");
                     nap(backoff, &self.shutdown).await?;
@@ -608,6 +633,11 @@ impl Group {
             }
             if !consumer.ensure_active().await? {
                 // Another member leads this group; it applies the request.
+                continue;
+            }
+            if consumer.offsets_in_store() && seeks::is_applied(&self.ctx.store, req.id).await? {
+                // The group's one position was moved already, by a member that held the group
+                // while this one was busy. (Kafka members each apply it to their partitions.)
                 continue;
             }
             if req.mode == crate::projections::snapshot::SEEK_MODE {

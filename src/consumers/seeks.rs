@@ -94,6 +94,13 @@ pub async fn get(store: &Store, id: i64) -> Result<Option<SeekRequest>, StoreErr
     Ok(row)
 }
 
+/// Whether request `id` has been applied (read now, not from an earlier listing).
+pub async fn is_applied(store: &Store, id: i64) -> Result<bool, StoreError> {
+    Ok(get(store, id)
+        .await?
+        .is_some_and(|r| r.applied_at.is_some()))
+}
+
 /// The newest request id of `group` (0 when none).
 pub async fn max_id(store: &Store, group: &str) -> Result<i64, StoreError> {
     let id: Option<i64> = on_read!(store, p => {

@@ -26,6 +26,18 @@ pub enum LogError {
     NotLeader,
 }
 
+impl LogError {
+    /// This member lost its group's lease (another member was granted it): whatever it was
+    /// writing is refused and rolled back; it must go back to polling.
+    pub fn is_fenced(&self) -> bool {
+        match self {
+            LogError::NotLeader => true,
+            LogError::Store(e) => e.is_fenced(),
+            _ => false,
+        }
+    }
+}
+
 /// One record as a consumer sees it.
 #[derive(Debug, Clone)]
 pub struct LogRecord {
@@ -146,6 +158,10 @@ pub async fn open(
             store.clone(),
             signal.clone(),
             Duration::from_millis(cfg.log.poll_interval_ms),
+            embedded::LeaseSettings {
+                ttl: Duration::from_millis(cfg.consumers.lease_ttl_ms.max(1)),
+                max_poll_interval: Duration::from_millis(cfg.consumers.max_poll_interval_ms),
+            },
         )))
     } else {
         Ok(Arc::new(kafka::KafkaLog::connect(&cfg.log).await?))

@@ -1,10 +1,17 @@
 //! Durable saga timers: rows in `saga_timers` with `fire_at`, one per (kind, request). Any
-//! sagas-role instance claims due timers (`FOR UPDATE SKIP LOCKED` on PostgreSQL) with a
-//! lease, does the step's I/O outside any transaction, then fires the timer in a transaction
-//! of its own that applies the state change and appends the step's events — only if it
-//! still holds the claim. A crashed holder's lease runs out and the timer fires elsewhere
-//! (or after a restart); timers that came due while every instance was down fire at once.
+//! sagas-role instance claims due timers (`FOR UPDATE SKIP LOCKED` on PostgreSQL) for
+//! `media.timer_lease_secs` on the database's clock; every claim (and every re-arm) increments
+//! the row's `claim_epoch`, the same fencing as `store::lease`. The holder does the step's I/O
+//! outside any transaction (it is safe to repeat), then fires the timer in a transaction of its
+//! own that applies the state change and appends the step's events — only if the row still
+//! has the claim epoch it was claimed with (`finish`, `retry_at`); otherwise it rolls back.
+//! Claims are not renewed during the I/O: a crashed or stalled holder's claim runs out and the
+//! timer fires elsewhere (or after a restart), and the late holder's completion is refused, so
+//! a step's effects happen once. Timers that came due while every instance was down fire at
+//! once.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -12,7 +19,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppContext;
-use crate::store::{Backend, Store, StoreError, Tx, now_micros};
+use crate::store::{Store, StoreError, Tx, dialect, now_micros};
 use crate::{on_read, on_tx};
 
 /// The kinds of timer.
@@ -42,7 +49,35 @@ pub struct Timer {
     pub attempts: i64,
     pub payload: String,
     pub claimed_by: Option<String>,
+    /// Which claim this is: completing the timer requires the row to still have it.
+    pub claim_epoch: i64,
+    /// Set when a completion under this claim was refused (for the metric).
+    #[sqlx(skip)]
+    pub lost: ClaimLost,
 }
+
+/// Whether a timer's completion was refused because its claim had passed on.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimLost(Arc<AtomicBool>);
+
+impl ClaimLost {
+    fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Claims are compared by their epoch; this flag is bookkeeping.
+impl PartialEq for ClaimLost {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ClaimLost {}
 
 impl Timer {
     pub fn payload(&self) -> Value {
@@ -50,10 +85,11 @@ impl Timer {
     }
 }
 
-const COLUMNS: &str = "id, kind, request_id, fire_at, attempts, payload, claimed_by";
+const COLUMNS: &str = "id, kind, request_id, fire_at, attempts, payload, claimed_by, claim_epoch";
 
 /// Arms (or re-arms) the `kind` timer of `request_id` to fire at `fire_at` (unix micros). A
-/// re-armed timer loses any claim on it, so its current holder will not fire it.
+/// re-armed timer loses any claim on it (its epoch moves on), so its current holder will not
+/// fire it.
 pub async fn schedule(
     tx: &mut Tx,
     kind: &str,
@@ -66,7 +102,8 @@ pub async fn schedule(
             "INSERT INTO saga_timers (kind, request_id, fire_at, attempts, payload, created_at) \
              VALUES ($1, $2, $3, 0, $4, $5) \
              ON CONFLICT (kind, request_id) DO UPDATE SET fire_at = excluded.fire_at, attempts = 0, \
-             payload = excluded.payload, claimed_by = NULL, claimed_until = NULL",
+             payload = excluded.payload, claimed_by = NULL, claimed_until = NULL, \
+             claim_epoch = saga_timers.claim_epoch + 1",
         )
         .bind(kind)
         .bind(request_id)
@@ -97,30 +134,29 @@ pub fn wake_after_commit(tx: &mut Tx, ctx: &AppContext) {
     tx.after_commit(move || wake.notify_one());
 }
 
-/// Claims up to `limit` due timers for `owner` until `lease_until`.
+/// Claims up to `limit` due timers for `owner` for `lease` (database clock), each with a new
+/// claim epoch.
 pub async fn claim(
     store: &Store,
     owner: &str,
-    now: i64,
-    lease_until: i64,
+    lease: Duration,
     limit: i64,
 ) -> Result<Vec<Timer>, StoreError> {
-    let lock = match store.backend() {
-        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
+    let now = dialect::now_micros(store.backend());
+    let lock = dialect::skip_locked(store.backend());
     let sql = format!(
-        "UPDATE saga_timers SET claimed_by = $1, claimed_until = $2 WHERE id IN (\
-           SELECT id FROM saga_timers WHERE fire_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3) \
-           ORDER BY fire_at LIMIT $4 {lock}) \
+        "UPDATE saga_timers SET claimed_by = $1, claimed_until = {now} + $2, claim_epoch = claim_epoch + 1 \
+         WHERE id IN (\
+           SELECT id FROM saga_timers WHERE fire_at <= {now} AND (claimed_until IS NULL OR claimed_until < {now}) \
+           ORDER BY fire_at LIMIT $3{lock}) \
          RETURNING {COLUMNS}"
     );
+    let lease_us = i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 4);
     let mut tx = store.begin().await?;
     let timers: Vec<Timer> = on_tx!(tx, c => {
         sqlx::query_as(&sql)
             .bind(owner)
-            .bind(lease_until)
-            .bind(now)
+            .bind(lease_us)
             .bind(limit)
             .fetch_all(&mut *c)
             .await?
@@ -129,29 +165,30 @@ pub async fn claim(
     Ok(timers)
 }
 
-/// When the next timer free to claim comes due (unix micros), if any.
-pub async fn next_due(store: &Store, now: i64) -> Result<Option<i64>, StoreError> {
+/// When the next timer free to claim comes due (unix micros), if any. Claims are compared
+/// with the database's clock.
+pub async fn next_due(store: &Store) -> Result<Option<i64>, StoreError> {
+    let sql = format!(
+        "SELECT MIN(fire_at) FROM saga_timers WHERE claimed_until IS NULL OR claimed_until < {}",
+        dialect::now_micros(store.backend())
+    );
     Ok(on_read!(store, p => {
-        sqlx::query_scalar::<_, Option<i64>>(
-            "SELECT MIN(fire_at) FROM saga_timers WHERE claimed_until IS NULL OR claimed_until < $1",
-        )
-        .bind(now)
-        .fetch_one(p)
-        .await?
+        sqlx::query_scalar::<_, Option<i64>>(&sql).fetch_one(p).await?
     }))
 }
 
-/// Removes a fired timer; false when `t`'s claim was lost (re-armed, cancelled or taken over
-/// after the lease), in which case the caller must roll back.
+/// Removes a fired timer; false when `t`'s claim was lost (re-armed, cancelled or claimed
+/// again after the lease ran out), in which case the caller must roll back.
 pub async fn finish(tx: &mut Tx, t: &Timer) -> Result<bool, StoreError> {
     let n = on_tx!(tx, c => {
-        sqlx::query("DELETE FROM saga_timers WHERE id = $1 AND claimed_by = $2")
+        sqlx::query("DELETE FROM saga_timers WHERE id = $1 AND claim_epoch = $2")
             .bind(t.id)
-            .bind(t.claimed_by.as_deref())
+            .bind(t.claim_epoch)
             .execute(&mut *c)
             .await?
             .rows_affected()
     });
+    refused_if(n == 0, t);
     Ok(n == 1)
 }
 
@@ -166,17 +203,26 @@ pub async fn retry_at(
     let n = on_tx!(tx, c => {
         sqlx::query(
             "UPDATE saga_timers SET fire_at = $3, attempts = $4, claimed_by = NULL, claimed_until = NULL \
-             WHERE id = $1 AND claimed_by = $2",
+             WHERE id = $1 AND claim_epoch = $2",
         )
         .bind(t.id)
-        .bind(t.claimed_by.as_deref())
+        .bind(t.claim_epoch)
         .bind(fire_at)
         .bind(attempts)
         .execute(&mut *c)
         .await?
         .rows_affected()
     });
+    refused_if(n == 0, t);
     Ok(n == 1)
+}
+
+fn refused_if(lost: bool, t: &Timer) {
+    if lost {
+        t.lost.set();
+        tracing::info!(kind = %t.kind, request_id = %t.request_id, claim_epoch = t.claim_epoch,
+            "saga timer's claim was lost (claimed again, re-armed or cancelled); its completion is refused");
+    }
 }
 
 /// The timers armed for `request_id` (tests, operators).
@@ -209,6 +255,12 @@ async fn fire(ctx: &AppContext, t: Timer) {
         // The claim runs out and the timer is tried again then.
         tracing::warn!(kind = %t.kind, request_id = %t.request_id, error = %e, "saga timer failed; will retry after its lease");
     }
+    if t.lost.get() {
+        ctx.metrics
+            .lease_writes_refused
+            .with_label_values(&["timer"])
+            .inc();
+    }
 }
 
 async fn drop_unknown(ctx: &AppContext, t: &Timer) -> Result<(), super::MediaError> {
@@ -231,7 +283,7 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
         }
         let now = now_micros();
         // Claiming is a write; look first (a read) whether anything is due.
-        let due = match next_due(&ctx.store, now).await {
+        let due = match next_due(&ctx.store).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "reading saga timers failed");
@@ -250,15 +302,7 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
             }
             continue;
         }
-        let claimed = match claim(
-            &ctx.store,
-            &owner,
-            now,
-            now + lease.as_micros() as i64,
-            BATCH,
-        )
-        .await
-        {
+        let claimed = match claim(&ctx.store, &owner, lease, BATCH).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "claiming saga timers failed");

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 
 use crate::on_tx;
-use crate::store::{Backend, StoreError, Tx};
+use crate::store::{StoreError, Tx, dialect};
 
 pub use appender::{AppendError, AppendOutcome, AppendRequest, Appender, Guard};
 pub use signal::OutboxSignal;
@@ -128,9 +128,10 @@ impl Outbox {
         if rows.is_empty() {
             return Ok(());
         }
-        if tx.backend() == Backend::Postgres && self.embedded_log {
+        if self.embedded_log {
             // With the outbox as the log, readers go by id: ids must become visible in
-            // order, so appenders take turns (ids are drawn after the lock).
+            // order, so appenders take turns (ids are drawn after the lock; PostgreSQL only,
+            // SQLite has a single writer).
             tx.advisory_lock(ORDER_LOCK).await?;
         }
         for chunk in rows.chunks(CHUNK) {
@@ -154,11 +155,7 @@ impl Outbox {
                 qb.build().execute(&mut *c).await?;
             });
         }
-        if tx.backend() == Backend::Postgres {
-            on_tx!(tx, c => {
-                sqlx::query("SELECT pg_notify($1, '')").bind(PG_CHANNEL).execute(&mut *c).await?;
-            });
-        }
+        dialect::notify(tx, PG_CHANNEL).await?;
         let signal = self.signal.clone();
         tx.after_commit(move || signal.notify());
         Ok(())

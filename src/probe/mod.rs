@@ -5,7 +5,6 @@
 //! (`probe_round_trip_seconds`; failures in `probe_failures_total{reason}`). It then evaluates
 //! every status component and records the result in the status history.
 
-pub mod lease;
 pub mod projection;
 
 use std::time::{Duration, Instant};
@@ -19,6 +18,7 @@ use crate::app::AppContext;
 use crate::events::{self, EventMeta};
 use crate::outbox::AppendRequest;
 use crate::status::history::{self, Outcome};
+use crate::store::lease::{Fence, Lease};
 use crate::store::now_micros;
 use crate::telemetry::tracing::{context, spans};
 
@@ -29,8 +29,9 @@ const POLL: Duration = Duration::from_millis(100);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// How long the probe lease lasts without renewal. It is renewed once per run, and a run
-/// (wait for the interval, the round trip, the evaluation) must never outlast it, or a second
-/// instance would start probing while the first still does.
+/// (wait for the interval, the round trip, the evaluation) is built never to outlast it. If a
+/// run stalls anyway (a paused process), a second instance takes over, and the stalled run's
+/// writes — its run records and status history — are refused by the lease's fence.
 pub fn lease_ttl(p: &crate::config::ProbeConfig) -> Duration {
     Duration::from_secs(2 * p.interval_secs + p.timeout_secs + 5)
         + 2 * Duration::from_millis(p.check_timeout_ms)
@@ -55,12 +56,14 @@ enum Run {
     StoreUnavailable,
     /// Shutdown came first; the run is forgotten.
     Abandoned,
+    /// Another instance holds the probe lease now; the run is forgotten.
+    LostLease,
 }
 
 pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
     let p = &ctx.config.probe;
     let instance = format!("probe-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let lease = lease::Lease::new(ctx.store.clone(), "probe", &instance, lease_ttl(p));
+    let mut lease = Lease::new(ctx.store.clone(), "probe", instance.clone(), lease_ttl(p));
     // The first run comes one interval after start, when the other roles are up.
     let every = Duration::from_secs(p.interval_secs);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -72,27 +75,34 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        match lease.acquire().await {
-            Ok(true) => {
+        let fence = match lease.acquire().await {
+            Ok(Some(_)) => {
                 if !leading {
                     tracing::info!(%instance, "probe lease acquired");
                     leading = true;
                 }
+                lease.fence()
             }
-            Ok(false) => {
-                leading = false;
-                ctx.status.evaluate_and_export(&ctx).await;
-                continue;
-            }
+            Ok(None) => None,
             Err(e) => {
+                lease.forget();
                 tracing::warn!(error = %e, "probe lease unavailable");
                 fail(&ctx, "store_unavailable");
                 ctx.status.evaluate_and_export(&ctx).await;
                 continue;
             }
-        }
-        match run_once(&ctx, &instance, &shutdown).await {
+        };
+        let Some(fence) = fence else {
+            leading = false;
+            ctx.status.evaluate_and_export(&ctx).await;
+            continue;
+        };
+        match run_once(&ctx, &instance, &fence, &shutdown).await {
             Run::Abandoned => break,
+            Run::LostLease => {
+                lost_lease(&ctx, &mut lease);
+                continue;
+            }
             Run::StoreUnavailable => fail(&ctx, "store_unavailable"),
             Run::Done(Outcome::Ok, Some(rtt)) => {
                 ctx.metrics.probe_round_trip.observe(rtt.as_secs_f64());
@@ -103,11 +113,11 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
             Run::Done(outcome, _) => fail(&ctx, outcome.as_str()),
         }
         let report = ctx.status.evaluate_and_export(&ctx).await;
-        // Record only while still holding the lease (a stalled run may have lost it).
-        if matches!(lease.acquire().await, Ok(true))
-            && let Err(e) = history::record(&ctx.store, &report).await
-        {
-            tracing::warn!(error = %e, "recording the status history failed");
+        // Recorded only under the lease (a stalled run may have lost it).
+        match history::record(&ctx.store, &fence, &report).await {
+            Ok(()) => {}
+            Err(e) if e.is_fenced() => lost_lease(&ctx, &mut lease),
+            Err(e) => tracing::warn!(error = %e, "recording the status history failed"),
         }
         if pruned.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             pruned = Some(Instant::now());
@@ -124,6 +134,16 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
     Ok(())
 }
 
+/// A write of this instance was refused: another instance holds the probe lease now.
+fn lost_lease(ctx: &AppContext, lease: &mut Lease) {
+    tracing::warn!("the probe lease passed to another instance; this run's writes are refused");
+    ctx.metrics
+        .lease_writes_refused
+        .with_label_values(&["probe"])
+        .inc();
+    lease.forget();
+}
+
 fn fail(ctx: &AppContext, reason: &str) {
     ctx.metrics
         .probe_failures
@@ -132,8 +152,14 @@ fn fail(ctx: &AppContext, reason: &str) {
     tracing::warn!(reason, "probe run failed");
 }
 
-/// Sends one probe event and waits for its projection.
-async fn run_once(ctx: &AppContext, instance: &str, shutdown: &CancellationToken) -> Run {
+/// Sends one probe event and waits for its projection; its records are written under
+/// `fence`.
+async fn run_once(
+    ctx: &AppContext,
+    instance: &str,
+    fence: &Fence,
+    shutdown: &CancellationToken,
+) -> Run {
     let probe_id = uuid::Uuid::now_v7().to_string();
     let span = tracing::info_span!(
         "probe",
@@ -143,9 +169,13 @@ async fn run_once(ctx: &AppContext, instance: &str, shutdown: &CancellationToken
     );
     let run = async {
         let sent_at = now_micros();
-        if let Err(e) = history::run_started(&ctx.store, &probe_id, instance, sent_at).await {
-            tracing::warn!(error = %e, "cannot record the probe run");
-            return Run::StoreUnavailable;
+        match history::run_started(&ctx.store, fence, &probe_id, instance, sent_at).await {
+            Ok(()) => {}
+            Err(e) if e.is_fenced() => return Run::LostLease,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record the probe run");
+                return Run::StoreUnavailable;
+            }
         }
         let start = Instant::now();
         let outcome = match send(ctx, &probe_id, instance, sent_at).await {
@@ -162,8 +192,16 @@ async fn run_once(ctx: &AppContext, instance: &str, shutdown: &CancellationToken
         };
         let rtt = (outcome == Outcome::Ok).then(|| start.elapsed());
         let rtt_us = rtt.map(|d| d.as_micros() as i64);
-        if let Err(e) = history::run_finished(&ctx.store, &probe_id, outcome, rtt_us).await {
-            tracing::warn!(error = %e, "cannot record the probe outcome");
+        match history::run_finished(&ctx.store, fence, &probe_id, outcome, rtt_us).await {
+            Ok(()) => {}
+            Err(e) if e.is_fenced() => {
+                // The run is the old holder's; it must not count (nor linger as pending).
+                if let Err(e) = history::run_forget(&ctx.store, &probe_id).await {
+                    tracing::debug!(error = %e, "cannot forget the probe run");
+                }
+                return Run::LostLease;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot record the probe outcome"),
         }
         if outcome != Outcome::Ok {
             spans::fail(&tracing::Span::current(), outcome.as_str());

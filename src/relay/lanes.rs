@@ -1,149 +1,291 @@
-//! Lane leases. The outbox is split into `log.relay_lanes` lanes by key hash; each lane is
-//! leased by one relay instance at a time (a `relay_leases` row with an expiry), so every key
-//! is published by one instance, in outbox order. Live instances (`relay_members`) split the
-//! lanes evenly: an instance holding more than its share hands the rest back.
+//! Lane leases. The outbox is split into `log.relay_lanes` lanes by key hash; each lane is a
+//! fenced lease (`store::lease`, named `relay.lane.{n}`) held by one relay instance at a time,
+//! so every key is published by one instance, in outbox order. Live instances announce
+//! themselves (`lease_members`, scope `relay`) and split the lanes evenly: an instance holding
+//! more than its share hands the rest back.
+//!
+//! Renewal happens between batches, and a batch may not outlive its lanes: its sends are cut
+//! (the producer's queue and in-flight requests purged) at the lanes' deadline, a margin
+//! before the leases could lapse, so a relay stuck on a stalled broker stops sending before
+//! its lanes can be granted elsewhere. Marks (`published_at`) are written only for lanes whose
+//! epoch is still the one they were sent under; a stale relay's late marks are refused. Every
+//! record carries a `relay_lease` header (`{lane}/{epoch}`) naming the grant it was sent
+//! under.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::on_write;
-use crate::store::{Store, StoreError, now_micros};
+use super::publish;
+use crate::app::AppContext;
+use crate::outbox::OutboxRow;
+use crate::store::lease::{self, Fence, Grant, members};
+use crate::store::{Store, StoreError};
 
-/// A lease lasts this long without renewal.
-pub const TTL: Duration = Duration::from_secs(10);
-/// Leases are renewed this often.
-pub const RENEW: Duration = Duration::from_secs(2);
-/// An instance stops publishing this long before its lease could expire, so the next holder
-/// never overlaps with it.
-const MARGIN: Duration = Duration::from_secs(4);
+/// The membership scope of relay instances.
+const SCOPE: &str = "relay";
+
+/// The header naming the lane lease (`{lane}/{epoch}`) a record was sent under.
+pub const LEASE_HEADER: &str = "relay_lease";
+
+/// The lease name of a lane.
+pub fn lease_name(lane: i64) -> String {
+    format!("relay.lane.{lane}")
+}
 
 pub struct Lanes {
     store: Store,
     owner: String,
     lanes: u32,
-    held: BTreeSet<i64>,
-    valid_until: Option<Instant>,
+    ttl: Duration,
+    held: BTreeMap<i64, Grant>,
+    /// Lanes whose last batch was cut: requests the broker received but has not answered may
+    /// still be appended. Such a lane is not handed back to another relay until a batch on it
+    /// is acknowledged in full.
+    unsettled: BTreeSet<i64>,
+    /// Lanes of the batch in flight (renewals happen while it waits for acknowledgements):
+    /// never handed back to another relay while their sends are outstanding.
+    busy: BTreeSet<i64>,
 }
 
 impl Lanes {
-    pub fn new(store: Store, lanes: u32) -> Self {
+    /// `ttl`: how long a lane lease lasts without renewal (`log.relay_lease_ttl_ms`).
+    pub fn new(store: Store, lanes: u32, ttl: Duration) -> Self {
         Self {
             store,
             owner: uuid::Uuid::new_v4().to_string(),
             lanes: lanes.max(1),
-            held: BTreeSet::new(),
-            valid_until: None,
+            ttl: ttl.max(Duration::from_millis(10)),
+            held: BTreeMap::new(),
+            unsettled: BTreeSet::new(),
+            busy: BTreeSet::new(),
         }
     }
 
-    /// The lanes this instance may publish now (empty when its leases may have lapsed).
+    /// How often the leases are renewed.
+    pub fn renew_every(&self) -> Duration {
+        self.ttl / 5
+    }
+
+    /// How long before a lease could lapse its holder stops sending on it: room for a renewal
+    /// that is late by a renewal interval, and for the purge to take effect.
+    fn margin(&self) -> Duration {
+        self.ttl * 3 / 10
+    }
+
+    /// The lanes this instance may publish now (those whose leases are not near their end).
     pub fn held(&self) -> Vec<i64> {
-        match self.valid_until {
-            Some(t) if Instant::now() < t => self.held.iter().copied().collect(),
-            _ => Vec::new(),
-        }
+        let margin = self.margin();
+        self.held
+            .iter()
+            .filter(|(_, g)| g.valid_for(margin))
+            .map(|(l, _)| *l)
+            .collect()
+    }
+
+    /// When sends on `rows`' lanes must stop: the earliest of their leases' deadlines.
+    pub fn deadline(&self, rows: &[OutboxRow]) -> Instant {
+        let lanes: BTreeSet<i64> = rows.iter().map(|r| r.lane).collect();
+        self.deadline_of(lanes.iter())
+    }
+
+    /// When sends on any held lane must stop.
+    pub fn deadline_all(&self) -> Instant {
+        self.deadline_of(self.held.keys())
+    }
+
+    fn deadline_of<'a>(&self, lanes: impl Iterator<Item = &'a i64>) -> Instant {
+        lanes
+            .filter_map(|l| self.held.get(l))
+            .map(|g| {
+                g.valid_until
+                    .checked_sub(self.margin())
+                    .unwrap_or_else(Instant::now)
+            })
+            .min()
+            .unwrap_or_else(Instant::now)
     }
 
     /// Announces this instance, renews its leases, hands back lanes above its share and
-    /// claims free or expired lanes up to it.
+    /// claims free or lapsed lanes up to it.
     pub async fn refresh(&mut self) -> Result<(), StoreError> {
-        let started = Instant::now();
-        let now = now_micros();
-        let until = now + TTL.as_micros() as i64;
-        let owner = self.owner.clone();
-        let members: i64 = on_write!(self.store, p => {
-            sqlx::query(
-                "INSERT INTO relay_members (owner, expires_at) VALUES ($1, $2) \
-                 ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at",
-            )
-            .bind(&owner)
-            .bind(until)
-            .execute(p)
-            .await?;
-            sqlx::query("DELETE FROM relay_members WHERE expires_at < $1")
-                .bind(now)
-                .execute(p)
-                .await?;
-            sqlx::query_scalar("SELECT COUNT(*) FROM relay_members")
-                .fetch_one(p)
-                .await?
-        });
+        let members = members::announce(&self.store, SCOPE, &self.owner, self.ttl).await?;
         let share = (i64::from(self.lanes) + members.max(1) - 1) / members.max(1);
-        let renewed: Vec<i64> = on_write!(self.store, p => {
-            sqlx::query_scalar(
-                "UPDATE relay_leases SET expires_at = $1 WHERE owner = $2 AND expires_at >= $3 RETURNING lane",
-            )
-            .bind(until)
-            .bind(&owner)
-            .bind(now)
-            .fetch_all(p)
-            .await?
-        });
-        let mut held: BTreeSet<i64> = renewed.into_iter().collect();
-        while held.len() as i64 > share {
-            let Some(lane) = held.pop_last() else { break };
-            on_write!(self.store, p => {
-                sqlx::query("DELETE FROM relay_leases WHERE lane = $1 AND owner = $2")
-                    .bind(lane)
-                    .bind(&owner)
-                    .execute(p)
-                    .await?;
-            });
+        let names: Vec<String> = self.held.keys().map(|l| lease_name(*l)).collect();
+        let renewed = lease::renew(&self.store, &names, &self.owner, self.ttl).await?;
+        let mut held: BTreeMap<i64, Grant> = self
+            .held
+            .keys()
+            .filter_map(|l| {
+                let name = lease_name(*l);
+                renewed
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, g)| (*l, *g))
+            })
+            .collect();
+        // Hand back the lanes above the share, settled ones only.
+        let surplus = (held.len() as i64 - share).max(0) as usize;
+        let give: Vec<i64> = held
+            .keys()
+            .rev()
+            .filter(|l| !self.unsettled.contains(l) && !self.busy.contains(l))
+            .take(surplus)
+            .copied()
+            .collect();
+        for lane in give {
+            held.remove(&lane);
+            lease::release(&self.store, &[lease_name(lane)], &self.owner).await?;
         }
         // Start the search at a point of our own, so instances do not race for the same lanes.
-        let start = (crate::outbox::key_hash(&owner) % u64::from(self.lanes)) as i64;
+        let start = (crate::outbox::key_hash(&self.owner) % u64::from(self.lanes)) as i64;
         let lanes = i64::from(self.lanes);
         for i in 0..lanes {
             if held.len() as i64 >= share {
                 break;
             }
             let lane = (start + i) % lanes;
-            if held.contains(&lane) {
+            if held.contains_key(&lane) {
                 continue;
             }
-            let n = on_write!(self.store, p => {
-                sqlx::query(
-                    "INSERT INTO relay_leases (lane, owner, expires_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (lane) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
-                     WHERE relay_leases.expires_at < $4",
-                )
-                .bind(lane)
-                .bind(&owner)
-                .bind(until)
-                .bind(now)
-                .execute(p)
-                .await?
-                .rows_affected()
-            });
-            if n > 0 {
-                held.insert(lane);
+            if let Some(g) =
+                lease::acquire(&self.store, &lease_name(lane), &self.owner, self.ttl).await?
+            {
+                held.insert(lane, g);
             }
         }
+        self.unsettled.retain(|l| held.contains_key(l));
         self.held = held;
-        self.valid_until = Some(started + TTL - MARGIN);
         Ok(())
     }
 
     /// Forgets the leases locally (after a failed renewal: they may lapse any moment).
     pub fn drop_local(&mut self) {
         self.held.clear();
-        self.valid_until = None;
+        self.unsettled.clear();
+        self.busy.clear();
     }
 
-    /// Hands every lease back at once (clean shutdown).
+    /// Hands every lease back at once (clean shutdown, after the producer has flushed).
     pub async fn release(&mut self) {
+        let names: Vec<String> = self.held.keys().map(|l| lease_name(*l)).collect();
         self.drop_local();
-        let owner = self.owner.clone();
-        for sql in [
-            "DELETE FROM relay_leases WHERE owner = $1",
-            "DELETE FROM relay_members WHERE owner = $1",
-        ] {
-            let r = on_write!(self.store, p => {
-                sqlx::query(sql).bind(&owner).execute(p).await.map(|_| ())
-            });
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "releasing relay leases failed");
+        if let Err(e) = lease::release(&self.store, &names, &self.owner).await {
+            tracing::warn!(error = %e, "releasing relay lanes failed");
+        }
+        if let Err(e) = members::leave(&self.store, SCOPE, &self.owner).await {
+            tracing::warn!(error = %e, "leaving the relay members failed");
+        }
+    }
+
+    /// Adds the `relay_lease` header (`{lane}/{epoch}`) to each row about to be sent.
+    pub fn stamp(&self, rows: &mut [OutboxRow]) {
+        for r in rows {
+            if let Some(g) = self.held.get(&r.lane) {
+                let mut h = r.headers();
+                h.insert(LEASE_HEADER.into(), format!("{}/{}", r.lane, g.epoch));
+                if let Ok(s) = serde_json::to_string(&h) {
+                    r.headers = s;
+                }
             }
         }
+    }
+
+    /// A batch on `rows`' lanes is in flight until `end_batch`: renewals meanwhile keep those
+    /// lanes (a relay waiting on a stalled broker keeps them; nobody else sends them).
+    pub fn begin_batch(&mut self, rows: &[OutboxRow]) {
+        self.busy = rows.iter().map(|r| r.lane).collect();
+    }
+
+    /// The batch in flight has ended (acknowledged, failed or cut).
+    pub fn end_batch(&mut self) {
+        self.busy.clear();
+    }
+
+    /// A batch on `rows`' lanes was cut (its sends abandoned): requests the broker received but
+    /// has not answered may still be appended, so those lanes are not handed back to another
+    /// relay until a later batch on them is acknowledged in full.
+    pub fn cut(&mut self, rows: &[OutboxRow]) {
+        self.unsettled.extend(rows.iter().map(|r| r.lane));
+    }
+
+    /// The fence for a write under `lane`'s lease (a parked row), if this relay holds it.
+    pub fn fence_for(&self, lane: i64) -> Option<Fence> {
+        self.held.get(&lane).map(|g| Fence {
+            name: lease_name(lane),
+            owner: self.owner.clone(),
+            epoch: g.epoch,
+        })
+    }
+
+    /// Marks the acknowledged rows among `rows` published, in one transaction, for the lanes
+    /// whose lease is still held with the epoch they were sent under; the marks of lanes that
+    /// passed to another relay are refused (that relay sends those rows again). Returns how
+    /// many marks were refused.
+    pub async fn mark_published(
+        &mut self,
+        ctx: &AppContext,
+        rows: &[OutboxRow],
+        acked: &[i64],
+    ) -> Result<usize, StoreError> {
+        if acked.is_empty() {
+            return Ok(0);
+        }
+        let lane_of: BTreeMap<i64, i64> = rows.iter().map(|r| (r.id, r.lane)).collect();
+        let mut by_lane: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for id in acked {
+            if let Some(l) = lane_of.get(id) {
+                by_lane.entry(*l).or_default().push(*id);
+            }
+        }
+        let fences: Vec<Fence> = by_lane
+            .keys()
+            .filter_map(|l| {
+                self.held.get(l).map(|g| Fence {
+                    name: lease_name(*l),
+                    owner: self.owner.clone(),
+                    epoch: g.epoch,
+                })
+            })
+            .collect();
+        let mut tx = self.store.begin().await?;
+        let ok = lease::still_held(&mut tx, &fences).await?;
+        let mut ids = Vec::new();
+        let mut refused = 0usize;
+        let mut lost = Vec::new();
+        for (lane, lane_ids) in &by_lane {
+            let name = lease_name(*lane);
+            let held = fences.iter().zip(&ok).any(|(f, ok)| f.name == name && *ok);
+            if held {
+                ids.extend_from_slice(lane_ids);
+            } else {
+                refused += lane_ids.len();
+                lost.push(*lane);
+            }
+        }
+        publish::mark_published(&mut tx, &ids).await?;
+        tx.commit().await?;
+        for lane in lost {
+            // Another relay has it now: stop sending on it at once.
+            self.held.remove(&lane);
+            self.unsettled.remove(&lane);
+        }
+        // A lane whose rows of this batch were all acknowledged has nothing left in flight.
+        for (lane, lane_ids) in &by_lane {
+            let sent = rows.iter().filter(|r| r.lane == *lane).count();
+            if lane_ids.len() == sent {
+                self.unsettled.remove(lane);
+            }
+        }
+        if refused > 0 {
+            tracing::warn!(
+                refused,
+                "marks of lanes that passed to another relay were refused"
+            );
+            ctx.metrics
+                .lease_writes_refused
+                .with_label_values(&["relay"])
+                .inc_by(refused as u64);
+        }
+        Ok(refused)
     }
 }

@@ -4,16 +4,19 @@
 //! the same one, whatever `log.relay_lanes` says in each process. The first relay seeds the
 //! count from its configuration; after that only `substrate relay set-lanes N` changes it.
 //!
-//! `set_lanes` is safe while relays run: in one transaction it changes the count and replaces
-//! every lane lease by a fence that no relay can claim before the old leases could have
-//! expired. Old holders find their leases gone at their next renewal and stop; they had to
-//! stop before their own lease expired anyway (`lanes.rs`), so no two relays publish one key
-//! under different layouts at the same time. (Per-key order does not even depend on that:
+//! `set_lanes` is safe while relays run: in one transaction it changes the count and gives
+//! every lane lease (`store::lease`, `relay.lane.{n}`) to a fence holder with a new epoch,
+//! until after the old leases could have expired. Old holders find their leases gone at their
+//! next renewal, and their marks are refused by the epoch check; they had to stop before their
+//! own lease expired anyway (`lanes.rs`), so no two relays publish one key under different
+//! layouts at the same time. (Per-key order does not even depend on that:
 //! see docs/log.md, "Order under failure".)
 
 use crate::on_write;
 use crate::outbox::stored_key_hash;
-use crate::store::{Store, StoreError, now_micros};
+use std::time::Duration;
+
+use crate::store::{Store, StoreError, dialect, now_micros};
 use crate::{on_read, on_tx};
 
 /// The owner name of the fence leases `set_lanes` writes.
@@ -54,17 +57,29 @@ pub struct LanesChanged {
     pub fenced_until: i64,
 }
 
-/// Changes the lane count to `lanes`, fencing every current lease (see the module comment).
-pub async fn set_lanes(store: &Store, lanes: u32) -> Result<LanesChanged, StoreError> {
+/// Changes the lane count to `lanes`, fencing every lane lease of the old and the new layout
+/// (see the module comment): each becomes held by `FENCE_OWNER` with a new epoch until the
+/// latest moment any current lease could still be in force (and at least a lease lifetime
+/// `ttl` from now, on the database's clock). Old holders' renewals and marks are refused from
+/// this commit on (the epochs moved), and no relay can take a lane before the fences lapse.
+pub async fn set_lanes(
+    store: &Store,
+    lanes: u32,
+    ttl: Duration,
+) -> Result<LanesChanged, StoreError> {
     let lanes = lanes.max(1);
-    let ttl = super::lanes::TTL.as_micros() as i64;
+    let ttl = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 4);
+    let now = dialect::now_micros(store.backend());
     let mut tx = store.begin().await?;
     let before: Option<i64> = on_tx!(tx, c => {
         sqlx::query_scalar("SELECT lanes FROM relay_layout WHERE id = 1")
             .fetch_optional(&mut *c)
             .await?
     });
-    let expiries: Vec<i64> = on_tx!(tx, c => {
+    let latest_sql = format!(
+        "SELECT COALESCE(MAX(expires_at), 0), {now} FROM leases WHERE name LIKE 'relay.lane.%'"
+    );
+    let (latest, db_now): (i64, i64) = on_tx!(tx, c => {
         sqlx::query(
             "INSERT INTO relay_layout (id, lanes, changed_at) VALUES (1, $1, $2) \
              ON CONFLICT (id) DO UPDATE SET lanes = excluded.lanes, changed_at = excluded.changed_at",
@@ -73,21 +88,21 @@ pub async fn set_lanes(store: &Store, lanes: u32) -> Result<LanesChanged, StoreE
         .bind(now_micros())
         .execute(&mut *c)
         .await?;
-        sqlx::query_scalar("DELETE FROM relay_leases RETURNING expires_at")
-            .fetch_all(&mut *c)
-            .await?
+        sqlx::query_as(&latest_sql).fetch_one(&mut *c).await?
     });
-    // Taken after the old leases are gone, so a renewal that slipped in before is covered.
-    let fenced_until = expiries.into_iter().fold(now_micros() + ttl, i64::max);
-    for lane in 0..i64::from(lanes) {
+    let fenced_until = latest.max(db_now + ttl);
+    let old = before.and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+    for lane in 0..i64::from(lanes.max(old)) {
         on_tx!(tx, c => {
             sqlx::query(
-                "INSERT INTO relay_leases (lane, owner, expires_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (lane) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at",
+                "INSERT INTO leases (name, owner, epoch, expires_at, granted_at) VALUES ($1, $2, 1, $3, $4) \
+                 ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, epoch = leases.epoch + 1, \
+                 expires_at = excluded.expires_at, granted_at = excluded.granted_at",
             )
-            .bind(lane)
+            .bind(super::lanes::lease_name(lane))
             .bind(FENCE_OWNER)
             .bind(fenced_until)
+            .bind(db_now)
             .execute(&mut *c)
             .await?;
         });

@@ -1,6 +1,7 @@
 //! The relay role. With Kafka it moves outbox rows to the broker: it leases key-hash lanes
-//! (`lanes`, with the lane count kept in the store: `layout`), sends each lane's pending rows in
-//! id order through a producer session and marks them once acknowledged (`publish`,
+//! (`lanes`: fenced leases of `store::lease`, with the lane count kept in the store: `layout`),
+//! sends each lane's pending rows in id order through a producer session and marks them once
+//! acknowledged, fenced by the lanes' lease epochs (`publish`,
 //! `producer`), parks rows it can never send (`parked`), woken at once by appends in this
 //! process (and by NOTIFY on PostgreSQL), with a poll fallback. A broker outage only grows the
 //! outbox; the relay drains it when the broker is back. With the embedded log the outbox
@@ -43,7 +44,7 @@ impl Held {
                     "relay lane count changed in the store; taking lanes anew"
                 );
                 self.lanes.release().await;
-                self.lanes = lanes::Lanes::new(ctx.store.clone(), n);
+                self.lanes = lanes::Lanes::new(ctx.store.clone(), n, lane_ttl(ctx));
                 self.layout = n;
             }
             Ok(_) => {}
@@ -63,6 +64,11 @@ impl Held {
             ctx.metrics.relay_parked_rows.set(n);
         }
     }
+}
+
+/// How long a lane lease lasts without renewal (`log.relay_lease_ttl_ms`).
+fn lane_ttl(ctx: &AppContext) -> Duration {
+    Duration::from_millis(ctx.config.log.relay_lease_ttl_ms)
 }
 
 /// The lane count this relay uses: the store's, seeded from `log.relay_lanes` by the first
@@ -90,7 +96,7 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
     session.get()?;
     let layout = layout_of(&ctx).await?;
     let mut held = Held {
-        lanes: lanes::Lanes::new(ctx.store.clone(), layout),
+        lanes: lanes::Lanes::new(ctx.store.clone(), layout, lane_ttl(&ctx)),
         layout,
     };
     let mut suspects = publish::Suspects::default();
@@ -104,7 +110,7 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
     while !shutdown.is_cancelled() {
         let now = Instant::now();
         if now >= next_refresh {
-            next_refresh = now + lanes::RENEW;
+            next_refresh = now + held.lanes.renew_every();
             held.refresh(&ctx).await;
         }
         if !topics_ready && now >= next_topics {
@@ -124,7 +130,7 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
         }
         wake.borrow_and_update();
         let lanes_now = held.lanes.held();
-        let rows = if lanes_now.is_empty() || !topics_ready {
+        let mut rows = if lanes_now.is_empty() || !topics_ready {
             Vec::new()
         } else {
             match publish::pending(&ctx.store, held.layout, &lanes_now, cfg.relay_batch).await {
@@ -144,6 +150,8 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
             }
             continue;
         }
+        // Each record names the lane lease it is sent under (`relay_lease` header).
+        held.lanes.stamp(&mut rows);
         let stop = shutdown.child_token();
         let batch = publish::Batch {
             metrics: &ctx.metrics,
@@ -152,13 +160,13 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
         };
         let send = batch.send(&mut session, &mut suspects, &rows);
         let outcome =
-            keep_lanes_while(send, &ctx, &mut held, &lanes_now, &stop, &mut next_refresh).await;
-        if let Err(e) = publish::mark_published(&ctx.store, &outcome.acked).await {
+            keep_lanes_while(send, &ctx, &mut held, &rows, &stop, &mut next_refresh).await;
+        if let Err(e) = held.lanes.mark_published(&ctx, &rows, &outcome.acked).await {
             // The rows are on the broker; they will be sent again (a duplicate the consumers'
             // inbox absorbs).
             tracing::warn!(error = %e, "marking relayed rows failed");
         }
-        park(&ctx, &outcome.park).await;
+        park(&ctx, &held.lanes, &rows, &outcome.park).await;
         if outcome.failed > 0 {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -166,46 +174,84 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
             }
         }
     }
+    // Flush first (bounded by the lanes' deadline), purge what is left, then hand the lanes
+    // over: another relay must not start on them while this one still sends.
+    let flush_for = held
+        .lanes
+        .deadline_all()
+        .saturating_duration_since(Instant::now());
+    session.close(flush_for.min(Duration::from_secs(5))).await;
     held.lanes.release().await;
-    session.close(Duration::from_secs(5)).await;
     tracing::info!("relay stopped");
     Ok(())
 }
 
 /// Runs `send` to its end while renewing the lane leases on time. If a lane of the batch is
-/// lost meanwhile (or the process shuts down: `stop` is a child of the shutdown token), `stop`
-/// is cancelled: the session abandons what is in flight, and the rows are sent again by
-/// whoever holds their lane next.
+/// lost meanwhile, its lease nears its end without a renewal (the store does not answer), or
+/// the process shuts down (`stop` is a child of the shutdown token), `stop` is cancelled: the
+/// session abandons what is in flight, and the rows are sent again by whoever holds their lane
+/// next. A relay waiting on a stalled broker with a working store keeps its lanes, so nobody
+/// else sends them meanwhile.
 async fn keep_lanes_while(
     send: impl std::future::Future<Output = publish::Outcome>,
     ctx: &AppContext,
     held: &mut Held,
-    batch_lanes: &[i64],
+    rows: &[crate::outbox::OutboxRow],
     stop: &CancellationToken,
     next_refresh: &mut Instant,
 ) -> publish::Outcome {
+    let batch_lanes: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.lane).collect();
     tokio::pin!(send);
     loop {
         let renew_at = tokio::time::Instant::from_std(*next_refresh);
+        let deadline = tokio::time::Instant::from_std(held.lanes.deadline(rows));
         tokio::select! {
             out = &mut send => return out,
             _ = tokio::time::sleep_until(renew_at) => {
-                *next_refresh = Instant::now() + lanes::RENEW;
+                *next_refresh = Instant::now() + held.lanes.renew_every();
                 held.refresh(ctx).await;
                 let now_held = held.lanes.held();
-                if batch_lanes.iter().any(|l| !now_held.contains(l)) {
+                if batch_lanes.iter().any(|l| !now_held.contains(l)) && !stop.is_cancelled() {
                     tracing::warn!("relay lost a lane mid-batch; abandoning what is in flight");
-                    stop.cancel();
+                    cut(ctx, held, rows, stop);
                 }
+            }
+            _ = tokio::time::sleep_until(deadline), if !stop.is_cancelled() => {
+                tracing::warn!(rows = rows.len(), "relay batch not acknowledged before its lanes' deadline; cutting it");
+                cut(ctx, held, rows, stop);
             }
         }
     }
 }
 
-/// Parks rows the batch gave up on, and says so loudly.
-async fn park(ctx: &AppContext, rows: &[publish::Park]) {
+/// Cuts a batch: the session abandons what is queued or in flight, and its lanes stay with this
+/// relay until a later batch on them is acknowledged in full (`Lanes::cut`).
+fn cut(
+    ctx: &AppContext,
+    held: &mut Held,
+    rows: &[crate::outbox::OutboxRow],
+    stop: &CancellationToken,
+) {
+    ctx.metrics.relay_batches_cut.inc();
+    held.lanes.cut(rows);
+    stop.cancel();
+}
+
+/// Parks rows the batch gave up on (only on lanes this relay still holds: the park is fenced
+/// like the marks), and says so loudly.
+async fn park(
+    ctx: &AppContext,
+    lanes: &lanes::Lanes,
+    batch: &[crate::outbox::OutboxRow],
+    rows: &[publish::Park],
+) {
     for p in rows {
-        match parked::park(&ctx.store, p.row_id, &p.error, p.attempts).await {
+        let fence = batch
+            .iter()
+            .find(|r| r.id == p.row_id)
+            .and_then(|r| lanes.fence_for(r.lane));
+        let Some(fence) = fence else { continue };
+        match parked::park(&ctx.store, &fence, p.row_id, &p.error, p.attempts).await {
             Ok(true) => {
                 tracing::error!(outbox_id = p.row_id, attempts = p.attempts, error = %p.error, "relay parked a row it cannot send; its key waits (substrate relay parked list)");
             }

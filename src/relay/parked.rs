@@ -8,8 +8,9 @@
 
 use serde::Serialize;
 
+use crate::store::lease::Fence;
 use crate::store::{Store, StoreError, now_micros};
-use crate::{on_read, on_tx, on_write};
+use crate::{on_read, on_tx};
 
 /// SQL condition on `outbox` rows: the row's key is not held by an open parked row.
 pub const NOT_HELD: &str = "NOT EXISTS (SELECT 1 FROM relay_parked rp WHERE rp.resolved_at IS NULL AND rp.topic = outbox.topic AND rp.event_key = outbox.event_key)";
@@ -36,15 +37,19 @@ const SELECT: &str = "SELECT id, outbox_id, event_id, topic, event_key, error, a
      (SELECT COUNT(*) FROM outbox o WHERE o.published_at IS NULL AND o.topic = relay_parked.topic AND o.event_key = relay_parked.event_key AND o.id > relay_parked.outbox_id AND relay_parked.resolved_at IS NULL) AS held_rows \
      FROM relay_parked";
 
-/// Parks outbox row `outbox_id` (if it is still pending and its key is not parked already).
+/// Parks outbox row `outbox_id` (if it is still pending and its key is not parked already),
+/// under `fence`, the lease of the row's lane (a relay that lost the lane parks nothing).
 /// Returns whether a row was parked.
 pub async fn park(
     store: &Store,
+    fence: &Fence,
     outbox_id: i64,
     error: &str,
     attempts: u32,
 ) -> Result<bool, StoreError> {
-    let n = on_write!(store, p => {
+    let mut tx = store.begin().await?;
+    fence.check(&mut tx).await?;
+    let n = on_tx!(tx, p => {
         sqlx::query(
             "INSERT INTO relay_parked (outbox_id, event_id, topic, event_key, error, attempts, parked_at) \
              SELECT id, event_id, topic, event_key, $1, $2, $3 FROM outbox WHERE id = $4 AND published_at IS NULL \
@@ -54,10 +59,11 @@ pub async fn park(
         .bind(i64::from(attempts))
         .bind(now_micros())
         .bind(outbox_id)
-        .execute(p)
+        .execute(&mut *p)
         .await?
         .rows_affected()
     });
+    tx.commit().await?;
     Ok(n > 0)
 }
 

@@ -20,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 use super::producer::{Connect, Delivery, EnqueueError, Producer, SendError};
 use crate::log::LogError;
 use crate::outbox::{COLUMNS, OutboxRow};
-use crate::store::{Store, StoreError, now_micros};
+use crate::store::{Store, StoreError, Tx, now_micros};
 use crate::telemetry::Metrics;
 use crate::telemetry::tracing::{context, spans};
-use crate::{on_read, on_write};
+use crate::{on_read, on_tx};
 
 /// Pending rows of `held` lanes (of `lanes` in all), oldest first, leaving out the keys that
 /// wait behind a parked row.
@@ -38,9 +38,12 @@ pub async fn pending(
         .map(i64::to_string)
         .collect::<Vec<_>>()
         .join(",");
+    // `lane` is the row's lane in the stored layout (`key_hash % lanes`), not the legacy
+    // column: the lane leases, marks and `relay_lease` headers go by it.
+    let lanes = lanes.max(1);
+    let cols = COLUMNS.replace(" lane,", &format!(" key_hash % {lanes} AS lane,"));
     let sql = format!(
-        "SELECT {COLUMNS} FROM outbox WHERE published_at IS NULL AND key_hash % {} IN ({list}) AND {} ORDER BY id LIMIT {}",
-        lanes.max(1),
+        "SELECT {cols} FROM outbox WHERE published_at IS NULL AND key_hash % {lanes} IN ({list}) AND {} ORDER BY id LIMIT {}",
         super::parked::NOT_HELD,
         limit.max(1)
     );
@@ -50,8 +53,9 @@ pub async fn pending(
     Ok(rows)
 }
 
-/// Marks rows acknowledged by the broker.
-pub async fn mark_published(store: &Store, ids: &[i64]) -> Result<(), StoreError> {
+/// Marks rows acknowledged by the broker, inside `tx` (which the caller has fenced with the
+/// rows' lane leases: `Lanes::mark_published`).
+pub async fn mark_published(tx: &mut Tx, ids: &[i64]) -> Result<(), StoreError> {
     let now = now_micros();
     for chunk in ids.chunks(1000) {
         let list = chunk
@@ -60,8 +64,8 @@ pub async fn mark_published(store: &Store, ids: &[i64]) -> Result<(), StoreError
             .collect::<Vec<_>>()
             .join(",");
         let sql = format!("UPDATE outbox SET published_at = $1 WHERE id IN ({list})");
-        on_write!(store, p => {
-            sqlx::query(&sql).bind(now).execute(p).await?;
+        on_tx!(tx, c => {
+            sqlx::query(&sql).bind(now).execute(&mut *c).await?;
         });
     }
     Ok(())

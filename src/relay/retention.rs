@@ -134,8 +134,9 @@ pub async fn forget_group(store: &Store, group: &str) -> Result<u64, StoreError>
             .execute(&mut *c)
             .await?
             .rows_affected();
-        sqlx::query("DELETE FROM consumer_leases WHERE group_name = $1")
-            .bind(group)
+        // Its lease lapses now (the row stays, so its epoch never goes back).
+        sqlx::query("UPDATE leases SET expires_at = 0 WHERE name = $1")
+            .bind(crate::log::embedded::lease_name(group))
             .execute(&mut *c)
             .await?;
         n

@@ -6,8 +6,9 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::{Report, State};
+use crate::store::lease::Fence;
 use crate::store::{Store, StoreError, now_micros};
-use crate::{on_read, on_write};
+use crate::{on_read, on_tx, on_write};
 
 /// Hours probe runs are kept (the page shows the last one).
 pub const RUNS_KEEP_HOURS: i64 = 48;
@@ -74,36 +75,53 @@ impl From<RunRow> for ProbeRun {
     }
 }
 
-/// Records a probe run as sent.
+/// Records a probe run as sent, under the probe lease (`fence`).
 pub async fn run_started(
     store: &Store,
+    fence: &Fence,
     probe_id: &str,
     instance: &str,
     sent_at: i64,
 ) -> Result<(), StoreError> {
-    on_write!(store, p => {
+    let mut tx = store.begin().await?;
+    fence.check(&mut tx).await?;
+    on_tx!(tx, c => {
         sqlx::query("INSERT INTO probe_runs (probe_id, instance, sent_at, outcome) VALUES ($1, $2, $3, 'pending')")
             .bind(probe_id)
             .bind(instance)
             .bind(sent_at)
-            .execute(p)
+            .execute(&mut *c)
             .await?;
     });
-    Ok(())
+    tx.commit().await
 }
 
-/// Records how a probe run ended.
+/// Records how a probe run ended, under the probe lease (`fence`).
 pub async fn run_finished(
     store: &Store,
+    fence: &Fence,
     probe_id: &str,
     outcome: Outcome,
     round_trip_us: Option<i64>,
 ) -> Result<(), StoreError> {
-    on_write!(store, p => {
+    let mut tx = store.begin().await?;
+    fence.check(&mut tx).await?;
+    on_tx!(tx, c => {
         sqlx::query("UPDATE probe_runs SET outcome = $1, round_trip_us = $2, finished_at = $3 WHERE probe_id = $4")
             .bind(outcome.as_str())
             .bind(round_trip_us)
             .bind(now_micros())
+            .bind(probe_id)
+            .execute(&mut *c)
+            .await?;
+    });
+    tx.commit().await
+}
+
+/// Removes a run whose outcome may not be recorded (its instance lost the probe lease).
+pub async fn run_forget(store: &Store, probe_id: &str) -> Result<(), StoreError> {
+    on_write!(store, p => {
+        sqlx::query("DELETE FROM probe_runs WHERE probe_id = $1")
             .bind(probe_id)
             .execute(p)
             .await?;
@@ -189,17 +207,18 @@ pub fn day_of(micros: i64) -> i64 {
     micros.div_euclid(MICROS_PER_DAY)
 }
 
-/// Adds one evaluation per component to today's counts.
-pub async fn record(store: &Store, report: &Report) -> Result<(), StoreError> {
+/// Adds one evaluation per component to today's counts, under the probe lease (`fence`).
+pub async fn record(store: &Store, fence: &Fence, report: &Report) -> Result<(), StoreError> {
     let day = day_of(report.checked_at);
     let mut tx = store.begin().await?;
+    fence.check(&mut tx).await?;
     for c in &report.components {
         let (o, d, x) = match c.state {
             State::Operational => (1i64, 0i64, 0i64),
             State::Degraded => (0, 1, 0),
             State::Down => (0, 0, 1),
         };
-        crate::on_tx!(tx, conn => {
+        on_tx!(tx, conn => {
             sqlx::query(
                 "INSERT INTO status_daily (component, day, operational_n, degraded_n, down_n) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (component, day) DO UPDATE SET \

@@ -1,7 +1,11 @@
 //! The store seam: one `Store` over SQLite (embedded) or PostgreSQL (production), chosen by
 //! URL. SQL is written once with `$1` placeholders (both drivers accept them) and run through
 //! the `on_read!`/`on_write!`/`on_tx!` macros, which expand the same code for each driver.
-//! Integers are BIGINT and times are unix microseconds on both backends.
+//! Integers are BIGINT and times are unix microseconds on both backends. Where the SQL must
+//! differ it goes through `dialect`; fenced leases (one holder at a time) are `lease`.
+
+pub mod dialect;
+pub mod lease;
 
 pub mod notify;
 
@@ -41,6 +45,9 @@ pub enum StoreError {
     /// No connection (SQLite: no write lock) within the caller's bound.
     #[error("the store did not answer within {0:?}")]
     Timeout(Duration),
+    /// A write under a lease that has since been granted to another holder (see `lease`).
+    #[error("lease {0} was granted to another holder; the write is refused")]
+    Fenced(String),
 }
 
 /// Whose fault a failed statement is.
@@ -74,6 +81,11 @@ impl StoreError {
             }
             _ => Fault::Other,
         }
+    }
+
+    /// A stale lease holder's write was refused (`lease::Fence::check`).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced(_))
     }
 }
 
@@ -219,12 +231,7 @@ impl Tx {
         if self.locks.contains(&key) {
             return Ok(());
         }
-        if let RawTx::Postgres(t) = &mut self.raw {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(key)
-                .execute(&mut **t)
-                .await?;
-        }
+        dialect::advisory_xact_lock(&mut self.raw, key).await?;
         self.locks.push(key);
         Ok(())
     }

@@ -3,8 +3,8 @@
 //! label ever carries a user id.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -25,6 +25,8 @@ pub struct Metrics {
     pub retention_held_rows: IntGaugeVec,
     pub consumer_blocked: IntGaugeVec,
     pub consumer_rejoins: IntCounterVec,
+    pub relay_batches_cut: IntCounter,
+    pub lease_writes_refused: IntCounterVec,
     pub consumer_handled: IntCounterVec,
     pub consumer_failed: IntCounterVec,
     pub consumer_dead_lettered: IntCounterVec,
@@ -44,6 +46,9 @@ pub struct Metrics {
     pub probe_last_success: Gauge,
     pub status_component_up: IntGaugeVec,
 }
+
+/// Who holds fenced leases (the `user` label of `lease_writes_refused_total`).
+pub const LEASE_USERS: [&str; 4] = ["consumer", "relay", "probe", "timer"];
 
 /// Why a probe run failed (the `reason` label of `probe_failures_total`).
 pub const PROBE_FAILURE_REASONS: [&str; 3] = ["timeout", "append_failed", "store_unavailable"];
@@ -158,6 +163,22 @@ impl Metrics {
             ),
             &["group"],
         ));
+        let relay_batches_cut = must(IntCounter::new(
+            "relay_batches_cut_total",
+            "Relay batches still unacknowledged when their lanes' leases neared their end; the \
+             unacknowledged sends were purged and are sent again later.",
+        ));
+        let lease_writes_refused = must(IntCounterVec::new(
+            Opts::new(
+                "lease_writes_refused_total",
+                "Writes refused because the lease (or timer claim) they were made under had \
+                 passed to another holder.",
+            ),
+            &["user"],
+        ));
+        for u in LEASE_USERS {
+            lease_writes_refused.with_label_values(&[u]);
+        }
         let consumer_handled = must(IntCounterVec::new(
             Opts::new(
                 "consumer_events_handled_total",
@@ -313,6 +334,8 @@ impl Metrics {
             retention_held_rows,
             consumer_blocked,
             consumer_rejoins,
+            relay_batches_cut,
+            lease_writes_refused,
             consumer_handled,
             consumer_failed,
             consumer_dead_lettered,
@@ -348,6 +371,8 @@ impl Metrics {
         m.register(Box::new(m.retention_held_rows.clone()));
         m.register(Box::new(m.consumer_blocked.clone()));
         m.register(Box::new(m.consumer_rejoins.clone()));
+        m.register(Box::new(m.relay_batches_cut.clone()));
+        m.register(Box::new(m.lease_writes_refused.clone()));
         m.register(Box::new(m.consumer_handled.clone()));
         m.register(Box::new(m.consumer_failed.clone()));
         m.register(Box::new(m.consumer_dead_lettered.clone()));

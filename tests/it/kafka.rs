@@ -100,7 +100,7 @@ async fn order_per_key_with_two_relays() {
     let pool = app.ctx.store.pg_pool().unwrap().clone();
     // Both instances hold lanes before the load starts.
     eventually(30, || async {
-        let owners: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT owner) FROM relay_leases")
+        let owners: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT owner) FROM leases WHERE name LIKE 'relay.lane.%' AND expires_at > 0")
             .fetch_one(&pool)
             .await
             .unwrap();
@@ -140,10 +140,12 @@ async fn order_per_key_with_two_relays() {
         .await
         .unwrap();
     // Both instances published: every lane was held by one of two owners.
-    let by_owner: Vec<i64> = sqlx::query_scalar("SELECT COUNT(*) FROM relay_leases GROUP BY owner")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let by_owner: Vec<i64> = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM leases WHERE name LIKE 'relay.lane.%' GROUP BY owner",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(by_owner.len(), 2, "{by_owner:?}");
     // Each key's events, first copies only (duplicates are allowed), are in posting order.
     let mut seen = HashSet::new();
@@ -392,5 +394,170 @@ async fn a_refused_offset_commit_does_not_make_the_member_leave_and_rejoin() {
     late.close().await;
     stop.cancel();
     owner_task.await.unwrap();
+    app.stop().await;
+}
+
+/// The lane epoch a record was sent under (its `relay_lease` header, `{lane}/{epoch}`).
+fn lease_epoch(g: &Got) -> (i64, i64) {
+    let v = g.headers.get("relay_lease").expect("relay_lease header");
+    let (lane, epoch) = v.split_once('/').expect("lane/epoch");
+    (lane.parse().unwrap(), epoch.parse().unwrap())
+}
+
+/// A relay instance of its own on `app`'s store (in-process).
+async fn relay_instance(
+    app: &TestApp,
+    tweak: impl FnOnce(&mut substrate::config::Config),
+) -> (substrate::app::AppContext, substrate::server::Running) {
+    let mut cfg = test_config(&app.store);
+    tweak(&mut cfg);
+    let ctx = substrate::app::AppContext::build(cfg).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = substrate::server::start(
+        ctx.clone(),
+        vec![Role::Relay],
+        listener,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .unwrap();
+    (ctx, running)
+}
+
+/// Relays holding lanes now (by the database's clock).
+async fn lane_holders(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT owner) FROM leases WHERE name LIKE 'relay.lane.%' \
+         AND expires_at > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn pg_now(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// The broker freezes (SIGSTOP) for longer than the lane lease while a relay is sending, and a
+/// second relay joins meanwhile. The first relay keeps renewing the lanes of its batch (the
+/// store answers) and hands none of them over while its sends are outstanding; lanes are
+/// handed over to the newcomer only once the broker answers again. On the broker, each key's records carry non-decreasing lane epochs (never two
+/// relays on one lane at once), and each key's first copies are in posting order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_stall_longer_than_the_lane_lease_never_has_two_relays_on_a_lane() {
+    let store = TestStore::with_broker(Backend::Postgres, Some(Broker::start())).await;
+    let ttl_ms: i64 = 2000;
+    let tweak = |c: &mut substrate::config::Config| {
+        c.log.relay_lease_ttl_ms = ttl_ms as u64;
+        c.log.relay_batch = 100;
+    };
+    let mut cfg = test_config(&store);
+    tweak(&mut cfg);
+    let app = TestApp::start_on(store, cfg, vec![Role::Gateway, Role::Relay]).await;
+    let pool = app.ctx.store.pg_pool().unwrap().clone();
+    // Load on 20 keys, each key's events posted in order, until told to stop.
+    let keys = 20;
+    let stop_load = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (http, url, stop) = (
+            app.http.clone(),
+            app.url("/api/v1/events/message/batch"),
+            stop_load.clone(),
+        );
+        let tokens: Vec<String> = (0..keys).map(|k| app.token(&format!("user{k}"))).collect();
+        tokio::spawn(async move {
+            let mut round = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for t in &tokens {
+                    let batch: Vec<Value> = (0..5)
+                        .map(|i| message(&format!("{}", round * 5 + i)))
+                        .collect();
+                    let r = http.post(&url).bearer_auth(t).json(&batch).send().await;
+                    assert_eq!(r.unwrap().status().as_u16(), 202);
+                }
+                round += 1;
+            }
+            round
+        })
+    };
+    eventually(30, || async { (published(&app).await > 300).then_some(()) }).await;
+    let broker = app.store.kafka.as_ref().unwrap();
+    broker.pause();
+    let frozen_at = pg_now(&pool).await;
+    eventually(60, || async {
+        (pg_now(&pool).await > frozen_at + 2 * ttl_ms * 1000).then_some(())
+    })
+    .await;
+    // A second relay joins while the broker is still frozen.
+    let (ctx2, second) = relay_instance(&app, tweak).await;
+    let joined = pg_now(&pool).await;
+    eventually(60, || async {
+        (pg_now(&pool).await > joined + 2 * ttl_ms * 1000).then_some(())
+    })
+    .await;
+    broker.resume();
+    // The lanes are shared once the first relay's batches were acknowledged; then more load.
+    eventually(60, || async {
+        (lane_holders(&pool).await == 2).then_some(())
+    })
+    .await;
+    let shared_at = published(&app).await;
+    eventually(60, || async {
+        (published(&app).await > shared_at + 500).then_some(())
+    })
+    .await;
+    stop_load.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rounds = load.await.unwrap();
+    wait_relayed(&app).await;
+    let total = (keys as i64 * rounds * 5) as usize;
+    let bootstrap = broker.bootstrap();
+    let got = tokio::task::spawn_blocking(move || read_topic(&bootstrap, TOPIC, total))
+        .await
+        .unwrap();
+    let mut epochs: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+    let mut seen = HashSet::new();
+    let mut per_key: HashMap<String, Vec<i64>> = HashMap::new();
+    for g in &got {
+        epochs
+            .entry(g.key.clone())
+            .or_default()
+            .push(lease_epoch(g));
+        if !seen.insert(g.headers["ce_id"].clone()) {
+            continue;
+        }
+        let v = app.ctx.schemas.decode_json(&g.value).await.unwrap();
+        let n: i64 = v["message"].as_str().unwrap().parse().unwrap();
+        per_key.entry(g.key.clone()).or_default().push(n);
+    }
+    assert_eq!(per_key.len(), keys);
+    for (k, seq) in &per_key {
+        let want: Vec<i64> = (0..rounds * 5).collect();
+        assert_eq!(seq, &want, "order of key {k}");
+    }
+    for (k, e) in &epochs {
+        assert!(
+            e.windows(2).all(|w| w[0].0 == w[1].0 && w[0].1 <= w[1].1),
+            "key {k} was sent by two relays at once: {e:?}"
+        );
+    }
+    let handed_over = epochs
+        .values()
+        .filter(|e| e.first().map(|f| f.1) != e.last().map(|l| l.1))
+        .count();
+    assert!(
+        handed_over > 0,
+        "no lane changed hands: the scenario did not happen"
+    );
+    assert!(
+        ctx2.metrics
+            .relay_published
+            .with_label_values(&[TOPIC])
+            .get()
+            > 0
+    );
+    second.stop().await.unwrap();
     app.stop().await;
 }

@@ -12,6 +12,7 @@ mod consumers;
 mod gateway;
 mod hardening_ingest;
 mod kafka;
+mod lease;
 mod log;
 mod media;
 mod media_credits;

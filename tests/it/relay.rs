@@ -498,12 +498,20 @@ async fn relays_that_disagree_on_lanes_and_a_lane_change_keep_every_row_in_order
         assert!(ids.iter().all(|i| by_id[i] == *key));
     }
     // The store's layout is the new count, and the relays hold only its lanes.
-    let lanes: Vec<i64> = substrate::on_read!(app.ctx.store, p => {
-        sqlx::query_scalar("SELECT lane FROM relay_leases ORDER BY lane")
-            .fetch_all(p)
-            .await
-            .unwrap()
+    let names: Vec<String> = substrate::on_read!(app.ctx.store, p => {
+        sqlx::query_scalar(
+            "SELECT name FROM leases WHERE name LIKE 'relay.lane.%' AND owner <> $1 AND expires_at > 0",
+        )
+        .bind(substrate::relay::layout::FENCE_OWNER)
+        .fetch_all(p)
+        .await
+        .unwrap()
     });
+    let mut lanes: Vec<i64> = names
+        .iter()
+        .map(|n| n.trim_start_matches("relay.lane.").parse().unwrap())
+        .collect();
+    lanes.sort();
     assert_eq!(lanes, [0, 1, 2]);
     r1.kill();
     r2.kill();

@@ -2,37 +2,67 @@
 //! per topic. Group positions live in `consumer_offsets` and commit in the same transaction as
 //! the effects. An append wakes readers in this process at once (and in other processes via
 //! NOTIFY on PostgreSQL); a poll interval covers the rest. One member per group is active at a
-//! time, by a lease row.
+//! time: the holder of the group's fenced lease (`store::lease`, named `consumer.{group}`),
+//! kept alive by a keeper task while the member keeps polling. Offsets are written only under
+//! the lease's epoch, and a member that gets the lease with a new epoch (another member held it
+//! meanwhile, perhaps applying a rebuild or a replay) reloads its cursors from the store.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{EventLog, LogConsumer, LogError, LogRecord, PartitionLag, Position, SeekTo};
 use crate::outbox::{COLUMNS, OutboxRow, OutboxSignal};
+use crate::store::lease::{Fence, Keeper, Lease};
 use crate::store::{Store, StoreError, Tx, now_micros};
-use crate::{on_read, on_tx, on_write};
+use crate::{on_read, on_tx};
 
-/// How long a lease lasts without renewal, and how often it is renewed.
-const LEASE_TTL: Duration = Duration::from_secs(10);
-const LEASE_RENEW: Duration = Duration::from_secs(3);
+/// How a group's lease is held.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseSettings {
+    /// How long the lease lasts without renewal (`consumers.lease_ttl_ms`).
+    pub ttl: Duration,
+    /// How long a member may stay away from polling (a long batch) before its keeper stops
+    /// renewing (`consumers.max_poll_interval_ms`).
+    pub max_poll_interval: Duration,
+}
+
+impl LeaseSettings {
+    /// Renewals (and a standby member's attempts to take over) come this often.
+    fn renew_every(&self) -> Duration {
+        (self.ttl / 3).max(Duration::from_millis(10))
+    }
+
+    /// A grant is used only while this much of it is left, so a member stops before the
+    /// lease could lapse under it.
+    fn margin(&self) -> Duration {
+        self.ttl / 3
+    }
+}
 
 pub struct EmbeddedLog {
     store: Store,
     signal: OutboxSignal,
     poll: Duration,
+    lease: LeaseSettings,
 }
 
 impl EmbeddedLog {
-    pub fn new(store: Store, signal: OutboxSignal, poll: Duration) -> Self {
+    pub fn new(store: Store, signal: OutboxSignal, poll: Duration, lease: LeaseSettings) -> Self {
         Self {
             store,
             signal,
             poll,
+            lease,
         }
     }
+}
+
+/// The lease name of a consumer group.
+pub fn lease_name(group: &str) -> String {
+    format!("consumer.{group}")
 }
 
 async fn load_offsets(store: &Store, group: &str) -> Result<HashMap<String, i64>, StoreError> {
@@ -45,7 +75,15 @@ async fn load_offsets(store: &Store, group: &str) -> Result<HashMap<String, i64>
     Ok(rows.into_iter().collect())
 }
 
-async fn save_offsets(tx: &mut Tx, group: &str, positions: &[Position]) -> Result<(), StoreError> {
+/// Writes the group's positions inside `tx`, fenced: refused (`StoreError::Fenced`) when the
+/// group's lease was granted to another member since `fence` was taken.
+async fn save_offsets(
+    tx: &mut Tx,
+    fence: &Fence,
+    group: &str,
+    positions: &[Position],
+) -> Result<(), StoreError> {
+    fence.check(tx).await?;
     let now = now_micros();
     for p in positions {
         on_tx!(tx, c => {
@@ -77,6 +115,13 @@ impl EventLog for EmbeddedLog {
         group: &str,
         topics: &[String],
     ) -> Result<Box<dyn LogConsumer>, LogError> {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let lease = Lease::new(
+            self.store.clone(),
+            lease_name(group),
+            owner.clone(),
+            self.lease.ttl,
+        );
         Ok(Box::new(EmbeddedConsumer {
             store: self.store.clone(),
             signal: self.signal.clone(),
@@ -84,8 +129,14 @@ impl EventLog for EmbeddedLog {
             group: group.to_string(),
             topics: topics.to_vec(),
             cursors: HashMap::new(),
-            owner: uuid::Uuid::new_v4().to_string(),
-            active_until: None,
+            fence: None,
+            owner,
+            keeper: Keeper::start(
+                lease,
+                self.lease.renew_every(),
+                self.lease.max_poll_interval,
+            ),
+            lease: self.lease,
         }))
     }
 
@@ -124,11 +175,14 @@ pub struct EmbeddedConsumer {
     poll: Duration,
     group: String,
     topics: Vec<String>,
-    /// Next offset per topic; loaded when the lease is (re)acquired.
+    /// Next offset per topic; loaded from the store under the grant `fence` names.
     cursors: HashMap<String, i64>,
+    /// The grant this member's cursors belong to; every offset write checks it.
+    fence: Option<Fence>,
     owner: String,
-    /// When the lease must be renewed; `None` = not holding it.
-    active_until: Option<Instant>,
+    /// The group's lease, renewed in the background while this member keeps polling.
+    keeper: Keeper,
+    lease: LeaseSettings,
 }
 
 impl EmbeddedConsumer {
@@ -165,47 +219,31 @@ impl EmbeddedConsumer {
             })
             .collect())
     }
-
-    async fn try_lease(&self) -> Result<bool, StoreError> {
-        let now = now_micros();
-        let until = now + LEASE_TTL.as_micros() as i64;
-        let n = on_write!(self.store, p => {
-            sqlx::query(
-                "INSERT INTO consumer_leases (group_name, owner, expires_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (group_name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
-                 WHERE consumer_leases.owner = excluded.owner OR consumer_leases.expires_at < $4",
-            )
-            .bind(&self.group)
-            .bind(&self.owner)
-            .bind(until)
-            .bind(now)
-            .execute(p)
-            .await?
-            .rows_affected()
-        });
-        Ok(n > 0)
-    }
 }
 
 #[async_trait]
 impl LogConsumer for EmbeddedConsumer {
     async fn ensure_active(&mut self) -> Result<bool, LogError> {
-        if let Some(t) = self.active_until
-            && Instant::now() < t
-        {
-            return Ok(true);
-        }
-        let was_active = self.active_until.is_some();
-        if self.try_lease().await? {
-            if !was_active {
-                // Another member may have moved the group on while we were not leading.
-                self.cursors = load_offsets(&self.store, &self.group).await?;
+        match self.keeper.hold(self.lease.margin()).await? {
+            Some(g) => {
+                if self.fence.as_ref().map(|f| f.epoch) != Some(g.epoch) {
+                    // A new grant: another member may have held the group meanwhile and moved
+                    // it on, or applied a rebuild or replay that moved it back. The store's
+                    // positions are the truth; what this member had in memory is not.
+                    self.fence = None;
+                    self.cursors = load_offsets(&self.store, &self.group).await?;
+                    self.fence = Some(Fence {
+                        name: lease_name(&self.group),
+                        owner: self.owner.clone(),
+                        epoch: g.epoch,
+                    });
+                }
+                Ok(true)
             }
-            self.active_until = Some(Instant::now() + LEASE_RENEW);
-            Ok(true)
-        } else {
-            self.active_until = None;
-            Ok(false)
+            None => {
+                self.fence = None;
+                Ok(false)
+            }
         }
     }
 
@@ -214,8 +252,8 @@ impl LogConsumer for EmbeddedConsumer {
         let mut rx = self.signal.subscribe();
         loop {
             if !self.ensure_active().await? {
-                tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + LEASE_RENEW))
-                    .await;
+                let retry = tokio::time::Instant::now() + self.lease.renew_every();
+                tokio::time::sleep_until(deadline.min(retry)).await;
                 return Ok(Vec::new());
             }
             rx.borrow_and_update();
@@ -240,7 +278,10 @@ impl LogConsumer for EmbeddedConsumer {
     }
 
     async fn commit_in(&mut self, tx: &mut Tx, positions: &[Position]) -> Result<(), LogError> {
-        save_offsets(tx, &self.group, positions).await?;
+        let Some(fence) = &self.fence else {
+            return Err(LogError::NotLeader);
+        };
+        save_offsets(tx, fence, &self.group, positions).await?;
         for p in positions {
             self.cursors.insert(p.topic.clone(), p.next_offset);
         }
@@ -256,19 +297,10 @@ impl LogConsumer for EmbeddedConsumer {
 
     async fn close(&mut self) {
         // Hand the lease over at once on a clean stop, instead of letting it expire.
-        if self.active_until.take().is_some() {
-            let res = on_write!(self.store, p => {
-                sqlx::query("DELETE FROM consumer_leases WHERE group_name = $1 AND owner = $2")
-                    .bind(&self.group)
-                    .bind(&self.owner)
-                    .execute(p)
-                    .await
-                    .map(|_| ())
-            });
-            if let Err(e) = res {
-                tracing::warn!(group = %self.group, error = %e, "releasing the consumer lease failed");
-            }
+        if let Err(e) = self.keeper.release().await {
+            tracing::warn!(group = %self.group, error = %e, "releasing the consumer lease failed");
         }
+        self.fence = None;
     }
 
     async fn resolve(&mut self, topic: &str, to: SeekTo) -> Result<Vec<Position>, LogError> {

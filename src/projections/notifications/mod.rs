@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::app::AppContext;
 use crate::consumers::{Emitter, Envelope, Handler, HandlerError};
-use crate::store::{Backend, Store, StoreError, Tx, now_micros};
+use crate::store::{Store, StoreError, Tx, dialect, now_micros};
 use crate::{on_read, on_tx};
 
 pub const GROUP: &str = "notifications";
@@ -112,9 +112,7 @@ const ORDER_LOCK: i64 = 72_530_002;
 
 /// Inserts a notification inside `tx` (once per event id).
 pub async fn insert(tx: &mut Tx, n: &Notification) -> Result<(), StoreError> {
-    if tx.backend() == Backend::Postgres {
-        tx.advisory_lock(ORDER_LOCK).await?;
-    }
+    tx.advisory_lock(ORDER_LOCK).await?;
     let payload = serde_json::to_string(&n.payload).unwrap_or_else(|_| "{}".into());
     on_tx!(tx, c => {
         sqlx::query(
@@ -320,18 +318,7 @@ impl Handler for NotificationsProjection {
 
     async fn reset(&self, tx: &mut Tx) -> Result<bool, HandlerError> {
         // Ids restart too, so a rebuild reproduces the table exactly.
-        let sql: &[&str] = match tx.backend() {
-            Backend::Sqlite => &[
-                "DELETE FROM notifications",
-                "DELETE FROM sqlite_sequence WHERE name = 'notifications'",
-            ],
-            Backend::Postgres => &["TRUNCATE notifications RESTART IDENTITY"],
-        };
-        for stmt in sql {
-            on_tx!(tx, c => {
-                sqlx::query(stmt).execute(&mut *c).await.map_err(StoreError::from)?;
-            });
-        }
+        dialect::truncate_restart_identity(tx, "notifications").await?;
         // Ids restart, so cursors handed out so far must not be read against the new rows:
         // a new epoch tells streams and clients to reset (`realtime`, docs/realtime.md).
         epoch::advance(tx).await?;

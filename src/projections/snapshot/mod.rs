@@ -17,7 +17,7 @@ use crate::app::AppContext;
 use crate::consumers::seeks::{self, SeekRequest};
 use crate::consumers::{Handler, HandlerError, registry};
 use crate::log::{LogConsumer, LogError, Position};
-use crate::store::{Backend, Store, StoreError, now_micros};
+use crate::store::{Store, StoreError, dialect, now_micros};
 use crate::{on_read, on_tx};
 use tables::TableSpec;
 
@@ -116,11 +116,7 @@ pub async fn take(ctx: &AppContext, group: &str) -> Result<SnapshotInfo, Snapsho
         })
         .collect();
     let mut tx = ctx.store.begin().await?;
-    if tx.backend() == Backend::Postgres {
-        on_tx!(tx, c => {
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *c).await?;
-        });
-    }
+    dialect::repeatable_read(&mut tx).await?;
     let (data, row_count) = tables::dump(&mut tx, specs).await?;
     let inbox: Vec<String> = on_tx!(tx, c => {
         sqlx::query_scalar("SELECT event_id FROM inbox WHERE group_name = $1 ORDER BY event_id")

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::on_tx;
-use crate::store::{Backend, StoreError, Tx, now_micros};
+use crate::store::{StoreError, Tx, dialect, now_micros};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Col {
@@ -139,61 +139,11 @@ pub async fn dump(tx: &mut Tx, specs: &[TableSpec]) -> Result<(Value, i64), Stor
         if let Some(col) = spec.serial {
             sequences.insert(
                 spec.name.to_string(),
-                json!(sequence(tx, spec.name, col).await?),
+                json!(dialect::last_id(tx, spec.name, col).await?),
             );
         }
     }
     Ok((json!({ "tables": tables, "sequences": sequences }), count))
-}
-
-/// The last value an id sequence handed out (`None`: none yet).
-async fn sequence(tx: &mut Tx, table: &str, col: &str) -> Result<Option<i64>, StoreError> {
-    let v: Option<i64> = match tx.backend() {
-        Backend::Postgres => on_tx!(tx, c => {
-            sqlx::query_scalar("SELECT pg_sequence_last_value(pg_get_serial_sequence($1, $2)::regclass)")
-                .bind(table)
-                .bind(col)
-                .fetch_one(&mut *c)
-                .await?
-        }),
-        Backend::Sqlite => on_tx!(tx, c => {
-            sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = $1")
-                .bind(table)
-                .fetch_optional(&mut *c)
-                .await?
-        }),
-    };
-    Ok(v)
-}
-
-async fn set_sequence(
-    tx: &mut Tx,
-    table: &str,
-    col: &str,
-    last: Option<i64>,
-) -> Result<(), StoreError> {
-    match tx.backend() {
-        Backend::Postgres => on_tx!(tx, c => {
-            sqlx::query("SELECT setval(pg_get_serial_sequence($1, $2), $3, $4)")
-                .bind(table)
-                .bind(col)
-                .bind(last.unwrap_or(1))
-                .bind(last.is_some())
-                .execute(&mut *c)
-                .await?;
-        }),
-        Backend::Sqlite => on_tx!(tx, c => {
-            sqlx::query("DELETE FROM sqlite_sequence WHERE name = $1").bind(table).execute(&mut *c).await?;
-            if let Some(v) = last {
-                sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ($1, $2)")
-                    .bind(table)
-                    .bind(v)
-                    .execute(&mut *c)
-                    .await?;
-            }
-        }),
-    }
-    Ok(())
 }
 
 fn cell_int(v: &Value, opt: bool) -> Result<Option<i64>, TablesError> {
@@ -255,7 +205,7 @@ pub async fn restore(tx: &mut Tx, specs: &[TableSpec], data: &Value) -> Result<(
         }
         if let Some(col) = spec.serial {
             let last = data["sequences"][spec.name].as_i64();
-            set_sequence(tx, spec.name, col, last).await?;
+            dialect::set_last_id(tx, spec.name, col, last).await?;
         }
     }
     Ok(())

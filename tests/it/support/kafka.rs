@@ -95,6 +95,26 @@ impl Broker {
         }
     }
 
+    /// Freezes the broker (SIGSTOP): its connections stay open and nothing is answered, as
+    /// with a broker stalled by a long GC pause or a saturated disk. `resume` thaws it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig} nisshi");
+        }
+    }
+
     /// Stops the broker and waits until it has exited.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

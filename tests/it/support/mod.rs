@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod gate;
 pub mod kafka;
 pub mod pg;
 pub mod s3;
