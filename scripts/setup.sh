@@ -53,5 +53,10 @@ if ! python3 -c 'import confluent_kafka.schema_registry, fastavro' 2>/dev/null; 
   log "pip install confluent-kafka[avro,schemaregistry] fastavro"
   python3 -m pip install -q 'confluent-kafka[avro,schemaregistry]' fastavro requests
 fi
+# The telemetry tests send metrics and logs with the OpenTelemetry Python SDK.
+if ! python3 -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then
+  log "pip install opentelemetry-sdk opentelemetry-exporter-otlp-proto-http"
+  python3 -m pip install -q opentelemetry-sdk opentelemetry-exporter-otlp-proto-http
+fi
 for p in "${pids[@]}"; do wait "$p"; done
 log "done"

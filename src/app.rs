@@ -51,6 +51,8 @@ pub struct AppInner {
     pub realtime: Arc<crate::realtime::Realtime>,
     /// Where event counts are read from (the store, or ClickHouse when configured).
     pub analytics: Arc<crate::analytics::Analytics>,
+    /// Users' telemetry: where samples, rollups and log lines are written and read.
+    pub telemetry: Arc<crate::telemetry::store::Telemetry>,
     /// Component checks and the status document (`/status`, `/readyz`, the probe).
     pub status: Arc<crate::status::StatusService>,
     /// Wakes a waiting probe when its event has been projected.
@@ -139,6 +141,10 @@ impl AppContext {
             crate::analytics::Analytics::new(&config.analytics, store.clone())
                 .map_err(|e| BuildError::Config(e.to_string()))?,
         );
+        let telemetry = Arc::new(crate::telemetry::store::Telemetry::new(
+            store.clone(),
+            &analytics,
+        ));
         Ok(AppContext(Arc::new(AppInner {
             rate_limiter: Arc::new(RateLimiter::new(config.gateway.rate_limit.clone())),
             config: Arc::new(config),
@@ -154,6 +160,7 @@ impl AppContext {
             media: Arc::new(crate::media::Media::new()),
             realtime,
             analytics,
+            telemetry,
             status: Arc::new(crate::status::StatusService::new()),
             probe: Arc::new(crate::probe::ProbeHub::default()),
         })))

@@ -87,16 +87,27 @@ impl ClickHouse {
         })
     }
 
+    /// The client bound to the database (other components' tables live there too).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub fn database(&self) -> &str {
         &self.database
     }
 
-    /// Creates the database and the table if they are missing.
-    pub async fn ensure_schema(&self) -> Result<(), ChError> {
+    /// Creates the database if it is missing.
+    pub async fn ensure_database(&self) -> Result<(), ChError> {
         self.server
             .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
             .execute()
             .await?;
+        Ok(())
+    }
+
+    /// Creates the database and the table if they are missing.
+    pub async fn ensure_schema(&self) -> Result<(), ChError> {
+        self.ensure_database().await?;
         self.client
             .query(&format!(
                 "CREATE TABLE IF NOT EXISTS {TABLE} (\

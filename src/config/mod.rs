@@ -674,6 +674,12 @@ pub struct TelemetryConfig {
     /// Share of new traces recorded (0.0–1.0); a sampled or unsampled incoming
     /// `traceparent` is always followed.
     pub trace_sample_ratio: f64,
+    /// Limits of the telemetry ingest endpoints (metrics and logs from agents).
+    pub ingest: crate::telemetry::ingest::IngestConfig,
+    /// Retention of stored samples, rollups and log lines.
+    pub storage: crate::telemetry::store::StorageConfig,
+    /// Bounds of the Prometheus query API and the log search.
+    pub query: crate::telemetry::query::QueryConfig,
 }
 
 impl Default for TelemetryConfig {
@@ -685,6 +691,9 @@ impl Default for TelemetryConfig {
             otlp_protocol: "http".into(),
             service_name: "substrate".into(),
             trace_sample_ratio: 1.0,
+            ingest: Default::default(),
+            storage: Default::default(),
+            query: Default::default(),
         }
     }
 }
@@ -801,6 +810,13 @@ impl Config {
 
     /// The body limit, the log's record limit and the group-commit bounds agree.
     fn validate_sizes(&self) -> Result<(), ConfigError> {
+        if self.telemetry.ingest.claim_check_bytes + 64 * 1024 > self.log.max_message_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "telemetry.ingest.claim_check_bytes ({}) must stay 64 KiB below \
+                 log.max_message_bytes ({}): batches up to it travel inside one event",
+                self.telemetry.ingest.claim_check_bytes, self.log.max_message_bytes
+            )));
+        }
         if self.gateway.body_limit_bytes > self.log.max_message_bytes {
             return Err(ConfigError::Invalid(format!(
                 "gateway.body_limit_bytes ({}) is larger than log.max_message_bytes ({}): the \

@@ -13,6 +13,8 @@ pub fn projection_handlers(ctx: &AppContext) -> Vec<Arc<dyn Handler>> {
         Arc::new(crate::projections::stats::StatsProjection::new(ctx)),
         Arc::new(crate::projections::counts::CountsProjection::new(ctx)),
         Arc::new(crate::probe::projection::ProbeProjection::new(ctx.clone())),
+        // Users' telemetry: samples, rollups and log lines (store or ClickHouse).
+        crate::telemetry::store::handler(ctx),
     ]
 }
 

@@ -30,25 +30,31 @@ impl FromRequest<AppContext> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, ctx: &AppContext) -> Result<Self, Self::Rejection> {
-        let limit = ctx.config.gateway.body_limit_bytes;
-        let too_large = || {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-                .with("limit_bytes", limit as u64)
-        };
-        if let Some(len) = req
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            && len > limit
-        {
-            return Err(too_large());
-        }
-        match axum::body::to_bytes(req.into_body(), limit).await {
-            Ok(b) => Ok(Body(b)),
-            Err(_) => Err(too_large()),
-        }
+        read_limited(req, ctx.config.gateway.body_limit_bytes)
+            .await
+            .map(Body)
     }
+}
+
+/// Reads a request body of at most `limit` bytes (more → `413 payload_too_large`, refused
+/// from `Content-Length` before reading when the client sends one).
+pub async fn read_limited(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            .with("limit_bytes", limit as u64)
+    };
+    if let Some(len) = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > limit
+    {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| too_large())
 }
 
 /// Parses a body with the strict parser (`crate::http::json`): `400 malformed_json`, or

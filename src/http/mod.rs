@@ -39,7 +39,9 @@ pub fn router(ctx: &AppContext, roles: &[Role]) -> Router {
             .merge(crate::realtime::router())
             .merge(crate::projections::stats::api::router())
             .merge(crate::projections::snapshot::api::router())
-            .merge(crate::analytics::api::router());
+            .merge(crate::analytics::api::router())
+            .merge(crate::telemetry::ingest::router())
+            .merge(crate::telemetry::query::router());
         r = r.merge(api.layer(axum::middleware::from_fn_with_state(
             ctx.clone(),
             crate::gateway::addresses::guard,

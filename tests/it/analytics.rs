@@ -18,7 +18,7 @@ fn clickhouse_url() -> String {
 }
 
 /// Production column: ClickHouse in a database of this test's own, flushed quickly.
-fn analytics_backend(b: Backend, c: &mut Config) {
+pub fn analytics_backend(b: Backend, c: &mut Config) {
     if b == Backend::Postgres {
         c.analytics.clickhouse_url = Some(clickhouse_url());
         c.analytics.clickhouse_database = format!("st_{}", uuid::Uuid::new_v4().simple());
@@ -27,7 +27,7 @@ fn analytics_backend(b: Backend, c: &mut Config) {
     }
 }
 
-async fn stop(app: TestApp) {
+pub async fn stop(app: TestApp) {
     let ch = app.ctx.analytics.clickhouse().cloned();
     app.stop().await;
     if let Some(ch) = ch {

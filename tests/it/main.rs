@@ -25,4 +25,6 @@ mod registry;
 mod relay;
 mod stats;
 mod status;
+mod telemetry;
+mod telemetry_query;
 mod tracing;

@@ -1,4 +1,5 @@
-//! Who is calling: JWT bearer tokens (HS256/RS256/ES256, JWKS), API keys with scopes. The
+//! Who is calling: JWT bearer tokens (HS256/RS256/ES256, JWKS), API keys with scopes (sent as
+//! `X-API-Key`, `Authorization: ApiKey …`, or as the password of Basic auth). The
 //! `Principal` extractor authenticates and applies the per-principal rate limit; `Admin`
 //! additionally requires the admin role or scope (operator actions). The per-address limit
 //! (`gateway::addresses`) runs before any of this.
@@ -120,9 +121,17 @@ impl Authenticator {
             .get("x-api-key")
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
-            .or_else(|| authz.and_then(|a| strip_scheme(a, "apikey")));
+            .or_else(|| authz.and_then(|a| strip_scheme(a, "apikey")))
+            .map(str::to_string)
+            // Basic auth with the API key as the password: what Prometheus, Grafana and
+            // promtool send from credentials in a URL or a `basic_auth` block.
+            .or_else(|| {
+                authz
+                    .and_then(|a| strip_scheme(a, "basic"))
+                    .and_then(basic_password)
+            });
         if let Some(key) = api_key {
-            let rec = self.api_keys.verify(key).await?;
+            let rec = self.api_keys.verify(&key).await?;
             let admin = rec.scopes.iter().any(|s| s == &self.admin_scope);
             return Ok(Principal {
                 id: format!("apikey:{}", rec.name),
@@ -154,6 +163,15 @@ impl Authenticator {
             email: claims.email.clone(),
         })
     }
+}
+
+/// The password of a Basic credential (`base64(user:password)`); the user name is ignored.
+fn basic_password(b64: &str) -> Option<String> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (_, password) = text.split_once(':')?;
+    (!password.is_empty()).then(|| password.to_string())
 }
 
 fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {

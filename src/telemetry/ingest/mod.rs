@@ -1,0 +1,238 @@
+//! Telemetry ingest: the endpoints agents already speak, each turned into one canonical batch
+//! (`crate::telemetry::model`) and accepted as ONE outbox event per request (topic
+//! `internal.telemetry.batches`, keyed by org), committed before the `202`:
+//! - `POST /prometheus/api/v1/write`: Prometheus remote write 1.0 (protobuf, snappy block);
+//! - `POST /api/v1/ingest/metrics` and `/api/v1/ingest/logs`: native JSON (seed 003);
+//! - `POST /loki/api/v1/push`: the Loki push API, JSON;
+//! - `POST /v1/metrics` and `POST /v1/logs`: OTLP/HTTP, protobuf or JSON, gzip or not.
+//!
+//! Every request is authenticated and its org taken from the credentials (`tenant.rs`).
+//! Bodies are bounded before and after decompression, then validated whole
+//! (`validate.rs`); a refused request stores nothing. A batch larger than
+//! `telemetry.ingest.claim_check_bytes` is written to the object store first and the event
+//! carries its key (a claim check), so the log never carries more than it can.
+
+pub mod config;
+pub mod decode;
+pub mod formats;
+pub mod otlp;
+pub mod validate;
+
+use axum::Router;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine;
+use bytes::Bytes;
+use prost::Message;
+use serde_json::json;
+use tracing::Instrument;
+
+pub use config::IngestConfig;
+
+use super::model::Batch;
+use super::tenant::{Access, tenant};
+use crate::app::AppContext;
+use crate::events::{self, EventMeta};
+use crate::gateway::auth::Principal;
+use crate::gateway::ingest::{commit, publish_span, read_limited, traceparent_for};
+use crate::http::error::ApiError;
+
+/// The topic of accepted telemetry batches.
+pub const TOPIC: &str = "internal.telemetry.batches";
+
+pub fn router() -> Router<AppContext> {
+    Router::new()
+        .route("/prometheus/api/v1/write", post(remote_write))
+        .route("/api/v1/ingest/metrics", post(native_metrics))
+        .route("/api/v1/ingest/logs", post(native_logs))
+        .route("/loki/api/v1/push", post(loki_push))
+        .route("/v1/metrics", post(otlp_metrics))
+        .route("/v1/logs", post(otlp_logs))
+}
+
+/// A telemetry request body, bounded by `telemetry.ingest.body_limit_bytes`.
+pub struct TelemetryBody(pub Bytes);
+
+impl FromRequest<AppContext> for TelemetryBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, ctx: &AppContext) -> Result<Self, Self::Rejection> {
+        read_limited(req, ctx.config.telemetry.ingest.body_limit_bytes)
+            .await
+            .map(TelemetryBody)
+    }
+}
+
+fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+/// A JSON body, with its `Content-Encoding` undone.
+fn json_body(
+    ctx: &AppContext,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<serde_json::Value, ApiError> {
+    let raw = decode::content(
+        headers,
+        body,
+        ctx.config.telemetry.ingest.decoded_limit_bytes,
+    )?;
+    crate::gateway::ingest::parse_json(&raw)
+}
+
+async fn remote_write(
+    State(ctx): State<AppContext>,
+    p: Principal,
+    headers: HeaderMap,
+    TelemetryBody(body): TelemetryBody,
+) -> Result<Response, ApiError> {
+    let org = tenant(&p, Access::Write)?;
+    let batch = decode::remote_write(&body, ctx.config.telemetry.ingest.decoded_limit_bytes)?;
+    accept(&ctx, &p, &headers, &org, "prometheus", batch).await
+}
+
+async fn native_metrics(
+    State(ctx): State<AppContext>,
+    p: Principal,
+    headers: HeaderMap,
+    TelemetryBody(body): TelemetryBody,
+) -> Result<Response, ApiError> {
+    let org = tenant(&p, Access::Write)?;
+    let batch = formats::native_metrics(json_body(&ctx, &headers, body)?, now_ns())?;
+    accept(&ctx, &p, &headers, &org, "native", batch).await
+}
+
+async fn native_logs(
+    State(ctx): State<AppContext>,
+    p: Principal,
+    headers: HeaderMap,
+    TelemetryBody(body): TelemetryBody,
+) -> Result<Response, ApiError> {
+    let org = tenant(&p, Access::Write)?;
+    let batch = formats::native_logs(json_body(&ctx, &headers, body)?, now_ns())?;
+    accept(&ctx, &p, &headers, &org, "native", batch).await
+}
+
+async fn loki_push(
+    State(ctx): State<AppContext>,
+    p: Principal,
+    headers: HeaderMap,
+    TelemetryBody(body): TelemetryBody,
+) -> Result<Response, ApiError> {
+    let org = tenant(&p, Access::Write)?;
+    let ct = crate::gateway::ingest::header_str(&headers, "content-type").unwrap_or("");
+    if ct.starts_with("application/x-protobuf") {
+        return Err(
+            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").with(
+                "reason",
+                "the Loki push API is accepted as JSON (application/json)",
+            ),
+        );
+    }
+    let batch = formats::loki(json_body(&ctx, &headers, body)?)?;
+    accept(&ctx, &p, &headers, &org, "loki", batch).await
+}
+
+/// A body with its `Content-Encoding` undone, and whether it is JSON (else protobuf).
+fn otlp_body(
+    ctx: &AppContext,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(Bytes, bool), ApiError> {
+    let raw = decode::content(
+        headers,
+        body,
+        ctx.config.telemetry.ingest.decoded_limit_bytes,
+    )?;
+    let ct = crate::gateway::ingest::header_str(headers, "content-type").unwrap_or("");
+    Ok((raw, otlp::is_json(ct)))
+}
+
+async fn otlp_metrics(
+    State(ctx): State<AppContext>,
+    p: Principal,
+    headers: HeaderMap,
+    TelemetryBody(body): TelemetryBody,
+) -> Result<Response, ApiError> {
+    let org = tenant(&p, Access::Write)?;
+    let (raw, json) = otlp_body(&ctx, &headers, body)?;
+    let (batch, _skipped) = otlp::metrics(&raw, json)?;
+    accept(&ctx, &p, &headers, &org, "otlp", batch).await
+}
+
+async fn otlp_logs(
+    State(ctx): State<AppContext>,
+    p: Principal,
+    headers: HeaderMap,
+    TelemetryBody(body): TelemetryBody,
+) -> Result<Response, ApiError> {
+    let org = tenant(&p, Access::Write)?;
+    let (raw, json) = otlp_body(&ctx, &headers, body)?;
+    let batch = otlp::logs(&raw, json)?;
+    accept(&ctx, &p, &headers, &org, "otlp", batch).await
+}
+
+/// Validates `batch`, parks it in the object store when large, and commits its event.
+async fn accept(
+    ctx: &AppContext,
+    p: &Principal,
+    headers: &HeaderMap,
+    org: &str,
+    source: &str,
+    mut batch: Batch,
+) -> Result<Response, ApiError> {
+    let cfg = &ctx.config.telemetry.ingest;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let counts = validate::check(&mut batch, cfg, validate::Window::around(now_ms, cfg))?;
+    let mut response = json!({
+        "series": counts.series, "samples": counts.samples, "lines": counts.lines,
+        "dropped": counts.dropped,
+    });
+    if counts.series == 0 && counts.lines == 0 {
+        // Nothing to keep (an empty push, or only NaN samples): no event.
+        response["event_id"] = serde_json::Value::Null;
+        return Ok((StatusCode::ACCEPTED, axum::Json(response)).into_response());
+    }
+    let encoded = batch.encode_to_vec();
+    let (inline, claim) = if encoded.len() > cfg.claim_check_bytes {
+        let key = format!("telemetry/batches/{org}/{}.pb", uuid::Uuid::now_v7());
+        ctx.objects
+            .put(&key, Bytes::from(encoded))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "storing a telemetry batch failed");
+                ApiError::unavailable("object store unavailable")
+                    .header(axum::http::header::RETRY_AFTER, "1")
+            })?;
+        (String::new(), Some(key))
+    } else {
+        (
+            base64::engine::general_purpose::STANDARD.encode(&encoded),
+            None,
+        )
+    };
+    let payload = json!({
+        "version": 1, "org": org, "source": source, "series": counts.series,
+        "samples": counts.samples, "lines": counts.lines, "batch": inline, "claim": claim,
+    });
+    let span = publish_span(ctx, TOPIC, 1);
+    let mut extra = crate::outbox::Headers::new();
+    extra.insert("principal".into(), p.id.clone());
+    let meta = EventMeta {
+        source: format!("/telemetry/{source}"),
+        traceparent: traceparent_for(&span, headers),
+        correlation_id: crate::gateway::ingest::header_str(headers, "x-correlation-id")
+            .map(str::to_string),
+        idempotency_key: None,
+        extra,
+    };
+    let ev = events::build(&ctx.schemas, TOPIC, org, &payload, &meta)
+        .map_err(|e| ApiError::internal(format!("building the telemetry event: {e}")))?;
+    response["event_id"] = json!(ev.event_id);
+    commit(ctx, TOPIC, vec![ev], None, response)
+        .instrument(span)
+        .await
+}

@@ -1,0 +1,410 @@
+//! The PromQL subset, evaluated over an org's stored series for every step of a query at
+//! once. Parsing is `promql-parser`'s; this evaluates: selectors with `=`, `!=`, `=~`, `!~`
+//! matchers; `rate`, `increase` and `avg|min|max|sum|count_over_time`; `sum`, `avg`, `min`,
+//! `max`, `count` with `by`/`without`; arithmetic and comparison (with or without `bool`)
+//! between scalars and vectors; `histogram_quantile`; unary minus and parentheses. Anything
+//! else is refused with [`QueryError::Unsupported`], never answered wrongly.
+//!
+//! The planner reads the coarsest rollup whose resolution divides the step, the start and
+//! the range (`resolution`): instant selectors then take the `last` of the bucket ending at
+//! each step, `*_over_time` combine the buckets' min/max/sum/count. `rate` and `increase`
+//! need individual samples (counter resets) and always read raw samples, as do instant
+//! queries. Range windows are left-open, `(t - range, t]`, as in Prometheus 3; over rollups
+//! they are `[t - range, t)`, the buckets inside the window.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures::future::BoxFuture;
+use promql_parser::label::{Matcher, Matchers};
+use promql_parser::parser::{
+    AggregateExpr, BinaryExpr, Call, Expr, LabelModifier, MatrixSelector, VectorSelector,
+};
+
+use crate::telemetry::store::read::{Bucket, Point, SeriesInfo};
+use crate::telemetry::store::{RESOLUTIONS, Telemetry, TelemetryError};
+
+pub type Labels = BTreeMap<String, String>;
+
+const NAME: &str = "__name__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The request is malformed (400 `bad_data`).
+    #[error("{0}")]
+    BadData(String),
+    /// Valid PromQL outside the supported subset (400 `bad_data`).
+    #[error("unsupported in substrate's PromQL subset: {0}")]
+    Unsupported(String),
+    /// The query is too large to run (422 `execution`).
+    #[error("{0}")]
+    Execution(String),
+    #[error("storage: {0}")]
+    Storage(#[from] TelemetryError),
+}
+
+/// The evaluation times, in unix milliseconds: `start, start + step, …, end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Steps {
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+}
+
+impl Steps {
+    pub fn instant(t: i64) -> Self {
+        Self {
+            start: t,
+            end: t,
+            step: 1,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        ((self.end - self.start) / self.step.max(1) + 1).max(0) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn at(&self, i: usize) -> i64 {
+        self.start + self.step * i as i64
+    }
+}
+
+/// A series' values at each step (`None`: no value at that step).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub labels: Labels,
+    pub values: Vec<Option<f64>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// One value per step.
+    Scalar(Vec<f64>),
+    Vector(Vec<Series>),
+}
+
+pub struct Evaluator<'a> {
+    pub tel: &'a Telemetry,
+    pub org: &'a str,
+    pub steps: Steps,
+    /// Milliseconds an instant selector looks back.
+    pub lookback: i64,
+    pub max_series: usize,
+    /// Whether rollups may serve (range queries).
+    pub rollups: bool,
+}
+
+fn get<'l>(labels: &'l Labels, name: &str) -> &'l str {
+    labels.get(name).map(String::as_str).unwrap_or("")
+}
+
+/// Whether `labels` satisfy the selector's matchers (`or` groups: any group, all of it).
+pub fn selects(vs: &VectorSelector, labels: &Labels) -> bool {
+    let all = |ms: &[Matcher]| ms.iter().all(|m| m.is_match(get(labels, &m.name)));
+    let m: &Matchers = &vs.matchers;
+    let named = vs.name.as_deref().is_none_or(|n| get(labels, NAME) == n);
+    named
+        && if m.or_matchers.is_empty() {
+            all(&m.matchers)
+        } else {
+            m.or_matchers.iter().any(|g| all(g))
+        }
+}
+
+/// The metric name an equality matcher pins, to narrow the series read.
+fn pinned_name(vs: &VectorSelector) -> Option<&str> {
+    vs.name.as_deref().or_else(|| {
+        vs.matchers.matchers.iter().find_map(|m| {
+            (m.name == NAME && matches!(m.op, promql_parser::label::MatchOp::Equal))
+                .then_some(m.value.as_str())
+        })
+    })
+}
+
+fn by_series<T>(rows: Vec<T>, id: impl Fn(&T) -> i64) -> HashMap<i64, Vec<T>> {
+    let mut out: HashMap<i64, Vec<T>> = HashMap::new();
+    for r in rows {
+        out.entry(id(&r)).or_default().push(r);
+    }
+    out
+}
+
+fn without_name(mut labels: Labels) -> Labels {
+    labels.remove(NAME);
+    labels
+}
+
+impl Evaluator<'_> {
+    pub fn eval<'b>(&'b self, e: &'b Expr) -> BoxFuture<'b, Result<Value, QueryError>> {
+        Box::pin(async move {
+            match e {
+                Expr::NumberLiteral(n) => Ok(Value::Scalar(vec![n.val; self.steps.len()])),
+                Expr::Paren(p) => self.eval(&p.expr).await,
+                Expr::Unary(u) => Ok(super::ops::negate(self.eval(&u.expr).await?)),
+                Expr::VectorSelector(vs) => Ok(Value::Vector(self.instant(vs).await?)),
+                Expr::Aggregate(a) => self.aggregate(a).await,
+                Expr::Binary(b) => self.binary(b).await,
+                Expr::Call(c) => self.call(c).await,
+                Expr::MatrixSelector(_) => Err(QueryError::Unsupported(
+                    "a range vector is accepted only as the argument of rate, increase or \
+                     *_over_time"
+                        .into(),
+                )),
+                Expr::StringLiteral(_) => Err(QueryError::Unsupported("string values".into())),
+                Expr::Subquery(_) => Err(QueryError::Unsupported("subqueries".into())),
+                Expr::Extension(_) => Err(QueryError::Unsupported("extensions".into())),
+            }
+        })
+    }
+
+    /// The coarsest rollup that fits: it divides the step, the start and `window`, and is
+    /// no longer than `max`.
+    fn resolution(&self, window: i64, max: i64) -> Option<i64> {
+        if !self.rollups {
+            return None;
+        }
+        RESOLUTIONS.iter().rev().copied().find(|r| {
+            *r <= max && self.steps.step % r == 0 && self.steps.start % r == 0 && window % r == 0
+        })
+    }
+
+    /// The org's series a selector picks.
+    async fn select(&self, vs: &VectorSelector) -> Result<Vec<SeriesInfo>, QueryError> {
+        if vs.offset.is_some() || vs.at.is_some() {
+            return Err(QueryError::Unsupported("offset and @ modifiers".into()));
+        }
+        let all = self.tel.series(self.org, pinned_name(vs)).await?;
+        let picked: Vec<SeriesInfo> = all.into_iter().filter(|s| selects(vs, &s.labels)).collect();
+        if picked.len() > self.max_series {
+            return Err(QueryError::Execution(format!(
+                "the selector matches {} series, more than telemetry.query.max_series ({})",
+                picked.len(),
+                self.max_series
+            )));
+        }
+        Ok(picked)
+    }
+
+    async fn raw(
+        &self,
+        picked: &[SeriesInfo],
+        window: i64,
+    ) -> Result<HashMap<i64, Vec<Point>>, QueryError> {
+        let ids: Vec<i64> = picked.iter().map(|s| s.id).collect();
+        let rows = self
+            .tel
+            .samples(
+                self.org,
+                &ids,
+                self.steps.start - window,
+                self.steps.end + 1,
+            )
+            .await?;
+        Ok(by_series(rows, |p| p.series_id))
+    }
+
+    async fn buckets(
+        &self,
+        picked: &[SeriesInfo],
+        res: i64,
+        window: i64,
+    ) -> Result<HashMap<i64, Vec<Bucket>>, QueryError> {
+        let ids: Vec<i64> = picked.iter().map(|s| s.id).collect();
+        let rows = self
+            .tel
+            .buckets(
+                self.org,
+                &ids,
+                res,
+                self.steps.start - window,
+                self.steps.end,
+            )
+            .await?;
+        Ok(by_series(rows, |b| b.series_id))
+    }
+
+    /// An instant selector: the latest sample within the lookback at each step.
+    async fn instant(&self, vs: &VectorSelector) -> Result<Vec<Series>, QueryError> {
+        let picked = self.select(vs).await?;
+        let n = self.steps.len();
+        let mut out = Vec::with_capacity(picked.len());
+        if let Some(r) = self.resolution(0, self.lookback) {
+            // The bucket ending at each step holds the last sample before it.
+            let data = self.buckets(&picked, r, r).await?;
+            for s in picked {
+                let rows = data.get(&s.id).map(Vec::as_slice).unwrap_or(&[]);
+                let values = (0..n)
+                    .map(|i| {
+                        let t = self.steps.at(i);
+                        let k = rows.partition_point(|b| b.bucket_ms < t - r);
+                        rows.get(k)
+                            .filter(|b| b.bucket_ms == t - r && b.last_ts_ms > t - self.lookback)
+                            .map(|b| b.last_v)
+                    })
+                    .collect();
+                out.push(Series {
+                    labels: s.labels,
+                    values,
+                });
+            }
+            return Ok(out);
+        }
+        let data = self.raw(&picked, self.lookback).await?;
+        for s in picked {
+            let pts = data.get(&s.id).map(Vec::as_slice).unwrap_or(&[]);
+            let values = (0..n)
+                .map(|i| {
+                    let t = self.steps.at(i);
+                    let k = pts.partition_point(|p| p.ts_ms <= t);
+                    k.checked_sub(1)
+                        .map(|j| pts[j])
+                        .filter(|p| p.ts_ms > t - self.lookback)
+                        .map(|p| p.value)
+                })
+                .collect();
+            out.push(Series {
+                labels: s.labels,
+                values,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn call(&self, c: &Call) -> Result<Value, QueryError> {
+        let name = c.func.name;
+        let args = &c.args.args;
+        match name {
+            "rate" | "increase" | "avg_over_time" | "min_over_time" | "max_over_time"
+            | "sum_over_time" | "count_over_time" => {
+                let Some(Expr::MatrixSelector(ms)) = args.first().map(|a| a.as_ref()) else {
+                    return Err(QueryError::BadData(format!(
+                        "{name} expects a range vector"
+                    )));
+                };
+                Ok(Value::Vector(self.range_fn(name, ms).await?))
+            }
+            "histogram_quantile" => {
+                let (Some(q), Some(v)) = (args.first(), args.get(1)) else {
+                    return Err(QueryError::BadData("histogram_quantile(φ, buckets)".into()));
+                };
+                let Value::Scalar(q) = self.eval(q).await? else {
+                    return Err(QueryError::BadData(
+                        "histogram_quantile's φ is a scalar".into(),
+                    ));
+                };
+                let Value::Vector(v) = self.eval(v).await? else {
+                    return Err(QueryError::BadData(
+                        "histogram_quantile expects a vector".into(),
+                    ));
+                };
+                Ok(Value::Vector(super::ops::histogram_quantile(&q, v)))
+            }
+            other => Err(QueryError::Unsupported(format!("the function {other}"))),
+        }
+    }
+
+    /// `rate`, `increase` and `*_over_time` over each step's window.
+    async fn range_fn(&self, name: &str, ms: &MatrixSelector) -> Result<Vec<Series>, QueryError> {
+        let w = i64::try_from(ms.range.as_millis()).unwrap_or(i64::MAX);
+        if w <= 0 {
+            return Err(QueryError::BadData("the range must be positive".into()));
+        }
+        let picked = self.select(&ms.vs).await?;
+        let n = self.steps.len();
+        let counter = matches!(name, "rate" | "increase");
+        let mut out = Vec::with_capacity(picked.len());
+        if let Some(r) = (!counter).then(|| self.resolution(w, i64::MAX)).flatten() {
+            let data = self.buckets(&picked, r, w).await?;
+            for s in picked {
+                let rows = data.get(&s.id).map(Vec::as_slice).unwrap_or(&[]);
+                let values = (0..n)
+                    .map(|i| {
+                        let t = self.steps.at(i);
+                        let lo = rows.partition_point(|b| b.bucket_ms < t - w);
+                        let hi = rows.partition_point(|b| b.bucket_ms < t);
+                        super::ops::over_buckets(name, &rows[lo..hi])
+                    })
+                    .collect();
+                out.push(Series {
+                    labels: without_name(s.labels),
+                    values,
+                });
+            }
+            return Ok(out);
+        }
+        let data = self.raw(&picked, w).await?;
+        for s in picked {
+            let pts = data.get(&s.id).map(Vec::as_slice).unwrap_or(&[]);
+            let values = (0..n)
+                .map(|i| {
+                    let t = self.steps.at(i);
+                    let lo = pts.partition_point(|p| p.ts_ms <= t - w);
+                    let hi = pts.partition_point(|p| p.ts_ms <= t);
+                    let window = &pts[lo..hi];
+                    if counter {
+                        super::ops::extrapolated_rate(window, t - w, t, name == "rate")
+                    } else {
+                        super::ops::over_samples(name, window)
+                    }
+                })
+                .collect();
+            out.push(Series {
+                labels: without_name(s.labels),
+                values,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn aggregate(&self, a: &AggregateExpr) -> Result<Value, QueryError> {
+        let op = a.op.to_string();
+        if !matches!(op.as_str(), "sum" | "avg" | "min" | "max" | "count") || a.param.is_some() {
+            return Err(QueryError::Unsupported(format!("the aggregation {op}")));
+        }
+        let Value::Vector(input) = self.eval(&a.expr).await? else {
+            return Err(QueryError::BadData(format!(
+                "{op} expects an instant vector"
+            )));
+        };
+        let key = |labels: &Labels| -> Labels {
+            match &a.modifier {
+                Some(LabelModifier::Include(ls)) => labels
+                    .iter()
+                    .filter(|(k, _)| ls.labels.iter().any(|l| l == *k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                Some(LabelModifier::Exclude(ls)) => labels
+                    .iter()
+                    .filter(|(k, _)| *k != NAME && !ls.labels.iter().any(|l| l == *k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                None => Labels::new(),
+            }
+        };
+        Ok(Value::Vector(super::ops::aggregate(
+            &op,
+            input,
+            key,
+            self.steps.len(),
+        )))
+    }
+
+    async fn binary(&self, b: &BinaryExpr) -> Result<Value, QueryError> {
+        let op = b.op.to_string();
+        if b.op.is_set_operator() {
+            return Err(QueryError::Unsupported(format!("the set operator {op}")));
+        }
+        let lhs = self.eval(&b.lhs).await?;
+        let rhs = self.eval(&b.rhs).await?;
+        super::ops::binary(
+            &op,
+            b.op.is_comparison_operator(),
+            b.return_bool(),
+            lhs,
+            rhs,
+        )
+    }
+}

@@ -1,0 +1,558 @@
+//! Telemetry ingest and storage on both columns (embedded: the store's tables; production:
+//! ClickHouse in a database of the test's own): Prometheus remote write, native JSON and
+//! Loki push become one event per request and are stored per org with 1m/5m/1h rollups;
+//! a repeated request, and a rebuild by replay, change nothing; bad input is a 4xx naming
+//! the problem and stores nothing (random bytes included); a large batch travels by claim
+//! check; one tenant's reads never see another's data.
+
+use prost::Message;
+use serde_json::{Value, json};
+use substrate::telemetry::model::{Batch, Label, Sample, TimeSeries};
+use substrate::telemetry::store::read::{Bucket, LogFilter, Point, SeriesInfo};
+
+use crate::analytics::{analytics_backend, stop};
+use crate::stats::{caught_up, rebuild};
+use crate::support::*;
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+
+fn label(n: &str, v: &str) -> Label {
+    Label {
+        name: n.into(),
+        value: v.into(),
+    }
+}
+
+/// A series `name{job=…}` with `(ts_ms, value)` samples.
+pub fn series(name: &str, job: &str, samples: &[(i64, f64)]) -> TimeSeries {
+    TimeSeries {
+        labels: vec![label("job", job), label("__name__", name)],
+        samples: samples
+            .iter()
+            .map(|(t, v)| Sample {
+                timestamp: *t,
+                value: *v,
+            })
+            .collect(),
+    }
+}
+
+/// A remote-write body: the snappy block of a `WriteRequest`.
+fn remote_write_body(ts: Vec<TimeSeries>) -> Vec<u8> {
+    let req = Batch {
+        timeseries: ts,
+        logs: vec![],
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy")
+}
+
+async fn post_raw(
+    app: &TestApp,
+    path: &str,
+    key: &str,
+    body: Vec<u8>,
+    enc: Option<&str>,
+) -> (u16, Value) {
+    let mut req = app
+        .http
+        .post(app.url(path))
+        .header("x-api-key", key)
+        .header("content-type", "application/x-protobuf")
+        .body(body);
+    if let Some(e) = enc {
+        req = req.header("content-encoding", e);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A JSON POST authenticated with an API key.
+pub async fn post_key(app: &TestApp, path: &str, key: &str, body: &Value) -> (u16, Value) {
+    let r = app
+        .http
+        .post(app.url(path))
+        .header("x-api-key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn remote_write(app: &TestApp, key: &str, ts: Vec<TimeSeries>) -> (u16, Value) {
+    post_raw(
+        app,
+        "/prometheus/api/v1/write",
+        key,
+        remote_write_body(ts),
+        Some("snappy"),
+    )
+    .await
+}
+
+/// The start of the hour two hours ago (inside the accepted window, whole buckets).
+fn base_ms() -> i64 {
+    let now = chrono::Utc::now().timestamp_millis();
+    now - now.rem_euclid(HOUR) - 2 * HOUR
+}
+
+/// Everything stored for `org`: series, raw samples, and every resolution's buckets.
+async fn stored(app: &TestApp, org: &str) -> (Vec<SeriesInfo>, Vec<Point>, Vec<Vec<Bucket>>) {
+    let t = &app.ctx.telemetry;
+    let series = t.series(org, None).await.expect("series");
+    let ids: Vec<i64> = series.iter().map(|s| s.id).collect();
+    let samples = t.samples(org, &ids, 0, i64::MAX).await.expect("samples");
+    let mut buckets = Vec::new();
+    for res in substrate::telemetry::store::RESOLUTIONS {
+        buckets.push(
+            t.buckets(org, &ids, res, 0, i64::MAX)
+                .await
+                .expect("buckets"),
+        );
+    }
+    (series, samples, buckets)
+}
+
+/// The telemetry event count in the outbox.
+async fn telemetry_events(app: &TestApp) -> i64 {
+    substrate::on_read!(app.ctx.store, p => {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE topic = 'internal.telemetry.batches'")
+            .fetch_one(p)
+            .await
+            .expect("count")
+    })
+}
+
+both!(remote_write_is_stored_with_rollups);
+async fn remote_write_is_stored_with_rollups(b: Backend) {
+    let app = TestApp::start_with(b, |c| analytics_backend(b, c)).await;
+    let key = app.api_key("agent", &["telemetry:write", "org:acme"]).await;
+    let base = base_ms();
+    // Every 15 s for 7 minutes: value i at base + 15 s * i, so each minute holds 4 samples.
+    let up: Vec<(i64, f64)> = (0..28).map(|i| (base + 15_000 * i, i as f64)).collect();
+    let (s, r) = remote_write(
+        &app,
+        &key,
+        vec![series("up", "api", &up), series("up", "db", &[(base, 1.0)])],
+    )
+    .await;
+    assert_eq!(s, 202, "{r}");
+    assert_eq!(
+        (r["series"].as_i64(), r["samples"].as_i64()),
+        (Some(2), Some(29))
+    );
+    caught_up(&app).await;
+    let (series_rows, samples, buckets) = stored(&app, "acme").await;
+    assert_eq!(series_rows.len(), 2);
+    assert_eq!(series_rows[0].labels["__name__"], "up");
+    assert_eq!(series_rows[0].labels["job"], "api");
+    assert_eq!(samples.len(), 29);
+    let api = series_rows[0].id;
+    // 1m: minute m holds values 4m..4m+3.
+    let minutes: Vec<&Bucket> = buckets[0].iter().filter(|x| x.series_id == api).collect();
+    assert_eq!(minutes.len(), 7);
+    for (m, x) in minutes.iter().enumerate() {
+        let lo = 4.0 * m as f64;
+        assert_eq!(x.bucket_ms, base + MINUTE * m as i64);
+        assert_eq!(
+            (x.min_v, x.max_v, x.sum_v, x.count_v),
+            (lo, lo + 3.0, 4.0 * lo + 6.0, 4)
+        );
+        assert_eq!(
+            (x.last_ts_ms, x.last_v),
+            (base + MINUTE * m as i64 + 45_000, lo + 3.0)
+        );
+    }
+    // 5m: minutes 0-4 then 5-6; 1h: all 28.
+    let fives: Vec<(i64, f64, f64, i64, f64)> = buckets[1]
+        .iter()
+        .filter(|x| x.series_id == api)
+        .map(|x| (x.bucket_ms, x.min_v, x.sum_v, x.count_v, x.last_v))
+        .collect();
+    assert_eq!(
+        fives,
+        vec![
+            (base, 0.0, 190.0, 20, 19.0),
+            (base + 5 * MINUTE, 20.0, 188.0, 8, 27.0)
+        ]
+    );
+    let hour: Vec<&Bucket> = buckets[2].iter().filter(|x| x.series_id == api).collect();
+    assert_eq!(hour.len(), 1);
+    assert_eq!(
+        (
+            hour[0].count_v,
+            hour[0].sum_v,
+            hour[0].max_v,
+            hour[0].last_v
+        ),
+        (28, 378.0, 27.0, 27.0)
+    );
+
+    // The same request again (a sender's retry), and a late sample for an earlier minute.
+    let before = stored(&app, "acme").await;
+    let (s, _) = remote_write(
+        &app,
+        &key,
+        vec![series("up", "api", &up), series("up", "db", &[(base, 1.0)])],
+    )
+    .await;
+    assert_eq!(s, 202);
+    caught_up(&app).await;
+    assert_eq!(
+        stored(&app, "acme").await,
+        before,
+        "a repeated batch changes nothing"
+    );
+    let (s, _) = remote_write(
+        &app,
+        &key,
+        vec![series("up", "api", &[(base + 5_000, 100.0)])],
+    )
+    .await;
+    assert_eq!(s, 202);
+    caught_up(&app).await;
+    let (_, _, late) = stored(&app, "acme").await;
+    let first = late[0]
+        .iter()
+        .find(|x| x.series_id == api && x.bucket_ms == base)
+        .expect("minute 0");
+    assert_eq!((first.count_v, first.max_v, first.last_v), (5, 100.0, 3.0));
+    let hour = late[2].iter().find(|x| x.series_id == api).expect("hour");
+    assert_eq!((hour.count_v, hour.sum_v), (29, 478.0));
+
+    // A rebuild by replay ends where the incremental rollups are.
+    let now = stored(&app, "acme").await;
+    rebuild(&app, "telemetry", "internal.telemetry.batches").await;
+    caught_up(&app).await;
+    eventually(30, || async {
+        (stored(&app, "acme").await == now).then_some(())
+    })
+    .await;
+    stop(app).await;
+}
+
+both!(bad_input_is_refused_and_stores_nothing);
+async fn bad_input_is_refused_and_stores_nothing(b: Backend) {
+    let app = TestApp::start_with(b, |c| {
+        analytics_backend(b, c);
+        c.telemetry.ingest.max_samples = 10;
+    })
+    .await;
+    let key = app.api_key("agent", &["telemetry:write", "org:acme"]).await;
+    let base = base_ms();
+    let ok = || series("up", "api", &[(base, 1.0)]);
+    let far = chrono::Utc::now().timestamp_millis() + 86_400_000;
+    let cases: Vec<(Vec<u8>, Option<&str>, u16, &str)> = vec![
+        (
+            b"not snappy at all".to_vec(),
+            Some("snappy"),
+            400,
+            "invalid_snappy",
+        ),
+        (
+            snap::raw::Encoder::new()
+                .compress_vec(b"\x0a\xff\xff")
+                .unwrap(),
+            Some("snappy"),
+            400,
+            "invalid_protobuf",
+        ),
+        (
+            remote_write_body(vec![series("up", "api", &[(far, 1.0)])]),
+            Some("snappy"),
+            400,
+            "timestamp_out_of_range",
+        ),
+        (
+            remote_write_body(vec![series("up", "api", &[(-5, 1.0)])]),
+            Some("snappy"),
+            400,
+            "timestamp_out_of_range",
+        ),
+        (
+            remote_write_body(vec![TimeSeries {
+                labels: vec![label("job", "x")],
+                samples: vec![Sample {
+                    value: 1.0,
+                    timestamp: base,
+                }],
+            }]),
+            Some("snappy"),
+            400,
+            "invalid_labels",
+        ),
+        (
+            remote_write_body(vec![TimeSeries {
+                labels: vec![label("__name__", "up"), label("bad-name", "x")],
+                samples: vec![Sample {
+                    value: 1.0,
+                    timestamp: base,
+                }],
+            }]),
+            Some("snappy"),
+            400,
+            "invalid_labels",
+        ),
+        (
+            remote_write_body(vec![series(
+                "up",
+                "a",
+                &(0..11).map(|i| (base + i, 1.0)).collect::<Vec<_>>(),
+            )]),
+            Some("snappy"),
+            413,
+            "too_many_samples",
+        ),
+    ];
+    for (body, enc, status, code) in cases {
+        let (s, r) = post_raw(&app, "/prometheus/api/v1/write", &key, body, enc).await;
+        assert_eq!((s, r["error"].as_str()), (status, Some(code)), "{r}");
+    }
+    // Native JSON: a NaN (or any non-string) label, a string value, malformed JSON.
+    for (body, field) in [
+        (
+            json!({"metric_name": "cpu", "value": 1, "labels": {"core": f64::NAN}}),
+            "labels.core",
+        ),
+        (json!({"metric_name": "cpu", "value": "NaN"}), "value"),
+        (json!([{"service": "api", "message": 5}]), "message"),
+    ] {
+        let path = if field == "message" {
+            "/api/v1/ingest/logs"
+        } else {
+            "/api/v1/ingest/metrics"
+        };
+        let (s, r) = post_key(&app, path, &key, &body).await;
+        assert_eq!((s, r["field"].as_str()), (400, Some(field)), "{r}");
+    }
+    // Credentials: no org, no write scope, a token without an org.
+    let no_org = app.api_key("no-org", &["telemetry:write"]).await;
+    let reader = app.api_key("reader", &["telemetry:read", "org:acme"]).await;
+    for k in [&no_org, &reader] {
+        let (s, r) = remote_write(&app, k, vec![ok()]).await;
+        assert_eq!((s, r["error"].as_str()), (403, Some("forbidden")), "{r}");
+    }
+    let (s, _) = app
+        .post_json(
+            "/api/v1/ingest/metrics",
+            &app.token("alice"),
+            &json!({"metric_name": "x", "value": 1}),
+        )
+        .await;
+    assert_eq!(s, 403);
+    // Random bytes on every endpoint: always a 4xx, the server stays up.
+    for i in 0..120 {
+        let len = rand::random::<usize>() % 512;
+        let bytes: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+        let path = [
+            "/prometheus/api/v1/write",
+            "/api/v1/ingest/metrics",
+            "/api/v1/ingest/logs",
+            "/loki/api/v1/push",
+        ][i % 4];
+        let enc = if i % 8 < 4 {
+            Some("snappy")
+        } else {
+            Some("gzip")
+        };
+        let (s, r) = post_raw(
+            &app,
+            path,
+            &key,
+            bytes,
+            if path.contains("prometheus") {
+                Some("snappy")
+            } else {
+                enc
+            },
+        )
+        .await;
+        // A 4xx, or (when the bytes happen to decode to nothing) a 202 that stores nothing.
+        assert!(
+            (400..500).contains(&s) || (s == 202 && r["event_id"].is_null()),
+            "{path}: {s} {r}"
+        );
+    }
+    assert_eq!(
+        telemetry_events(&app).await,
+        0,
+        "nothing refused was stored"
+    );
+    let (s, r) = remote_write(&app, &key, vec![ok()]).await;
+    assert_eq!(s, 202, "the server still takes good requests: {r}");
+    assert_eq!(telemetry_events(&app).await, 1);
+    stop(app).await;
+}
+
+both!(logs_native_loki_and_tenants);
+async fn logs_native_loki_and_tenants(b: Backend) {
+    let app = TestApp::start_with(b, |c| analytics_backend(b, c)).await;
+    let acme = app.api_key("acme", &["telemetry:write", "org:acme"]).await;
+    let globex = app
+        .api_key("globex", &["telemetry:write", "org:globex"])
+        .await;
+    let t0 = base_ms() / 1000;
+    let (s, r) = post_key(&app,
+            "/api/v1/ingest/logs",
+            &acme,
+            &json!([
+                {"time": t0, "service": "api", "instance_id": "i-1", "level": "INFO", "message": "started", "labels": {"region": "eu"}},
+                {"time": t0 + 1, "service": "api", "level": "error", "message": "disk full", "json": {"disk": "/dev/sda"}},
+            ]),
+        )
+        .await;
+    assert_eq!((s, r["lines"].as_i64()), (202, Some(2)), "{r}");
+    let ns = |s: i64| (s * 1_000_000_000).to_string();
+    let (s, r) = post_key(
+        &app,
+        "/loki/api/v1/push",
+        &acme,
+        &json!({"streams": [{"stream": {"job": "worker", "level": "warn"},
+                "values": [[ns(t0 + 2), "queue slow"], [ns(t0 + 3), "queue full 100%"]]}]}),
+    )
+    .await;
+    assert_eq!((s, r["lines"].as_i64()), (202, Some(2)), "{r}");
+    let (s, _) = post_key(
+        &app,
+        "/api/v1/ingest/logs",
+        &globex,
+        &json!({"time": t0, "service": "api", "level": "error", "message": "globex secret"}),
+    )
+    .await;
+    assert_eq!(s, 202);
+    let (s, _) = remote_write(
+        &app,
+        &globex,
+        vec![series("up", "globex", &[(t0 * 1000, 1.0)])],
+    )
+    .await;
+    assert_eq!(s, 202);
+    caught_up(&app).await;
+    let t = &app.ctx.telemetry;
+    let all = LogFilter {
+        from_ns: 0,
+        to_ns: i64::MAX,
+        limit: 100,
+        ..Default::default()
+    };
+    let lines = t.logs("acme", &all).await.unwrap();
+    let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        ["queue full 100%", "queue slow", "disk full", "started"],
+        "newest first"
+    );
+    assert_eq!(lines[0].service, "worker");
+    assert_eq!(lines[2].attributes, r#"{"disk":"/dev/sda"}"#);
+    let only = |f: LogFilter| async move {
+        t.logs("acme", &f)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.message)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        only(LogFilter {
+            level: Some("error".into()),
+            ..all.clone()
+        })
+        .await,
+        ["disk full"]
+    );
+    assert_eq!(
+        only(LogFilter {
+            service: Some("api".into()),
+            ..all.clone()
+        })
+        .await,
+        ["disk full", "started"]
+    );
+    assert_eq!(
+        only(LogFilter {
+            text: Some("100%".into()),
+            ..all.clone()
+        })
+        .await,
+        ["queue full 100%"]
+    );
+    assert_eq!(
+        only(LogFilter {
+            labels: vec![("region".into(), "eu".into())],
+            ..all.clone()
+        })
+        .await,
+        ["started"]
+    );
+    // Pages of one, by cursor.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = t
+            .logs(
+                "acme",
+                &LogFilter {
+                    limit: 1,
+                    before: cursor,
+                    ..all.clone()
+                },
+            )
+            .await
+            .unwrap();
+        let Some(l) = page.first() else { break };
+        seen.push(l.message.clone());
+        cursor = Some((l.ts_ns, l.line_id));
+    }
+    assert_eq!(seen, messages);
+    // Tenants: neither org sees the other's lines or series.
+    let g = t.logs("globex", &all).await.unwrap();
+    assert_eq!(g.len(), 1);
+    assert_eq!(g[0].message, "globex secret");
+    assert!(t.series("acme", None).await.unwrap().is_empty());
+    assert_eq!(t.series("globex", None).await.unwrap().len(), 1);
+    stop(app).await;
+}
+
+both!(large_batches_travel_by_claim_check);
+async fn large_batches_travel_by_claim_check(b: Backend) {
+    let app = TestApp::start_with(b, |c| {
+        analytics_backend(b, c);
+        c.telemetry.ingest.claim_check_bytes = 2048;
+    })
+    .await;
+    let key = app.api_key("agent", &["telemetry:write", "org:acme"]).await;
+    let base = base_ms();
+    let many: Vec<TimeSeries> = (0..100)
+        .map(|i| {
+            series(
+                "requests_total",
+                &format!("job-{i}"),
+                &[(base, i as f64), (base + 15_000, i as f64 + 1.0)],
+            )
+        })
+        .collect();
+    let (s, r) = remote_write(&app, &key, many).await;
+    assert_eq!(s, 202, "{r}");
+    let claim: Option<String> = substrate::on_read!(app.ctx.store, p => {
+        sqlx::query_scalar::<_, Vec<u8>>("SELECT payload FROM outbox WHERE topic = 'internal.telemetry.batches'")
+            .fetch_one(p)
+            .await
+            .ok()
+    })
+    .map(|bytes| String::from_utf8_lossy(&bytes).to_string());
+    let payload = claim.expect("the event");
+    assert!(
+        payload.contains("telemetry/batches/acme/"),
+        "the event names the object"
+    );
+    caught_up(&app).await;
+    let (series_rows, samples, buckets) = stored(&app, "acme").await;
+    assert_eq!((series_rows.len(), samples.len()), (100, 200));
+    assert_eq!(buckets[0].len(), 100);
+    stop(app).await;
+}

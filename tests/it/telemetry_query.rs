@@ -1,0 +1,488 @@
+//! Reading telemetry back on both columns: the Prometheus HTTP API (instant and range
+//! queries of the PromQL subset, with the range planner on rollups; series, labels and label
+//! values; Prometheus-style errors for what is outside the subset), the real `promtool query`
+//! client against it, the log search with filters and a cursor, and tenant isolation (one
+//! org's queries never return another's series or lines).
+
+use serde_json::{Value, json};
+use substrate::telemetry::model::TimeSeries;
+
+use crate::analytics::{analytics_backend, stop};
+use crate::stats::caught_up;
+use crate::support::*;
+use crate::telemetry::{post_key, remote_write, series};
+
+const MIN: i64 = 60_000;
+
+fn labeled(name: &str, labels: &[(&str, &str)], samples: Vec<(i64, f64)>) -> TimeSeries {
+    let mut ts = series(name, "api", &samples);
+    for (k, v) in labels {
+        ts.labels.push(substrate::telemetry::model::Label {
+            name: k.to_string(),
+            value: v.to_string(),
+        });
+    }
+    ts
+}
+
+/// 30 minutes of data every 15 s from `base`: two counters (1/s and 0.5/s), a gauge equal to
+/// the minute index, and a histogram's cumulative buckets.
+fn dataset(base: i64) -> Vec<TimeSeries> {
+    let at = |f: &dyn Fn(i64) -> f64| -> Vec<(i64, f64)> {
+        (0..=120).map(|i| (base + 15_000 * i, f(15 * i))).collect()
+    };
+    vec![
+        labeled("http_requests_total", &[("code", "200")], at(&|s| s as f64)),
+        labeled(
+            "http_requests_total",
+            &[("code", "500")],
+            at(&|s| s as f64 / 2.0),
+        ),
+        labeled("temp", &[("room", "a")], at(&|s| (s / 60) as f64)),
+        labeled("lat_bucket", &[("le", "0.1")], at(&|_| 10.0)),
+        labeled("lat_bucket", &[("le", "0.5")], at(&|_| 30.0)),
+        labeled("lat_bucket", &[("le", "1")], at(&|_| 40.0)),
+        labeled("lat_bucket", &[("le", "+Inf")], at(&|_| 40.0)),
+    ]
+}
+
+fn secs(ms: i64) -> String {
+    format!("{}", ms as f64 / 1000.0)
+}
+
+async fn prom(app: &TestApp, key: &str, path: &str, params: &[(&str, String)]) -> (u16, Value) {
+    let r = app
+        .http
+        .post(app.url(&format!("/prometheus/api/v1/{path}")))
+        .header("x-api-key", key)
+        .form(params)
+        .send()
+        .await
+        .expect("request");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// An instant query's result as (labels without __name__ as JSON, value).
+async fn instant(app: &TestApp, key: &str, q: &str, t: i64) -> Vec<(Value, f64)> {
+    let (s, r) = prom(app, key, "query", &[("query", q.into()), ("time", secs(t))]).await;
+    assert_eq!(
+        (s, r["status"].as_str()),
+        (200, Some("success")),
+        "{q}: {r}"
+    );
+    r["data"]["result"]
+        .as_array()
+        .expect("vector")
+        .iter()
+        .map(|x| {
+            (
+                x["metric"].clone(),
+                x["value"][1].as_str().unwrap().parse::<f64>().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+both!(prometheus_api_answers_the_subset);
+async fn prometheus_api_answers_the_subset(b: Backend) {
+    let app = TestApp::start_with(b, |c| analytics_backend(b, c)).await;
+    let key = app.api_key("acme", &["telemetry:write", "org:acme"]).await;
+    let other = app
+        .api_key("globex", &["telemetry:read", "org:globex"])
+        .await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let base = now - now.rem_euclid(3_600_000) - 2 * 3_600_000;
+    let (s, r) = remote_write(&app, &key, dataset(base)).await;
+    assert_eq!(s, 202, "{r}");
+    caught_up(&app).await;
+    let t = base + 10 * MIN;
+
+    let v = instant(&app, &key, r#"http_requests_total{code="200"}"#, t).await;
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].0["__name__"], "http_requests_total");
+    assert!(close(v[0].1, 600.0));
+    let v = instant(
+        &app,
+        &key,
+        r#"rate(http_requests_total{code=~"2.."}[5m])"#,
+        t,
+    )
+    .await;
+    assert!(close(v[0].1, 1.0), "{v:?}");
+    assert!(v[0].0.get("__name__").is_none());
+    let v = instant(
+        &app,
+        &key,
+        "sum by (job) (increase(http_requests_total[5m]))",
+        t,
+    )
+    .await;
+    assert_eq!(v[0].0, json!({"job": "api"}));
+    assert!(close(v[0].1, 450.0), "{v:?}");
+    let v = instant(&app, &key, r#"max_over_time(temp[5m]) * 2 + 1"#, t).await;
+    assert!(close(v[0].1, 21.0), "{v:?}");
+    assert!(instant(&app, &key, "temp > 10", t).await.is_empty());
+    assert_eq!(instant(&app, &key, "temp >= 10", t).await.len(), 1);
+    let v = instant(&app, &key, "temp > bool 10", t).await;
+    assert_eq!(v[0].1, 0.0);
+    let v = instant(&app, &key, "count without (code) (http_requests_total)", t).await;
+    assert!(close(v[0].1, 2.0));
+    let v = instant(&app, &key, "histogram_quantile(0.5, lat_bucket)", t).await;
+    assert!(close(v[0].1, 0.3), "{v:?}");
+    let v = instant(&app, &key, "avg(temp) * 2 - 15", t).await;
+    assert!(close(v[0].1, 5.0), "{v:?}");
+
+    // A range query at a 1m step reads 1m rollups: avg over [t-5m, t) of minute values.
+    let (s, r) = prom(
+        &app,
+        &key,
+        "query_range",
+        &[
+            ("query", "avg_over_time(temp[5m])".into()),
+            ("start", secs(base + 10 * MIN)),
+            ("end", secs(base + 20 * MIN)),
+            ("step", "60".into()),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["data"]["resultType"], "matrix");
+    let values = r["data"]["result"][0]["values"].as_array().unwrap();
+    assert_eq!(values.len(), 11);
+    for (i, pair) in values.iter().enumerate() {
+        let m = 10 + i as i64;
+        assert_eq!(pair[0].as_f64().unwrap(), (base + m * MIN) as f64 / 1000.0);
+        assert_eq!(
+            pair[1].as_str().unwrap().parse::<f64>().unwrap(),
+            (m - 3) as f64,
+            "minute {m}"
+        );
+    }
+    // A step finer than every rollup reads raw samples and agrees with the instant query.
+    let (s, r) = prom(
+        &app,
+        &key,
+        "query_range",
+        &[
+            (
+                "query",
+                r#"rate(http_requests_total{code="500"}[5m])"#.into(),
+            ),
+            ("start", secs(t)),
+            ("end", secs(t + MIN)),
+            ("step", "15s".into()),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    for pair in r["data"]["result"][0]["values"].as_array().unwrap() {
+        assert!(
+            close(pair[1].as_str().unwrap().parse::<f64>().unwrap(), 0.5),
+            "{pair}"
+        );
+    }
+
+    // Outside the subset, or malformed: Prometheus-style errors, never an answer.
+    for q in [
+        "topk(1, temp)",
+        "temp + temp",
+        "temp offset 5m",
+        "label_replace(temp, \"a\", \"b\", \"c\", \"d\")",
+        "temp{",
+        "temp and temp",
+    ] {
+        let (s, r) = prom(
+            &app,
+            &key,
+            "query",
+            &[("query", q.into()), ("time", secs(t))],
+        )
+        .await;
+        assert_eq!(
+            (s, r["status"].as_str(), r["errorType"].as_str()),
+            (400, Some("error"), Some("bad_data")),
+            "{q}: {r}"
+        );
+        assert!(r["error"].is_string());
+    }
+    let (s, r) = prom(
+        &app,
+        &key,
+        "query_range",
+        &[
+            ("query", "temp".into()),
+            ("start", secs(t)),
+            ("end", secs(t - 1)),
+            ("step", "60".into()),
+        ],
+    )
+    .await;
+    assert_eq!((s, r["errorType"].as_str()), (400, Some("bad_data")), "{r}");
+
+    // Metadata.
+    let (_, r) = prom(
+        &app,
+        &key,
+        "series",
+        &[("match[]", r#"{__name__=~"http_.*"}"#.into())],
+    )
+    .await;
+    assert_eq!(r["data"].as_array().unwrap().len(), 2);
+    let (_, r) = prom(&app, &key, "labels", &[]).await;
+    assert_eq!(r["data"], json!(["__name__", "code", "job", "le", "room"]));
+    let r: Value = app
+        .http
+        .get(app.url("/prometheus/api/v1/label/code/values"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["data"], json!(["200", "500"]));
+
+    // Another org sees nothing of acme's.
+    assert!(
+        instant(&app, &other, "http_requests_total", t)
+            .await
+            .is_empty()
+    );
+    let (_, r) = prom(&app, &other, "labels", &[]).await;
+    assert_eq!(r["data"], json!([]));
+
+    // The real client: promtool, with the key as the Basic-auth password.
+    let server = app.base.replace("http://", &format!("http://acme:{key}@")) + "/prometheus";
+    let out = promtool(&[
+        "query",
+        "instant",
+        "-o",
+        "json",
+        "--time",
+        &secs(t),
+        &server,
+        "sum(rate(http_requests_total[5m]))",
+    ])
+    .await;
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(
+        close(
+            v[0]["value"][1].as_str().unwrap().parse::<f64>().unwrap(),
+            1.5
+        ),
+        "{v}"
+    );
+    let out = promtool(&[
+        "query",
+        "range",
+        "-o",
+        "json",
+        "--start",
+        &secs(base + 10 * MIN),
+        "--end",
+        &secs(base + 12 * MIN),
+        "--step",
+        "1m",
+        &server,
+        "temp",
+    ])
+    .await;
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let got: Vec<String> = v[0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_str().unwrap().to_string())
+        .collect();
+    // The 1m rollup's `last` of the minute before each step.
+    assert_eq!(got, ["9", "10", "11"]);
+    stop(app).await;
+}
+
+/// Runs promtool, returning its standard output (it must succeed).
+async fn promtool(args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("promtool").args(&args).output()
+    })
+    .await
+    .expect("join")
+    .expect("promtool runs (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "promtool failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+both!(log_search_by_filters_and_cursor);
+async fn log_search_by_filters_and_cursor(b: Backend) {
+    let app = TestApp::start_with(b, |c| analytics_backend(b, c)).await;
+    let acme = app.api_key("acme", &["telemetry:write", "org:acme"]).await;
+    let globex = app
+        .api_key("globex", &["telemetry:write", "org:globex"])
+        .await;
+    let t0 = chrono::Utc::now().timestamp() - 600;
+    let lines: Vec<Value> = (0..5)
+        .map(|i| json!({"time": t0 + i, "service": if i % 2 == 0 { "api" } else { "worker" }, "level": if i == 3 { "error" } else { "info" }, "message": format!("line {i}"), "labels": {"env": if i < 2 { "prod" } else { "dev" }}}))
+        .collect();
+    let (s, r) = post_key(&app, "/api/v1/ingest/logs", &acme, &json!(lines)).await;
+    assert_eq!(s, 202, "{r}");
+    let (s, _) = post_key(
+        &app,
+        "/api/v1/ingest/logs",
+        &globex,
+        &json!({"time": t0, "service": "api", "message": "line of globex"}),
+    )
+    .await;
+    assert_eq!(s, 202);
+    caught_up(&app).await;
+    let search = |key: &str, body: Value| {
+        let key = key.to_string();
+        let app = &app;
+        async move {
+            let (s, r) = post_key(app, "/api/v1/query/logs", &key, &body).await;
+            assert_eq!(s, 200, "{r}");
+            let msgs: Vec<String> = r["lines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["message"].as_str().unwrap().to_string())
+                .collect();
+            (msgs, r["next_cursor"].as_str().map(str::to_string))
+        }
+    };
+    let (all, _) = search(&acme, json!({"from": t0 - 1})).await;
+    assert_eq!(all, ["line 4", "line 3", "line 2", "line 1", "line 0"]);
+    assert_eq!(
+        search(&acme, json!({"from": t0 - 1, "service": "worker"}))
+            .await
+            .0,
+        ["line 3", "line 1"]
+    );
+    assert_eq!(
+        search(&acme, json!({"from": t0 - 1, "level": "ERROR"}))
+            .await
+            .0,
+        ["line 3"]
+    );
+    assert_eq!(
+        search(&acme, json!({"from": t0 - 1, "labels": {"env": "prod"}}))
+            .await
+            .0,
+        ["line 1", "line 0"]
+    );
+    assert_eq!(
+        search(&acme, json!({"from": t0 - 1, "text": "ne 2"}))
+            .await
+            .0,
+        ["line 2"]
+    );
+    assert_eq!(
+        search(&acme, json!({"from": t0 + 1, "to": t0 + 3})).await.0,
+        ["line 2", "line 1"]
+    );
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut body = json!({"from": t0 - 1, "limit": 2});
+        if let Some(c) = &cursor {
+            body["cursor"] = json!(c);
+        }
+        let (msgs, next) = search(&acme, body).await;
+        pages.extend(msgs);
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(pages, all);
+    assert_eq!(
+        search(&globex, json!({"from": t0 - 1})).await.0,
+        ["line of globex"]
+    );
+    let (s, r) = post_key(&app, "/api/v1/query/logs", &acme, &json!({"limit": 0})).await;
+    assert_eq!((s, r["error"].as_str()), (400, Some("invalid_query")));
+    let (s, _) = post_key(
+        &app,
+        "/api/v1/query/logs",
+        &acme,
+        &json!({"cursor": "nope"}),
+    )
+    .await;
+    assert_eq!(s, 400);
+    stop(app).await;
+}
+
+both!(otlp_from_the_python_sdk);
+async fn otlp_from_the_python_sdk(b: Backend) {
+    let app = TestApp::start_with(b, |c| analytics_backend(b, c)).await;
+    let key = app.api_key("shop", &["telemetry:write", "org:acme"]).await;
+    let script = repo().join("tests/python/otlp_send.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(&app.base)
+        .arg(&key)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "the OpenTelemetry SDK (scripts/setup.sh installs it) failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    caught_up(&app).await;
+    let t = chrono::Utc::now().timestamp_millis() + 1000;
+    let v = instant(&app, &key, r#"orders_total{shop="berlin"}"#, t).await;
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].1, 7.0);
+    assert_eq!(
+        (v[0].0["job"].as_str(), v[0].0["instance"].as_str()),
+        (Some("shop"), Some("i-1"))
+    );
+    let v = instant(&app, &key, "checkout_seconds_count", t).await;
+    assert_eq!(v[0].1, 3.0);
+    let v = instant(&app, &key, "checkout_seconds_sum", t).await;
+    assert!(close(v[0].1, 3.6), "{v:?}");
+    let v = instant(
+        &app,
+        &key,
+        "histogram_quantile(1, checkout_seconds_bucket)",
+        t,
+    )
+    .await;
+    assert_eq!(v[0].1, 5.0, "the largest observation's bucket bound: {v:?}");
+    let (s, r) = post_key(
+        &app,
+        "/api/v1/query/logs",
+        &key,
+        &json!({"service": "shop"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    let lines: Vec<(String, String)> = r["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["level"].as_str().unwrap().to_string(),
+                l["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("error".to_string(), "payment declined".to_string()),
+            ("info".to_string(), "order placed".to_string())
+        ]
+    );
+    stop(app).await;
+}
