@@ -73,9 +73,15 @@ async fn bad_credentials_are_refused(b: Backend) {
     let mut cases: Vec<(&str, Option<String>, &str)> = vec![
         ("no credentials", None, "missing_credentials"),
         ("not a jwt", Some(bearer("abc.def".into())), "invalid_token"),
+        // Basic auth carries an API key as its password (promtool, Prometheus, Grafana).
         (
-            "basic auth",
+            "basic auth with an unknown key",
             Some("Basic YTpi".into()),
+            "invalid_api_key",
+        ),
+        (
+            "basic auth without a password",
+            Some("Basic YTo=".into()),
             "missing_credentials",
         ),
     ];

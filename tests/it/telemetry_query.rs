@@ -486,3 +486,115 @@ async fn otlp_from_the_python_sdk(b: Backend) {
     );
     stop(app).await;
 }
+
+/// A range result as {labels → [(t, value)]}.
+fn by_labels(result: &Value) -> std::collections::BTreeMap<String, Vec<(f64, String)>> {
+    result
+        .as_array()
+        .expect("matrix")
+        .iter()
+        .map(|s| {
+            let values = s["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p[0].as_f64().unwrap(), p[1].as_str().unwrap().to_string()))
+                .collect();
+            (s["metric"].to_string(), values)
+        })
+        .collect()
+}
+
+both!(a_prometheus_server_remote_writes);
+async fn a_prometheus_server_remote_writes(b: Backend) {
+    let app = TestApp::start_with(b, |c| analytics_backend(b, c)).await;
+    let key = app
+        .api_key("prometheus", &["telemetry:write", "org:acme"])
+        .await;
+    let port = free_port();
+    let target = app.base.trim_start_matches("http://").to_string();
+    let config = format!(
+        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+         scrape_configs:\n  - job_name: substrate\n    static_configs: [{{targets: ['{target}']}}]\n\
+         remote_write:\n  - url: {}/prometheus/api/v1/write\n    basic_auth: {{username: acme, password: '{key}'}}\n    queue_config: {{batch_send_deadline: 1s}}\n",
+        app.base
+    );
+    let dir = app.store.dir.path().join("prometheus");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let _prom = Proc(
+        std::process::Command::new(installed_binary("prometheus", "SUBSTRATE_TEST_PROMETHEUS"))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus runs (scripts/setup.sh installs it)"),
+    );
+    // Data arrives through remote write.
+    eventually(90, || async {
+        let now = chrono::Utc::now().timestamp_millis();
+        (instant(&app, &key, r#"up{job="substrate"}"#, now)
+            .await
+            .len()
+            == 1)
+            .then_some(())
+    })
+    .await;
+    // The same window, read from Prometheus' own storage and through substrate with promtool,
+    // agrees sample for sample once remote write has caught up.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let end = chrono::Utc::now().timestamp() - 4;
+    let (start, query) = (end - 4, "substrate_http_requests_total");
+    let server = app.base.replace("http://", &format!("http://acme:{key}@")) + "/prometheus";
+    let prom_url = format!("http://127.0.0.1:{port}/api/v1/query_range");
+    let mut last = (Default::default(), Default::default());
+    for _ in 0..30 {
+        let theirs: Value = app
+            .http
+            .get(&prom_url)
+            .query(&[
+                ("query", query.to_string()),
+                ("start", start.to_string()),
+                ("end", end.to_string()),
+                ("step", "1".to_string()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let out = promtool(&[
+            "query",
+            "range",
+            "-o",
+            "json",
+            "--start",
+            &start.to_string(),
+            "--end",
+            &end.to_string(),
+            "--step",
+            "1s",
+            &server,
+            query,
+        ])
+        .await;
+        let ours: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        last = (by_labels(&theirs["data"]["result"]), by_labels(&ours));
+        if !last.0.is_empty() && last.0 == last.1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert!(!last.0.is_empty(), "Prometheus scraped nothing");
+    assert_eq!(last.1, last.0, "substrate answers what Prometheus stores");
+    stop(app).await;
+}
