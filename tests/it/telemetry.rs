@@ -346,7 +346,7 @@ async fn bad_input_is_refused_and_stores_nothing(b: Backend) {
         .await;
     assert_eq!(s, 403);
     // Random bytes on every endpoint: always a 4xx, the server stays up.
-    for i in 0..120 {
+    for i in 0..180 {
         let len = rand::random::<usize>() % 512;
         let bytes: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
         let path = [
@@ -354,7 +354,9 @@ async fn bad_input_is_refused_and_stores_nothing(b: Backend) {
             "/api/v1/ingest/metrics",
             "/api/v1/ingest/logs",
             "/loki/api/v1/push",
-        ][i % 4];
+            "/v1/metrics",
+            "/v1/logs",
+        ][i % 6];
         let enc = if i % 8 < 4 {
             Some("snappy")
         } else {
@@ -554,5 +556,70 @@ async fn large_batches_travel_by_claim_check(b: Backend) {
     let (series_rows, samples, buckets) = stored(&app, "acme").await;
     assert_eq!((series_rows.len(), samples.len()), (100, 200));
     assert_eq!(buckets[0].len(), 100);
+    stop(app).await;
+}
+
+both!(retention_keeps_each_resolution_its_own_time);
+async fn retention_keeps_each_resolution_its_own_time(b: Backend) {
+    let app = TestApp::start_with(b, |c| {
+        analytics_backend(b, c);
+        c.telemetry.ingest.max_age_secs = 10 * 86_400;
+        let s = &mut c.telemetry.storage;
+        (
+            s.raw_retention_days,
+            s.rollup_1m_retention_days,
+            s.rollup_5m_retention_days,
+        ) = (2, 2, 2);
+        (s.rollup_1h_retention_days, s.logs_retention_days) = (30, 2);
+    })
+    .await;
+    let key = app.api_key("agent", &["telemetry:write", "org:acme"]).await;
+    let recent = base_ms();
+    let old = recent - 5 * 86_400_000;
+    let (s, r) = remote_write(
+        &app,
+        &key,
+        vec![series("up", "api", &[(old, 1.0), (recent, 2.0)])],
+    )
+    .await;
+    assert_eq!(s, 202, "{r}");
+    let (s, _) = post_key(
+        &app,
+        "/api/v1/ingest/logs",
+        &key,
+        &json!([{"time": old / 1000, "service": "api", "message": "old"},
+                {"time": recent / 1000, "service": "api", "message": "recent"}]),
+    )
+    .await;
+    assert_eq!(s, 202);
+    caught_up(&app).await;
+    let cfg = app.ctx.config.telemetry.storage.clone();
+    let removed = app
+        .ctx
+        .telemetry
+        .expire(&cfg, chrono::Utc::now().timestamp_millis())
+        .await
+        .expect("expire");
+    assert!(removed > 0);
+    let (_, samples, buckets) = stored(&app, "acme").await;
+    assert_eq!(
+        samples.iter().map(|p| p.ts_ms).collect::<Vec<_>>(),
+        [recent]
+    );
+    for (res, kept) in [(0, vec![recent]), (1, vec![recent]), (2, vec![old, recent])] {
+        let starts: Vec<i64> = buckets[res].iter().map(|x| x.bucket_ms).collect();
+        assert_eq!(starts, kept, "resolution {res}");
+    }
+    let all = LogFilter {
+        from_ns: 0,
+        to_ns: i64::MAX,
+        limit: 10,
+        ..Default::default()
+    };
+    let lines = app.ctx.telemetry.logs("acme", &all).await.unwrap();
+    assert_eq!(
+        lines.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(),
+        ["recent"]
+    );
     stop(app).await;
 }

@@ -241,8 +241,16 @@ impl ChTelemetry {
                 };
                 // The whole day must lie before the cutoff.
                 if (day + 1) * 86_400_000 <= cutoff {
+                    // Written out from the parsed parts: 18.16 lists a Date key unquoted.
+                    let date = chrono::DateTime::from_timestamp(day * 86_400, 0)
+                        .map(|d| d.format("%Y-%m-%d").to_string())
+                        .unwrap_or_default();
+                    let expr = match res {
+                        Some(r) => format!("({r}, '{date}')"),
+                        None => format!("'{date}'"),
+                    };
                     self.client
-                        .query(&format!("ALTER TABLE {table} DROP PARTITION {p}"))
+                        .query(&format!("ALTER TABLE {table} DROP PARTITION {expr}"))
                         .execute()
                         .await?;
                     dropped += 1;
@@ -401,7 +409,8 @@ impl ChTelemetry {
     }
 }
 
-/// `'2026-12-01'` → (None, day) and `(60000,'2026-12-01')` → (Some(60000), day), the day in
+/// `2026-12-01` or `'2026-12-01'` → (None, day) and `(60000,'2026-12-01')` → (Some(60000),
+/// day), the day in
 /// days since 1970-01-01; anything else (a partition this code did not make) → None.
 fn parse_partition(p: &str) -> Option<(Option<i64>, i64)> {
     let (res, date) = match p.strip_prefix('(').and_then(|s| s.strip_suffix(')')) {
@@ -411,7 +420,8 @@ fn parse_partition(p: &str) -> Option<(Option<i64>, i64)> {
         }
         None => (None, p.trim()),
     };
-    let date = date.strip_prefix('\'')?.strip_suffix('\'')?;
+    // Quoted inside a tuple, bare on its own (as 18.16 lists them).
+    let date = date.trim_matches('\'');
     let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
     let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
     Some((res, (d - epoch).num_days()))
@@ -422,6 +432,7 @@ mod tests {
     #[test]
     fn partitions_parse() {
         assert_eq!(super::parse_partition("'1970-01-02'"), Some((None, 1)));
+        assert_eq!(super::parse_partition("1970-01-02"), Some((None, 1)));
         assert_eq!(
             super::parse_partition("(60000,'1970-01-03')"),
             Some((Some(60000), 2))
