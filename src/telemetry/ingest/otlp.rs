@@ -192,6 +192,19 @@ fn series_of(
     }
 }
 
+/// Where one data point's series go: its resource labels, attributes and time.
+struct At<'a> {
+    base: &'a [Label],
+    attrs: &'a [KeyValue],
+    t_ns: u64,
+}
+
+impl At<'_> {
+    fn push(&self, out: &mut Vec<TimeSeries>, name: &str, extra: Option<(&str, String)>, v: f64) {
+        out.push(series_of(name, self.base, self.attrs, extra, self.t_ns, v));
+    }
+}
+
 /// One metric's series; returns the number of data points not kept.
 fn metric(m: &Metric, base: &[Label], out: &mut Vec<TimeSeries>) -> usize {
     let name = sanitize(&m.name, true);
@@ -200,38 +213,30 @@ fn metric(m: &Metric, base: &[Label], out: &mut Vec<TimeSeries>) -> usize {
         Some(number_data_point::Value::AsInt(i)) => *i as f64,
         None => f64::NAN,
     };
+    let at = |attrs, t_ns| At { base, attrs, t_ns };
+    let (sum_name, count_name) = (format!("{name}_sum"), format!("{name}_count"));
     match &m.data {
         Some(Data::Gauge(g)) => {
             for p in &g.data_points {
-                out.push(series_of(
-                    &name,
-                    base,
-                    &p.attributes,
-                    None,
-                    p.time_unix_nano,
-                    num(&p.value),
-                ));
+                at(&p.attributes, p.time_unix_nano).push(out, &name, None, num(&p.value));
             }
         }
         Some(Data::Sum(s)) => {
+            // A monotonic sum is a counter: Prometheus names counters `…_total`.
             let n = if s.is_monotonic && !name.ends_with("_total") {
                 format!("{name}_total")
             } else {
                 name.clone()
             };
             for p in &s.data_points {
-                out.push(series_of(
-                    &n,
-                    base,
-                    &p.attributes,
-                    None,
-                    p.time_unix_nano,
-                    num(&p.value),
-                ));
+                at(&p.attributes, p.time_unix_nano).push(out, &n, None, num(&p.value));
             }
         }
         Some(Data::Histogram(h)) => {
+            let bucket = format!("{name}_bucket");
             for p in &h.data_points {
+                let a = at(&p.attributes, p.time_unix_nano);
+                // OTLP counts per bucket; Prometheus buckets are cumulative.
                 let mut cumulative = 0u64;
                 for (i, c) in p.bucket_counts.iter().enumerate() {
                     cumulative += c;
@@ -239,63 +244,27 @@ fn metric(m: &Metric, base: &[Label], out: &mut Vec<TimeSeries>) -> usize {
                         .explicit_bounds
                         .get(i)
                         .map_or("+Inf".to_string(), |b| b.to_string());
-                    out.push(series_of(
-                        &format!("{name}_bucket"),
-                        base,
-                        &p.attributes,
-                        Some(("le", le)),
-                        p.time_unix_nano,
-                        cumulative as f64,
-                    ));
+                    a.push(out, &bucket, Some(("le", le)), cumulative as f64);
                 }
                 if let Some(sum) = p.sum {
-                    out.push(series_of(
-                        &format!("{name}_sum"),
-                        base,
-                        &p.attributes,
-                        None,
-                        p.time_unix_nano,
-                        sum,
-                    ));
+                    a.push(out, &sum_name, None, sum);
                 }
-                out.push(series_of(
-                    &format!("{name}_count"),
-                    base,
-                    &p.attributes,
-                    None,
-                    p.time_unix_nano,
-                    p.count as f64,
-                ));
+                a.push(out, &count_name, None, p.count as f64);
             }
         }
         Some(Data::Summary(s)) => {
             for p in &s.data_points {
+                let a = at(&p.attributes, p.time_unix_nano);
                 for q in &p.quantile_values {
-                    out.push(series_of(
+                    a.push(
+                        out,
                         &name,
-                        base,
-                        &p.attributes,
                         Some(("quantile", q.quantile.to_string())),
-                        p.time_unix_nano,
                         q.value,
-                    ));
+                    );
                 }
-                out.push(series_of(
-                    &format!("{name}_sum"),
-                    base,
-                    &p.attributes,
-                    None,
-                    p.time_unix_nano,
-                    p.sum,
-                ));
-                out.push(series_of(
-                    &format!("{name}_count"),
-                    base,
-                    &p.attributes,
-                    None,
-                    p.time_unix_nano,
-                    p.count as f64,
-                ));
+                a.push(out, &sum_name, None, p.sum);
+                a.push(out, &count_name, None, p.count as f64);
             }
         }
         Some(Data::ExponentialHistogram(e)) => return e.data_points.len(),
