@@ -810,13 +810,6 @@ impl Config {
 
     /// The body limit, the log's record limit and the group-commit bounds agree.
     fn validate_sizes(&self) -> Result<(), ConfigError> {
-        if self.telemetry.ingest.claim_check_bytes + 64 * 1024 > self.log.max_message_bytes {
-            return Err(ConfigError::Invalid(format!(
-                "telemetry.ingest.claim_check_bytes ({}) must stay 64 KiB below \
-                 log.max_message_bytes ({}): batches up to it travel inside one event",
-                self.telemetry.ingest.claim_check_bytes, self.log.max_message_bytes
-            )));
-        }
         if self.gateway.body_limit_bytes > self.log.max_message_bytes {
             return Err(ConfigError::Invalid(format!(
                 "gateway.body_limit_bytes ({}) is larger than log.max_message_bytes ({}): the \

@@ -30,7 +30,8 @@ pub struct IngestConfig {
     /// Furthest accepted timestamp into the future, in seconds.
     pub max_future_secs: u64,
     /// An encoded batch larger than this goes to the object store and the event carries its
-    /// key (a claim check). Must stay below `log.max_message_bytes`.
+    /// key (a claim check). Lowered as needed so an inline batch (base64 in the event) always
+    /// fits `log.max_message_bytes`.
     pub claim_check_bytes: usize,
 }
 

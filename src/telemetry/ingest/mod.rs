@@ -175,6 +175,13 @@ async fn otlp_logs(
     accept(&ctx, &p, &headers, &org, "otlp", batch).await
 }
 
+/// The largest encoded batch that travels inside its event: `claim_check_bytes`, but never
+/// more than the log carries once base64 (4/3) and the envelope (8 KiB of headroom) are added.
+fn claim_threshold(ctx: &AppContext) -> usize {
+    let fits = ctx.config.log.max_message_bytes.saturating_sub(8192) / 4 * 3;
+    ctx.config.telemetry.ingest.claim_check_bytes.min(fits)
+}
+
 /// Validates `batch`, parks it in the object store when large, and commits its event.
 async fn accept(
     ctx: &AppContext,
@@ -197,7 +204,7 @@ async fn accept(
         return Ok((StatusCode::ACCEPTED, axum::Json(response)).into_response());
     }
     let encoded = batch.encode_to_vec();
-    let (inline, claim) = if encoded.len() > cfg.claim_check_bytes {
+    let (inline, claim) = if encoded.len() > claim_threshold(ctx) {
         let key = format!("telemetry/batches/{org}/{}.pb", uuid::Uuid::now_v7());
         ctx.objects
             .put(&key, Bytes::from(encoded))
