@@ -21,7 +21,8 @@ async fn registry_api_and_backward_compatibility(b: Backend) {
     let subjects: Vec<String> = serde_json::from_value(subjects).unwrap();
     assert!(subjects.contains(&SUBJECT.to_string()));
     assert!(subjects.contains(&"internal.platform.probe-value".to_string()));
-    assert_eq!(subjects.len(), 20);
+    assert!(subjects.contains(&"internal.telemetry.batches-value".to_string()));
+    assert_eq!(subjects.len(), 21);
     let (_, versions) = app
         .get_json(&format!("/subjects/{SUBJECT}/versions"), None)
         .await;
