@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `config`, `token mint`, `apikey …`. Errors end here
+//! The command line: `serve`, `migrate`, `config`, `openapi`, `token mint`, `apikey …`. Errors end here
 //! as `anyhow` with context; everything below uses typed errors.
 
 mod relay;
@@ -41,6 +41,9 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration as TOML, secrets redacted.
     Config,
+    /// Print the OpenAPI 3.1 document of the HTTP API (as `GET /openapi.json` serves it, with
+    /// one operation per route of the configured routes.yaml).
+    Openapi,
     /// Exit 0 when the local server answers /healthz (container health checks).
     Healthcheck,
     /// Development tokens.
@@ -218,6 +221,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config => {
             print!("{}", cfg.to_redacted_toml()?);
+            Ok(())
+        }
+        Command::Openapi => {
+            let ctx = AppContext::build(cfg).await.context("starting substrate")?;
+            let (_, api) = crate::http::api_router(&crate::roles::ALL, None).split_for_parts();
+            let doc = crate::http::openapi::document(&ctx, &crate::http::openapi::finish(api));
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            ctx.appender.close().await;
+            ctx.store.close().await;
             Ok(())
         }
         Command::Relay { command } => relay::run_relay(cfg, command).await,

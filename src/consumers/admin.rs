@@ -106,7 +106,9 @@ pub async fn wait_applied(
     }
 }
 
-#[derive(Debug, Deserialize, Default)]
+/// Which dead letters: by ids, group, topic, time of failure (RFC 3339).
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DlqQuery {
     pub group: Option<String>,
     pub topic: Option<String>,
@@ -133,6 +135,20 @@ impl DlqQuery {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/dlq",
+    tag = "admin",
+    operation_id = "list_dead_letters",
+    summary = "Dead letters",
+    params(DlqQuery),
+    responses(
+        (status = 200, description = "`{\"dead_letters\": [...]}`", body = Object),
+        (status = 400, description = "An unreadable time or filter", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn http_dlq_list(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -142,6 +158,20 @@ pub async fn http_dlq_list(
     Ok(Json(json!({ "dead_letters": items })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/dlq/{id}",
+    tag = "admin",
+    operation_id = "show_dead_letter",
+    summary = "One dead letter with its decoded payload",
+    params(("id" = i64, Path, description = "The dead letter id")),
+    responses(
+        (status = 200, description = "The dead letter", body = Object),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such dead letter (`unknown_dead_letter`)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn http_dlq_show(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -163,6 +193,22 @@ pub async fn http_dlq_show(
     Ok(Json(v))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/dlq/redrive",
+    tag = "admin",
+    operation_id = "redrive_dead_letters",
+    summary = "Republish dead letters for their group",
+    request_body = DlqQuery,
+    responses(
+        (status = 200, description = "`{\"redriven\": [ids]}`", body = Object),
+        (status = 400, description = "No filter given, or an unreadable time (`invalid_request`)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "The body does not fit", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn http_dlq_redrive(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -183,7 +229,8 @@ pub async fn http_dlq_redrive(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+/// What to replay: a topic (and optionally one group) from exactly one starting point.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ReplayBody {
     pub topic: String,
     pub group: Option<String>,
@@ -211,6 +258,23 @@ pub fn target(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/replay",
+    tag = "admin",
+    operation_id = "replay",
+    summary = "Rewind consumer groups on a topic",
+    request_body = ReplayBody,
+    responses(
+        (status = 202, description = "Requested: `{\"requests\": [{group, request_id}]}`", body = Object),
+        (status = 400, description = "Not exactly one starting point, or an unreadable time (`invalid_request`)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No group reads the topic (`unknown_group`)", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "The body does not fit", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn http_replay(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -225,12 +289,27 @@ pub async fn http_replay(
     Ok((StatusCode::ACCEPTED, Json(json!({ "requests": list }))))
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ParkedQuery {
+    /// Include redriven and discarded rows.
     #[serde(default)]
     pub all: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/relay/parked",
+    tag = "admin",
+    operation_id = "list_parked",
+    summary = "Rows the relay parked",
+    params(ParkedQuery),
+    responses(
+        (status = 200, description = "`{\"parked\": [...]}`", body = Object),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn http_parked_list(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -241,7 +320,7 @@ pub async fn http_parked_list(
 }
 
 /// Which parked rows: `{"ids": [..]}`, or `{"all": true}` (redrive only).
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 pub struct ParkedBody {
     #[serde(default)]
     pub ids: Vec<i64>,
@@ -249,6 +328,22 @@ pub struct ParkedBody {
     pub all: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/relay/parked/redrive",
+    tag = "admin",
+    operation_id = "redrive_parked",
+    summary = "Send parked rows again",
+    request_body = ParkedBody,
+    responses(
+        (status = 200, description = "`{\"redriven\": n}`", body = Object),
+        (status = 400, description = "Neither ids nor all, or both (`invalid_request`)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "The body does not fit", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn http_parked_redrive(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -267,6 +362,22 @@ pub async fn http_parked_redrive(
     Ok(Json(json!({ "redriven": done })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/relay/parked/discard",
+    tag = "admin",
+    operation_id = "discard_parked",
+    summary = "Discard parked rows by id",
+    request_body = ParkedBody,
+    responses(
+        (status = 200, description = "`{\"discarded\": n}`", body = Object),
+        (status = 400, description = "No ids, or all (`invalid_request`)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "The body does not fit", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn http_parked_discard(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -283,20 +394,14 @@ pub async fn http_parked_discard(
     Ok(Json(json!({ "discarded": done })))
 }
 
-pub fn router() -> axum::Router<AppContext> {
-    use axum::routing::{get, post};
-    axum::Router::new()
-        .route("/api/v1/admin/dlq", get(http_dlq_list))
-        .route("/api/v1/admin/dlq/{id}", get(http_dlq_show))
-        .route("/api/v1/admin/dlq/redrive", post(http_dlq_redrive))
-        .route("/api/v1/admin/replay", post(http_replay))
-        .route("/api/v1/admin/relay/parked", get(http_parked_list))
-        .route(
-            "/api/v1/admin/relay/parked/redrive",
-            post(http_parked_redrive),
-        )
-        .route(
-            "/api/v1/admin/relay/parked/discard",
-            post(http_parked_discard),
-        )
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppContext> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(http_dlq_list))
+        .routes(routes!(http_dlq_show))
+        .routes(routes!(http_dlq_redrive))
+        .routes(routes!(http_replay))
+        .routes(routes!(http_parked_list))
+        .routes(routes!(http_parked_redrive))
+        .routes(routes!(http_parked_discard))
 }

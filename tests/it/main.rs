@@ -19,6 +19,7 @@ mod media_credits;
 mod media_failures;
 mod media_restart;
 mod media_urls;
+mod openapi;
 mod python;
 mod realtime;
 mod registry;

@@ -31,16 +31,36 @@ impl From<SnapshotError> for ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The consumer group whose read model to snapshot.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct TakeBody {
     pub group: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this group's snapshots.
     pub group: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/snapshots",
+    tag = "admin",
+    operation_id = "take_snapshot",
+    summary = "Snapshot a group's read model",
+    request_body = TakeBody,
+    responses(
+        (status = 201, description = "Taken", body = Object),
+        (status = 400, description = "The group has no snapshottable read model (`not_snapshottable`)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such group (`unknown_group`)", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "The body does not fit", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn take(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -53,6 +73,19 @@ async fn take(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/snapshots",
+    tag = "admin",
+    operation_id = "list_snapshots",
+    summary = "The snapshots",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "`{\"snapshots\": [...]}`", body = Object),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn list(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -62,6 +95,20 @@ async fn list(
     Ok(Json(json!({ "snapshots": items })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/snapshots/{id}/restore",
+    tag = "admin",
+    operation_id = "restore_snapshot",
+    summary = "Restore a snapshot (applied by the running consumer)",
+    params(("id" = i64, Path, description = "The snapshot id")),
+    responses(
+        (status = 202, description = "Requested: `{snapshot, group, request_id}`", body = Object),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such snapshot (`unknown_snapshot`)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn restore(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -74,6 +121,20 @@ async fn restore(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/snapshots/restores/{request}",
+    tag = "admin",
+    operation_id = "restore_status",
+    summary = "Whether a restore was applied",
+    params(("request" = i64, Path, description = "The request id")),
+    responses(
+        (status = 200, description = "`{request_id, group, snapshot, applied, applied_at}`", body = Object),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such request (`unknown_request`)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn restore_status(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -92,13 +153,10 @@ async fn restore_status(
     })))
 }
 
-pub fn router() -> axum::Router<AppContext> {
-    use axum::routing::{get, post};
-    axum::Router::new()
-        .route("/api/v1/admin/snapshots", get(list).post(take))
-        .route("/api/v1/admin/snapshots/{id}/restore", post(restore))
-        .route(
-            "/api/v1/admin/snapshots/restores/{request}",
-            get(restore_status),
-        )
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppContext> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(list, take))
+        .routes(routes!(restore))
+        .routes(routes!(restore_status))
 }
