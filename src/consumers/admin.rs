@@ -24,6 +24,8 @@ pub enum AdminError {
     Invalid(String),
     #[error("no consumer group reads topic {0}")]
     NoGroup(String),
+    #[error("consumer group {group} does not read topic {topic}")]
+    GroupNotReading { group: String, topic: String },
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
@@ -33,6 +35,9 @@ impl From<AdminError> for ApiError {
         match e {
             AdminError::Invalid(r) => ApiError::bad_request("invalid_request").with("reason", r),
             AdminError::NoGroup(t) => ApiError::not_found("unknown_group").with("topic", t),
+            AdminError::GroupNotReading { group, topic } => ApiError::not_found("unknown_group")
+                .with("group", group)
+                .with("topic", topic),
             AdminError::Store(s) => s.into(),
         }
     }
@@ -60,6 +65,14 @@ pub async fn request_replay(
         ));
     }
     let groups: Vec<String> = match group {
+        // Only a group that reads the topic can apply the request; any other would leave it
+        // waiting for ever.
+        Some(g) if !crate::consumers::registry::reads(ctx, g, topic) => {
+            return Err(AdminError::GroupNotReading {
+                group: g.to_string(),
+                topic: topic.to_string(),
+            });
+        }
         Some(g) => vec![g.to_string()],
         None => crate::consumers::registry::all_groups(ctx)
             .into_iter()
@@ -269,7 +282,7 @@ pub fn target(
         (status = 202, description = "Requested: `{\"requests\": [{group, request_id}]}`", body = Object),
         (status = 400, description = "Not exactly one starting point, or an unreadable time (`invalid_request`)", body = crate::http::openapi::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
-        (status = 404, description = "No group reads the topic (`unknown_group`)", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No group reads the topic, or the named group does not (`unknown_group`)", body = crate::http::openapi::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody),
         (status = 422, description = "The body does not fit", body = crate::http::openapi::ErrorBody),
     ),

@@ -26,13 +26,18 @@ crate::doc_schema!(
     /// A created key: the secret is shown this once.
     CreatedKey = {"type": "object", "required": ["key", "id", "name", "scopes"], "properties": {
         "key": {"type": "string", "description": "The secret, for the X-API-Key header"},
-        "id": {"type": "integer"}, "name": {"type": "string"},
+        "id": {"type": "string"}, "name": {"type": "string"},
         "scopes": {"type": "array", "items": {"type": "string"}}}}
 );
 
 crate::doc_schema!(
     /// The API keys, never their secrets.
-    KeyList = {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": {"type": "object"}}}}
+    KeyList = {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": {
+        "type": "object", "required": ["id", "name", "scopes", "created_at"], "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"},
+            "scopes": {"type": "array", "items": {"type": "string"}},
+            "created_at": {"type": "integer", "description": "Unix microseconds"},
+            "revoked_at": {"type": ["integer", "null"]}}}}}}
 );
 
 crate::doc_schema!(

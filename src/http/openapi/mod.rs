@@ -132,6 +132,7 @@ pub fn finish(api: utoipa::openapi::OpenApi) -> Base {
         for item in paths.values_mut() {
             for op in operations_mut(item) {
                 catch_all_parameter(op);
+                optional_parameters(op);
                 add_common_answers(op);
             }
         }
@@ -171,6 +172,24 @@ fn catch_all_parameter(op: &mut Value) {
     }
     let mut seen = std::collections::HashSet::new();
     params.retain(|p| seen.insert((p["name"].to_string(), p["in"].to_string())));
+}
+
+/// An optional parameter (`Option<T>`) is left out, never sent as null: its schema is `T`
+/// (utoipa writes `["T", "null"]`, which generators and validators of parameters reject).
+fn optional_parameters(op: &mut Value) {
+    let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for p in params.iter_mut().filter(|p| p["required"] != true) {
+        let ty = &mut p["schema"]["type"];
+        let non_null: Vec<Value> = ty
+            .as_array()
+            .map(|a| a.iter().filter(|t| *t != "null").cloned().collect())
+            .unwrap_or_default();
+        if non_null.len() == 1 {
+            *ty = non_null[0].clone();
+        }
+    }
 }
 
 fn security_schemes() -> Value {
