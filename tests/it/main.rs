@@ -9,6 +9,7 @@ mod auth;
 mod browser;
 mod cli;
 mod consumers;
+mod doc_examples;
 mod gateway;
 mod hardening_ingest;
 mod kafka;
