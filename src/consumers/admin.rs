@@ -119,6 +119,37 @@ pub async fn wait_applied(
     }
 }
 
+crate::doc_schema!(
+    /// Replay requests, one per group.
+    ReplayRequested = {"type": "object", "required": ["requests"], "properties": {
+        "requests": {"type": "array", "items": {"type": "object", "required": ["group", "request_id"], "properties": {
+            "group": {"type": "string"}, "request_id": {"type": "integer"}}}}}}
+);
+
+crate::doc_schema!(
+    /// The ids of the dead letters (or parked rows) redriven.
+    Redriven = {"type": "object", "required": ["redriven"], "properties": {
+        "redriven": {"type": "array", "items": {"type": "integer"}}}}
+);
+
+crate::doc_schema!(
+    /// The ids of the parked rows discarded.
+    Discarded = {"type": "object", "required": ["discarded"], "properties": {
+        "discarded": {"type": "array", "items": {"type": "integer"}}}}
+);
+
+crate::doc_schema!(
+    /// Dead letters.
+    DeadLetters = {"type": "object", "required": ["dead_letters"], "properties": {
+        "dead_letters": {"type": "array", "items": {"type": "object", "required": ["id", "group", "topic"]}}}}
+);
+
+crate::doc_schema!(
+    /// Rows the relay parked.
+    ParkedRows = {"type": "object", "required": ["parked"], "properties": {
+        "parked": {"type": "array", "items": {"type": "object", "required": ["id"]}}}}
+);
+
 /// Which dead letters: by ids, group, topic, time of failure (RFC 3339).
 #[derive(Debug, Deserialize, Default, utoipa::ToSchema, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -156,7 +187,7 @@ impl DlqQuery {
     summary = "Dead letters",
     params(DlqQuery),
     responses(
-        (status = 200, description = "`{\"dead_letters\": [...]}`", body = Object),
+        (status = 200, description = "Dead letters", body = DeadLetters),
         (status = 400, description = "An unreadable time or filter", body = crate::http::openapi::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
     ),
@@ -214,7 +245,7 @@ pub async fn http_dlq_show(
     summary = "Republish dead letters for their group",
     request_body = DlqQuery,
     responses(
-        (status = 200, description = "`{\"redriven\": [ids]}`", body = Object),
+        (status = 200, description = "The ids redriven", body = Redriven),
         (status = 400, description = "No filter given, or an unreadable time (`invalid_request`)", body = crate::http::openapi::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody),
@@ -279,7 +310,7 @@ pub fn target(
     summary = "Rewind consumer groups on a topic",
     request_body = ReplayBody,
     responses(
-        (status = 202, description = "Requested: `{\"requests\": [{group, request_id}]}`", body = Object),
+        (status = 202, description = "Requested", body = ReplayRequested),
         (status = 400, description = "Not exactly one starting point, or an unreadable time (`invalid_request`)", body = crate::http::openapi::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
         (status = 404, description = "No group reads the topic, or the named group does not (`unknown_group`)", body = crate::http::openapi::ErrorBody),
@@ -318,7 +349,7 @@ pub struct ParkedQuery {
     summary = "Rows the relay parked",
     params(ParkedQuery),
     responses(
-        (status = 200, description = "`{\"parked\": [...]}`", body = Object),
+        (status = 200, description = "Parked rows", body = ParkedRows),
         (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
     ),
     security(("bearer" = []), ("api_key" = []))
@@ -349,7 +380,7 @@ pub struct ParkedBody {
     summary = "Send parked rows again",
     request_body = ParkedBody,
     responses(
-        (status = 200, description = "`{\"redriven\": n}`", body = Object),
+        (status = 200, description = "The ids sent again", body = Redriven),
         (status = 400, description = "Neither ids nor all, or both (`invalid_request`)", body = crate::http::openapi::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody),
@@ -383,7 +414,7 @@ pub async fn http_parked_redrive(
     summary = "Discard parked rows by id",
     request_body = ParkedBody,
     responses(
-        (status = 200, description = "`{\"discarded\": n}`", body = Object),
+        (status = 200, description = "The ids discarded", body = Discarded),
         (status = 400, description = "No ids, or all (`invalid_request`)", body = crate::http::openapi::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody),

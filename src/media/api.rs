@@ -35,6 +35,23 @@ pub fn router() -> OpenApiRouter<AppContext> {
 }
 
 crate::doc_schema!(
+    /// A page of the caller's files and the cursor for the next (`before`), if any.
+    FilePage = {"type": "object", "required": ["files", "next"], "properties": {
+        "files": {"type": "array", "items": {"type": "object"}},
+        "next": {"type": ["integer", "null"]}}}
+);
+
+crate::doc_schema!(
+    /// The caller's balance and newest ledger entries.
+    Credits = {"type": "object", "required": ["user_id", "balance", "ledger"], "properties": {
+        "user_id": {"type": "string"}, "balance": {"type": "integer"},
+        "ledger": {"type": "array", "items": {"type": "object", "required": ["id", "request_id", "kind", "amount", "balance_after", "reason", "created_at"], "properties": {
+            "id": {"type": "integer"}, "request_id": {"type": "string"}, "kind": {"type": "string"},
+            "amount": {"type": "integer"}, "balance_after": {"type": "integer"},
+            "reason": {"type": "string"}, "created_at": {"type": "integer"}}}}}}
+);
+
+crate::doc_schema!(
     /// A media request, accepted.
     RequestAccepted = {"type": "object", "required": ["request_id"], "properties": {"request_id": {"type": "string"}}}
 );
@@ -306,7 +323,7 @@ struct Page {
     summary = "The caller's files, newest first",
     params(Page),
     responses(
-        (status = 200, description = "`{\"files\": [...], \"next\": before-cursor or null}`", body = Object),
+        (status = 200, description = "A page of files", body = FilePage),
         (status = 403, description = "Not a user (media requests are made with a user JWT)", body = crate::http::openapi::ErrorBody),
     ),
     security(("bearer" = []), ("api_key" = []))
@@ -367,7 +384,7 @@ struct LedgerPage {
     summary = "The caller's credit balance and ledger",
     params(LedgerPage),
     responses(
-        (status = 200, description = "`{user_id, balance, ledger}`", body = Object),
+        (status = 200, description = "Balance and ledger", body = Credits),
         (status = 403, description = "Not a user (media requests are made with a user JWT)", body = crate::http::openapi::ErrorBody),
     ),
     security(("bearer" = []), ("api_key" = []))

@@ -256,3 +256,24 @@ async fn docs_page_renders_in_headless_chromium() {
     }
     app.stop().await;
 }
+
+/// `substrate openapi` prints the document a server with the same configuration serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_the_served_document() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let served = document(&app).await;
+    let out = tokio::process::Command::from(substrate_cmd(&app))
+        .arg("openapi")
+        .output()
+        .await
+        .expect("run substrate openapi");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("a JSON document");
+    assert_eq!(printed["paths"], served["paths"]);
+    assert_eq!(printed["components"], served["components"]);
+    app.stop().await;
+}

@@ -83,6 +83,12 @@ fn authorized(secret: &str, headers: &HeaderMap, body: &[u8], tolerance: u64) ->
     ) == Verify::Ok
 }
 
+crate::doc_schema!(
+    /// How many notified objects were uploads, and how many were ignored.
+    StorageNotified = {"type": "object", "required": ["uploads", "ignored"], "properties": {
+        "uploads": {"type": "integer", "minimum": 0}, "ignored": {"type": "integer", "minimum": 0}}}
+);
+
 #[utoipa::path(
     post,
     path = "/webhooks/storage",
@@ -91,7 +97,7 @@ fn authorized(secret: &str, headers: &HeaderMap, body: &[u8], tolerance: u64) ->
     summary = "Bucket notifications (S3/MinIO ObjectCreated)",
     request_body(content = Object, description = "An S3 event notification: `{\"Records\": [...]}`"),
     responses(
-        (status = 200, description = "`{\"uploads\": n, \"ignored\": n}`", body = Object),
+        (status = 200, description = "How many objects were uploads, how many were ignored", body = StorageNotified),
         (status = 400, description = "Malformed JSON or not a notification (`invalid_notification`)", body = crate::http::openapi::ErrorBody),
         (status = 401, description = "Neither the bearer secret nor a webhook signature made with it (`invalid_webhook_credentials`)", body = crate::http::openapi::ErrorBody),
         (status = 404, description = "media.storage_webhook_secret is not set (`storage_webhook_not_configured`)", body = crate::http::openapi::ErrorBody),

@@ -31,6 +31,35 @@ impl From<SnapshotError> for ApiError {
     }
 }
 
+crate::doc_schema!(
+    /// A snapshot: its group, when, the group's positions and how many rows.
+    Snapshot = {"type": "object", "required": ["id", "group", "created_at", "positions", "row_count"], "properties": {
+        "id": {"type": "integer"}, "group": {"type": "string"},
+        "created_at": {"type": "integer", "description": "Unix microseconds"},
+        "positions": {"type": "array", "items": {"type": "object", "required": ["topic", "partition", "next_offset"], "properties": {
+            "topic": {"type": "string"}, "partition": {"type": "integer"}, "next_offset": {"type": "integer"}}}},
+        "row_count": {"type": "integer"}}}
+);
+
+crate::doc_schema!(
+    /// The snapshots, newest first.
+    SnapshotList = {"type": "object", "required": ["snapshots"], "properties": {
+        "snapshots": {"type": "array", "items": {"type": "object", "required": ["id", "group", "created_at", "row_count"]}}}}
+);
+
+crate::doc_schema!(
+    /// A restore request.
+    RestoreRequested = {"type": "object", "required": ["snapshot", "group", "request_id"], "properties": {
+        "snapshot": {"type": "integer"}, "group": {"type": "string"}, "request_id": {"type": "integer"}}}
+);
+
+crate::doc_schema!(
+    /// Where a restore request stands.
+    RestoreStatus = {"type": "object", "required": ["request_id", "group", "snapshot", "applied", "applied_at"], "properties": {
+        "request_id": {"type": "integer"}, "group": {"type": "string"}, "snapshot": {"type": "integer"},
+        "applied": {"type": "boolean"}, "applied_at": {"type": ["string", "null"]}}}
+);
+
 /// The consumer group whose read model to snapshot.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct TakeBody {
@@ -52,7 +81,7 @@ pub struct ListQuery {
     summary = "Snapshot a group's read model",
     request_body = TakeBody,
     responses(
-        (status = 201, description = "Taken", body = Object),
+        (status = 201, description = "Taken", body = Snapshot),
         (status = 400, description = "The group has no snapshottable read model (`not_snapshottable`)", body = crate::http::openapi::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
         (status = 404, description = "No such group (`unknown_group`)", body = crate::http::openapi::ErrorBody),
@@ -81,7 +110,7 @@ async fn take(
     summary = "The snapshots",
     params(ListQuery),
     responses(
-        (status = 200, description = "`{\"snapshots\": [...]}`", body = Object),
+        (status = 200, description = "The snapshots", body = SnapshotList),
         (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
     ),
     security(("bearer" = []), ("api_key" = []))
@@ -103,7 +132,7 @@ async fn list(
     summary = "Restore a snapshot (applied by the running consumer)",
     params(("id" = i64, Path, description = "The snapshot id")),
     responses(
-        (status = 202, description = "Requested: `{snapshot, group, request_id}`", body = Object),
+        (status = 202, description = "Requested", body = RestoreRequested),
         (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
         (status = 404, description = "No such snapshot (`unknown_snapshot`)", body = crate::http::openapi::ErrorBody),
     ),
@@ -129,7 +158,7 @@ async fn restore(
     summary = "Whether a restore was applied",
     params(("request" = i64, Path, description = "The request id")),
     responses(
-        (status = 200, description = "`{request_id, group, snapshot, applied, applied_at}`", body = Object),
+        (status = 200, description = "The request", body = RestoreStatus),
         (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
         (status = 404, description = "No such request (`unknown_request`)", body = crate::http::openapi::ErrorBody),
     ),
