@@ -236,7 +236,7 @@ async fn put_blob(
 }
 
 #[utoipa::path(
-    get, head,
+    method(get, head),
     path = "/blobs/{*key}",
     tag = "blobs",
     operation_id = "get_blob",

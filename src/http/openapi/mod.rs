@@ -129,6 +129,7 @@ pub fn finish(api: utoipa::openapi::OpenApi) -> Base {
             .map(|(p, v)| (p.replace("{*", "{"), v))
             .collect();
         paths.extend(renamed);
+        unique_operation_ids(paths);
         for item in paths.values_mut() {
             for op in operations_mut(item) {
                 catch_all_parameter(op);
@@ -158,6 +159,28 @@ pub fn operations_mut(item: &mut Value) -> impl Iterator<Item = &mut Value> {
         .flat_map(|o| o.iter_mut())
         .filter(|(k, _)| METHODS.contains(&k.as_str()))
         .map(|(_, v)| v)
+}
+
+/// One handler for several methods (`method(get, head)`) gives each the same id: the later
+/// ones get the method as a suffix (`get_blob_head`).
+fn unique_operation_ids(paths: &mut serde_json::Map<String, Value>) {
+    let mut seen = std::collections::HashSet::new();
+    for item in paths.values_mut() {
+        let Some(ops) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in ops
+            .iter_mut()
+            .filter(|(m, _)| METHODS.contains(&m.as_str()))
+        {
+            let Some(id) = op["operationId"].as_str().map(str::to_string) else {
+                continue;
+            };
+            if !seen.insert(id.clone()) {
+                op["operationId"] = Value::String(format!("{id}_{method}"));
+            }
+        }
+    }
 }
 
 /// A parameter utoipa took from a catch-all segment is named `*key`: it is `key`, once.
@@ -363,6 +386,13 @@ mod tests {
             }
         }
         assert!(n > 40, "only {n} operations");
+        // A handler for several methods documents each (the blob download: GET and HEAD).
+        for m in ["get", "head", "put"] {
+            assert!(
+                doc["paths"]["/blobs/{key}"].get(m).is_some(),
+                "{m} /blobs/{{key}}"
+            );
+        }
         let text = doc.to_string();
         for (i, _) in text.match_indices("\"$ref\":\"#/components/schemas/") {
             let rest = &text[i + 29..];
