@@ -58,5 +58,11 @@ if ! python3 -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.htt
   log "pip install opentelemetry-sdk opentelemetry-exporter-otlp-proto-http"
   python3 -m pip install -q opentelemetry-sdk opentelemetry-exporter-otlp-proto-http
 fi
+# The API contract tests (tests/it/openapi.rs): Schemathesis fuzzes every endpoint from
+# /openapi.json; openapi-spec-validator and openapi-core check the document and a client.
+if ! python3 -c 'import schemathesis, openapi_spec_validator, openapi_core' 2>/dev/null; then
+  log "pip install schemathesis openapi-spec-validator openapi-core"
+  python3 -m pip install -q 'schemathesis>=4,<5' 'openapi-core>=0.19' openapi-spec-validator
+fi
 for p in "${pids[@]}"; do wait "$p"; done
 log "done"

@@ -44,6 +44,20 @@ impl From<AnalyticsError> for ApiError {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/analytics/event-counts",
+    tag = "stats",
+    operation_id = "event_counts",
+    summary = "Event counts by topic over time",
+    params(("from" = Option<String>, Query, description = "RFC 3339 start"), ("to" = Option<String>, Query, description = "RFC 3339 end"), ("step" = Option<String>, Query, description = "Bucket size, e.g. 1m, 1h, 1d"), ("topic" = Option<String>, Query, description = "One topic")),
+    responses(
+        (status = 200, description = "Counts per bucket", body = Object),
+        (status = 400, description = "An invalid range, step or topic", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Needs the admin role or the analytics:read scope", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn event_counts(
     State(ctx): State<AppContext>,
     p: Principal,
@@ -64,9 +78,6 @@ pub async fn event_counts(
     Ok(Json(query::answer(&q, &cells, ctx.analytics.source())))
 }
 
-pub fn router() -> axum::Router<AppContext> {
-    axum::Router::new().route(
-        "/api/v1/analytics/event-counts",
-        axum::routing::get(event_counts),
-    )
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppContext> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(event_counts))
 }

@@ -1,7 +1,9 @@
-//! The command line: `serve`, `migrate`, `config`, `token mint`, `apikey …`. Errors end here
+//! The command line: `serve`, `migrate`, `config`, `openapi`, `token mint`, `apikey …`. Errors end here
 //! as `anyhow` with context; everything below uses typed errors.
 
+mod progress;
 mod relay;
+mod status;
 
 use std::path::PathBuf;
 
@@ -14,6 +16,8 @@ use crate::config::Config;
 use crate::gateway::auth::ApiKeys;
 use crate::gateway::auth::jwt::{self, MintRequest};
 use crate::store::Store;
+use progress::{Progress, report};
+use serde_json::json;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,8 +45,25 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration as TOML, secrets redacted.
     Config,
+    /// Print the OpenAPI 3.1 document of the HTTP API (as `GET /openapi.json` serves it, with
+    /// one operation per route of the configured routes.yaml).
+    Openapi,
     /// Exit 0 when the local server answers /healthz (container health checks).
     Healthcheck,
+    /// The status page's component table, from a running server's /status.json.
+    Status {
+        /// The server (default: http.listen of this configuration).
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the status document as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read-model snapshots: take, list, restore.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
     /// Development tokens.
     Token {
         #[command(subcommand)]
@@ -92,6 +113,28 @@ pub enum Command {
         rebuild: bool,
         /// Seconds to wait for the running consumer to apply it (0 = do not wait).
         #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Snapshot a consumer group's read model.
+    Take {
+        #[arg(long)]
+        group: String,
+    },
+    /// List snapshots.
+    List {
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Restore a snapshot: the group's running consumer loads it and resumes from its positions.
+    Restore {
+        #[arg(long)]
+        id: i64,
+        /// Seconds to wait for the running consumer to apply it (0 = do not wait).
+        #[arg(long, default_value_t = 60)]
         wait: u64,
     },
 }
@@ -211,13 +254,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = Store::connect(&cfg.store)
                 .await
                 .context("connecting to the store")?;
-            store.migrate().await.context("migrating")?;
+            let spin = Progress::spinner("applying migrations");
+            let res = store.migrate().await.context("migrating");
+            spin.done();
+            res?;
             store.close().await;
-            println!("migrations applied ({})", store.backend().as_str());
+            let backend = store.backend().as_str();
+            report(
+                format!("migrations applied ({backend})"),
+                json!({ "migrated": true, "backend": backend }),
+            );
             Ok(())
         }
+        Command::Status { url, json } => status::run(&cfg, url, json).await,
+        Command::Snapshot { command } => snapshot(cfg, command).await,
         Command::Config => {
             print!("{}", cfg.to_redacted_toml()?);
+            Ok(())
+        }
+        Command::Openapi => {
+            let ctx = AppContext::build(cfg).await.context("starting substrate")?;
+            let (_, api) = crate::http::api_router(&crate::roles::ALL, None).split_for_parts();
+            let doc = crate::http::openapi::document(&ctx, &crate::http::openapi::finish(api));
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            ctx.appender.close().await;
+            ctx.store.close().await;
             Ok(())
         }
         Command::Relay { command } => relay::run_relay(cfg, command).await,
@@ -230,10 +291,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match command {
                 TopicsCommand::Create => {
                     let wanted = topics::wanted(&crate::schema::topics_in(&cfg.schemas.dir)?);
-                    let created = topics::create(&cfg.log, &wanted).await?;
-                    println!(
-                        "{}",
-                        serde_json::json!({ "created": created, "wanted": wanted.len() })
+                    let spin = Progress::spinner(format!("creating {} topics", wanted.len()));
+                    let created = topics::create(&cfg.log, &wanted).await;
+                    spin.done();
+                    let created = created?;
+                    report(
+                        format!(
+                            "created {} of {} topics ({} existed)",
+                            created.len(),
+                            wanted.len(),
+                            wanted.len() - created.len()
+                        ),
+                        json!({ "created": created, "wanted": wanted.len() }),
                     );
                 }
                 TopicsCommand::List => {
@@ -245,17 +314,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Healthcheck => {
-            let mut addr = cfg.http.listen;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
+            let base = status::local_base(&cfg);
             let resp = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(3))
                 .build()?
-                .get(format!("http://{addr}/healthz"))
+                .get(format!("{base}/healthz"))
                 .send()
                 .await
-                .with_context(|| format!("no answer from {addr}"))?;
+                .with_context(|| format!("no answer from {base}"))?;
             anyhow::ensure!(
                 resp.status().is_success(),
                 "/healthz answered {}",
@@ -356,8 +422,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         until,
                         ..Default::default()
                     };
-                    let done = dlq::redrive(&ctx.store, &ctx.outbox, &q.filter()?).await?;
-                    println!("redriven {} dead letter(s)", done.len());
+                    let n = redrive_in_chunks(&ctx, &q.filter()?).await?;
+                    report(
+                        format!("redriven {n} dead letter(s)"),
+                        json!({ "redriven": n }),
+                    );
                 }
             }
             ctx.appender.close().await;
@@ -377,17 +446,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let to = admin::target(from_beginning, from_offset, from_time.as_deref())?;
             let ctx = AppContext::build(cfg).await.context("starting substrate")?;
             let reqs = admin::request_replay(&ctx, &topic, group.as_deref(), to, rebuild).await?;
-            for (g, id) in &reqs {
-                println!("replay request {id}: group {g} on {topic}");
-            }
-            if wait > 0 {
-                let ids: Vec<i64> = reqs.iter().map(|(_, id)| *id).collect();
-                if admin::wait_applied(&ctx, &ids, std::time::Duration::from_secs(wait)).await? {
-                    println!("applied");
-                } else {
-                    println!("queued: it applies when the group's consumer next runs");
-                }
-            }
+            let ids: Vec<i64> = reqs.iter().map(|(_, id)| *id).collect();
+            let applied = wait > 0 && {
+                let what = if rebuild { "rebuild" } else { "replay" };
+                let spin = Progress::spinner(format!(
+                    "waiting for {} group(s) to apply the {what}",
+                    reqs.len()
+                ));
+                let r = admin::wait_applied(&ctx, &ids, std::time::Duration::from_secs(wait)).await;
+                spin.done();
+                r?
+            };
+            let groups: Vec<String> = reqs
+                .iter()
+                .map(|(g, id)| format!("group {g} (request {id})"))
+                .collect();
+            report(
+                format!(
+                    "replay of {topic} for {}: {}",
+                    groups.join(", "),
+                    if applied {
+                        "applied"
+                    } else {
+                        "queued: it applies when the group's consumer next runs"
+                    }
+                ),
+                json!({
+                    "topic": topic,
+                    "requests": reqs.iter().map(|(g, id)| json!({ "group": g, "request_id": id })).collect::<Vec<_>>(),
+                    "applied": applied,
+                }),
+            );
             ctx.appender.close().await;
             ctx.store.close().await;
             Ok(())
@@ -436,4 +525,112 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Redrives the dead letters `f` matches a chunk at a time, with a progress bar; returns how
+/// many. Each chunk is one transaction, so an interruption keeps what was done.
+async fn redrive_in_chunks(
+    ctx: &AppContext,
+    f: &crate::consumers::dlq::Filter,
+) -> anyhow::Result<usize> {
+    use crate::consumers::dlq;
+    const CHUNK: usize = 100;
+    let all = dlq::Filter {
+        include_redriven: false,
+        limit: Some(i64::MAX),
+        ..f.clone()
+    };
+    let ids: Vec<i64> = dlq::list(&ctx.store, &all)
+        .await?
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    let bar = Progress::bar(ids.len() as u64, "redriving dead letters");
+    let mut n = 0;
+    for chunk in ids.chunks(CHUNK) {
+        let one = dlq::Filter {
+            ids: chunk.to_vec(),
+            ..Default::default()
+        };
+        let done = dlq::redrive(&ctx.store, &ctx.outbox, &one).await;
+        let done = match done {
+            Ok(d) => d,
+            Err(e) => {
+                bar.done();
+                return Err(e.into());
+            }
+        };
+        n += done.len();
+        bar.inc(chunk.len() as u64);
+    }
+    bar.done();
+    Ok(n)
+}
+
+/// `substrate snapshot …`.
+async fn snapshot(cfg: Config, command: SnapshotCommand) -> anyhow::Result<()> {
+    use crate::projections::snapshot as snap;
+    let ctx = AppContext::build(cfg).await.context("starting substrate")?;
+    let res = match command {
+        SnapshotCommand::Take { group } => {
+            let spin = Progress::spinner(format!("snapshotting {group}"));
+            let info = snap::take(&ctx, &group).await;
+            spin.done();
+            info.map(|i| {
+                report(
+                    format!("snapshot {} of {}: {} rows", i.id, i.group, i.row_count),
+                    serde_json::to_value(&i).unwrap_or_default(),
+                )
+            })
+            .map_err(anyhow::Error::from)
+        }
+        SnapshotCommand::List { group } => snap::list(&ctx.store, group.as_deref())
+            .await
+            .map(|items| {
+                for i in items {
+                    report(
+                        format!(
+                            "{}\t{}\t{}\t{} rows",
+                            i.id,
+                            i.group,
+                            crate::events::rfc3339_micros(i.created_at),
+                            i.row_count
+                        ),
+                        serde_json::to_value(&i).unwrap_or_default(),
+                    );
+                }
+            })
+            .map_err(anyhow::Error::from),
+        SnapshotCommand::Restore { id, wait } => restore(&ctx, id, wait).await,
+    };
+    ctx.appender.close().await;
+    ctx.store.close().await;
+    res
+}
+
+async fn restore(ctx: &AppContext, id: i64, wait: u64) -> anyhow::Result<()> {
+    let (group, request) = crate::projections::snapshot::request_restore(ctx, id).await?;
+    let applied = wait > 0 && {
+        let spin = Progress::spinner(format!("waiting for {group} to load snapshot {id}"));
+        let r = crate::consumers::admin::wait_applied(
+            ctx,
+            &[request],
+            std::time::Duration::from_secs(wait),
+        )
+        .await;
+        spin.done();
+        r?
+    };
+    report(
+        format!(
+            "restore of snapshot {id} into {group} (request {request}): {}",
+            if applied {
+                "applied"
+            } else {
+                "queued: it applies when the group's consumer next runs"
+            }
+        ),
+        json!({ "snapshot": id, "group": group, "request_id": request, "applied": applied }),
+    );
+    Ok(())
 }

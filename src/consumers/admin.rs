@@ -24,6 +24,8 @@ pub enum AdminError {
     Invalid(String),
     #[error("no consumer group reads topic {0}")]
     NoGroup(String),
+    #[error("consumer group {group} does not read topic {topic}")]
+    GroupNotReading { group: String, topic: String },
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
@@ -33,6 +35,9 @@ impl From<AdminError> for ApiError {
         match e {
             AdminError::Invalid(r) => ApiError::bad_request("invalid_request").with("reason", r),
             AdminError::NoGroup(t) => ApiError::not_found("unknown_group").with("topic", t),
+            AdminError::GroupNotReading { group, topic } => ApiError::not_found("unknown_group")
+                .with("group", group)
+                .with("topic", topic),
             AdminError::Store(s) => s.into(),
         }
     }
@@ -60,6 +65,14 @@ pub async fn request_replay(
         ));
     }
     let groups: Vec<String> = match group {
+        // Only a group that reads the topic can apply the request; any other would leave it
+        // waiting for ever.
+        Some(g) if !crate::consumers::registry::reads(ctx, g, topic) => {
+            return Err(AdminError::GroupNotReading {
+                group: g.to_string(),
+                topic: topic.to_string(),
+            });
+        }
         Some(g) => vec![g.to_string()],
         None => crate::consumers::registry::all_groups(ctx)
             .into_iter()
@@ -106,7 +119,40 @@ pub async fn wait_applied(
     }
 }
 
-#[derive(Debug, Deserialize, Default)]
+crate::doc_schema!(
+    /// Replay requests, one per group.
+    ReplayRequested = {"type": "object", "required": ["requests"], "properties": {
+        "requests": {"type": "array", "items": {"type": "object", "required": ["group", "request_id"], "properties": {
+            "group": {"type": "string"}, "request_id": {"type": "integer"}}}}}}
+);
+
+crate::doc_schema!(
+    /// The ids of the dead letters (or parked rows) redriven.
+    Redriven = {"type": "object", "required": ["redriven"], "properties": {
+        "redriven": {"type": "array", "items": {"type": "integer"}}}}
+);
+
+crate::doc_schema!(
+    /// The ids of the parked rows discarded.
+    Discarded = {"type": "object", "required": ["discarded"], "properties": {
+        "discarded": {"type": "array", "items": {"type": "integer"}}}}
+);
+
+crate::doc_schema!(
+    /// Dead letters.
+    DeadLetters = {"type": "object", "required": ["dead_letters"], "properties": {
+        "dead_letters": {"type": "array", "items": {"type": "object", "required": ["id", "group", "topic"]}}}}
+);
+
+crate::doc_schema!(
+    /// Rows the relay parked.
+    ParkedRows = {"type": "object", "required": ["parked"], "properties": {
+        "parked": {"type": "array", "items": {"type": "object", "required": ["id"]}}}}
+);
+
+/// Which dead letters: by ids, group, topic, time of failure (RFC 3339).
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DlqQuery {
     pub group: Option<String>,
     pub topic: Option<String>,
@@ -133,6 +179,20 @@ impl DlqQuery {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/dlq",
+    tag = "admin",
+    operation_id = "list_dead_letters",
+    summary = "Dead letters",
+    params(DlqQuery),
+    responses(
+        (status = 200, description = "Dead letters", body = DeadLetters),
+        (status = 400, description = "An unreadable time or filter", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn http_dlq_list(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -142,6 +202,20 @@ pub async fn http_dlq_list(
     Ok(Json(json!({ "dead_letters": items })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/dlq/{id}",
+    tag = "admin",
+    operation_id = "show_dead_letter",
+    summary = "One dead letter with its decoded payload",
+    params(("id" = i64, Path, description = "The dead letter id")),
+    responses(
+        (status = 200, description = "The dead letter", body = Object),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such dead letter (`unknown_dead_letter`)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn http_dlq_show(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -163,6 +237,22 @@ pub async fn http_dlq_show(
     Ok(Json(v))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/dlq/redrive",
+    tag = "admin",
+    operation_id = "redrive_dead_letters",
+    summary = "Republish dead letters for their group",
+    request_body = DlqQuery,
+    responses(
+        (status = 200, description = "The ids redriven", body = Redriven),
+        (status = 400, description = "No filter given, or an unreadable time (`invalid_request`)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "The body does not fit", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn http_dlq_redrive(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -183,7 +273,8 @@ pub async fn http_dlq_redrive(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+/// What to replay: a topic (and optionally one group) from exactly one starting point.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ReplayBody {
     pub topic: String,
     pub group: Option<String>,
@@ -211,6 +302,23 @@ pub fn target(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/replay",
+    tag = "admin",
+    operation_id = "replay",
+    summary = "Rewind consumer groups on a topic",
+    request_body = ReplayBody,
+    responses(
+        (status = 202, description = "Requested", body = ReplayRequested),
+        (status = 400, description = "Not exactly one starting point, or an unreadable time (`invalid_request`)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No group reads the topic, or the named group does not (`unknown_group`)", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "The body does not fit", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn http_replay(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -225,12 +333,27 @@ pub async fn http_replay(
     Ok((StatusCode::ACCEPTED, Json(json!({ "requests": list }))))
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ParkedQuery {
+    /// Include redriven and discarded rows.
     #[serde(default)]
     pub all: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/relay/parked",
+    tag = "admin",
+    operation_id = "list_parked",
+    summary = "Rows the relay parked",
+    params(ParkedQuery),
+    responses(
+        (status = 200, description = "Parked rows", body = ParkedRows),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn http_parked_list(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -241,7 +364,7 @@ pub async fn http_parked_list(
 }
 
 /// Which parked rows: `{"ids": [..]}`, or `{"all": true}` (redrive only).
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 pub struct ParkedBody {
     #[serde(default)]
     pub ids: Vec<i64>,
@@ -249,6 +372,22 @@ pub struct ParkedBody {
     pub all: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/relay/parked/redrive",
+    tag = "admin",
+    operation_id = "redrive_parked",
+    summary = "Send parked rows again",
+    request_body = ParkedBody,
+    responses(
+        (status = 200, description = "The ids sent again", body = Redriven),
+        (status = 400, description = "Neither ids nor all, or both (`invalid_request`)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "The body does not fit", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn http_parked_redrive(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -267,6 +406,22 @@ pub async fn http_parked_redrive(
     Ok(Json(json!({ "redriven": done })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/relay/parked/discard",
+    tag = "admin",
+    operation_id = "discard_parked",
+    summary = "Discard parked rows by id",
+    request_body = ParkedBody,
+    responses(
+        (status = 200, description = "The ids discarded", body = Discarded),
+        (status = 400, description = "No ids, or all (`invalid_request`)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "The body does not fit", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn http_parked_discard(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -283,20 +438,14 @@ pub async fn http_parked_discard(
     Ok(Json(json!({ "discarded": done })))
 }
 
-pub fn router() -> axum::Router<AppContext> {
-    use axum::routing::{get, post};
-    axum::Router::new()
-        .route("/api/v1/admin/dlq", get(http_dlq_list))
-        .route("/api/v1/admin/dlq/{id}", get(http_dlq_show))
-        .route("/api/v1/admin/dlq/redrive", post(http_dlq_redrive))
-        .route("/api/v1/admin/replay", post(http_replay))
-        .route("/api/v1/admin/relay/parked", get(http_parked_list))
-        .route(
-            "/api/v1/admin/relay/parked/redrive",
-            post(http_parked_redrive),
-        )
-        .route(
-            "/api/v1/admin/relay/parked/discard",
-            post(http_parked_discard),
-        )
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppContext> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(http_dlq_list))
+        .routes(routes!(http_dlq_show))
+        .routes(routes!(http_dlq_redrive))
+        .routes(routes!(http_replay))
+        .routes(routes!(http_parked_list))
+        .routes(routes!(http_parked_redrive))
+        .routes(routes!(http_parked_discard))
 }

@@ -35,3 +35,17 @@ pub fn all_groups(ctx: &AppContext) -> Vec<(String, Vec<String>)> {
         .map(|h| (h.group().to_string(), h.topics()))
         .collect()
 }
+
+/// Whether consumer group `group` reads `topic`: a handler's group, or the ClickHouse sink
+/// (`analytics::sink`) when ClickHouse is configured.
+pub fn reads(ctx: &AppContext, group: &str, topic: &str) -> bool {
+    let handler = all_groups(ctx)
+        .into_iter()
+        .any(|(g, topics)| g == group && topics.iter().any(|t| t == topic));
+    let sink = group == crate::analytics::sink::GROUP
+        && ctx.analytics.clickhouse().is_some()
+        && crate::projections::counts::counted_topics(ctx)
+            .iter()
+            .any(|t| t == topic);
+    handler || sink
+}

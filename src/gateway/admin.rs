@@ -14,13 +14,66 @@ use crate::http::json::StrictJson;
 use crate::on_write;
 use crate::store::{StoreError, now_micros};
 
-#[derive(Deserialize)]
+/// A new API key: its name (1 to 100 characters, no control characters) and scopes.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateKey {
     pub name: String,
     #[serde(default)]
     pub scopes: Vec<String>,
 }
 
+crate::doc_schema!(
+    /// A created key: the secret is shown this once.
+    CreatedKey = {"type": "object", "required": ["key", "id", "name", "scopes"], "properties": {
+        "key": {"type": "string", "description": "The secret, for the X-API-Key header"},
+        "id": {"type": "string"}, "name": {"type": "string"},
+        "scopes": {"type": "array", "items": {"type": "string"}}}}
+);
+
+crate::doc_schema!(
+    /// The API keys, never their secrets.
+    KeyList = {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": {
+        "type": "object", "required": ["id", "name", "scopes", "created_at"], "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"},
+            "scopes": {"type": "array", "items": {"type": "string"}},
+            "created_at": {"type": "integer", "description": "Unix microseconds"},
+            "revoked_at": {"type": ["integer", "null"]}}}}}}
+);
+
+crate::doc_schema!(
+    /// The route table: routes and webhooks by name, and the last reload error.
+    RouteList = {"type": "object", "required": ["routes", "webhooks"], "properties": {
+        "routes": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+            "topic": {"type": "string"}, "allow": {"type": "array", "items": {"type": "string"}},
+            "scopes": {"type": "array", "items": {"type": "string"}}}}},
+        "webhooks": {"type": "object"}}}
+);
+
+crate::doc_schema!(
+    /// The authenticated principal.
+    WhoAmI = {"type": "object", "required": ["id", "kind", "roles", "scopes", "admin"], "properties": {
+        "id": {"type": "string"}, "kind": {"type": "string", "enum": ["user", "service"]},
+        "roles": {"type": "array", "items": {"type": "string"}},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "admin": {"type": "boolean"}}}
+);
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/apikeys",
+    tag = "admin",
+    operation_id = "create_api_key",
+    request_body = CreateKey,
+    responses(
+        (status = 201, description = "Created; the secret is in the answer only", body = CreatedKey),
+        (status = 400, description = "An invalid name or scope (`invalid_name`, `invalid_scope`), or malformed JSON", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 409, description = "The name is taken (`name_taken`)", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "The body does not fit", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn create_key(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -55,6 +108,17 @@ pub async fn create_key(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/apikeys",
+    tag = "admin",
+    operation_id = "list_api_keys",
+    responses(
+        (status = 200, description = "The keys", body = KeyList),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn list_keys(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -63,6 +127,19 @@ pub async fn list_keys(
     Ok(Json(json!({ "keys": keys })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/apikeys/{name}",
+    tag = "admin",
+    operation_id = "revoke_api_key",
+    params(("name" = String, Path, description = "The key's name")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such key (`unknown_key`)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn revoke_key(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -75,6 +152,17 @@ pub async fn revoke_key(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/routes",
+    tag = "admin",
+    operation_id = "list_routes",
+    responses(
+        (status = 200, description = "The live route table", body = RouteList),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn routes(State(ctx): State<AppContext>, Admin(_): Admin) -> Json<Value> {
     let t = ctx.routes.current();
     let routes: serde_json::Map<String, Value> = t
@@ -95,6 +183,14 @@ pub async fn routes(State(ctx): State<AppContext>, Admin(_): Admin) -> Json<Valu
     Json(json!({ "routes": routes, "webhooks": hooks, "last_error": ctx.routes.last_error() }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/whoami",
+    tag = "admin",
+    operation_id = "whoami",
+    responses((status = 200, description = "Who the credentials belong to", body = WhoAmI)),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn whoami(p: Principal) -> Json<Value> {
     Json(
         json!({ "id": p.id, "kind": p.kind.as_str(), "roles": p.roles, "scopes": p.scopes, "admin": p.admin }),

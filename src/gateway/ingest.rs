@@ -311,6 +311,46 @@ fn append_error(e: AppendError) -> ApiError {
     }
 }
 
+crate::doc_schema!(
+    /// An accepted event: its id and topic.
+    Accepted = {"type": "object", "required": ["event_id", "topic"], "properties": {
+        "event_id": {"type": "string", "description": "The event's id (UUIDv7)"},
+        "topic": {"type": "string"}}}
+);
+
+crate::doc_schema!(
+    /// An accepted batch: the topic and the events' ids, in order.
+    AcceptedBatch = {"type": "object", "required": ["topic", "count", "event_ids"], "properties": {
+        "topic": {"type": "string"},
+        "count": {"type": "integer", "minimum": 1},
+        "event_ids": {"type": "array", "items": {"type": "string"}}}}
+);
+
+/// Posts one event to an allowlisted route; `/api/v1/events/<name>` below documents each
+/// route's body.
+#[utoipa::path(
+    post,
+    path = "/api/v1/events/{route}",
+    tag = "events",
+    operation_id = "post_event",
+    summary = "Post one event to a route",
+    params(
+        ("route" = String, Path, description = "A route of routes.yaml"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer the first answer again (at most 255 characters)"),
+        ("X-Event-Key" = Option<String>, Header, description = "Services: the event key (default: the payload's user_id, else the service id)"),
+        ("X-Correlation-Id" = Option<String>, Header, description = "Carried on the event"),
+    ),
+    request_body(content = Object, description = "The event, as the route's topic schema describes it (see the per-route operations)"),
+    responses(
+        (status = 202, description = "Stored durably (the transaction holding it has committed); `Idempotency-Replayed: true` on a replay", body = Accepted),
+        (status = 400, description = "Malformed JSON (`malformed_json`, `duplicate_key`) or the event does not fit the schema or its rules (`invalid_event` with `field` and `reason`)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "The caller may not post to this route, or names another user", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such route (`unknown_route`)", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "The body or the encoded event is too large (`payload_too_large`, `event_too_large`)", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with a different body (`idempotency_key_reused`)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn post_one(
     State(ctx): State<AppContext>,
     principal: Principal,
@@ -362,6 +402,30 @@ fn reject(ctx: &AppContext, topic: &str, reason: &str, n: u64) {
         .inc_by(n);
 }
 
+/// Posts a batch to an allowlisted route: all events are stored, or none.
+#[utoipa::path(
+    post,
+    path = "/api/v1/events/{route}/batch",
+    tag = "events",
+    operation_id = "post_events",
+    summary = "Post a batch of events to a route, all or none",
+    params(
+        ("route" = String, Path, description = "A route of routes.yaml"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe (at most 255 characters)"),
+        ("X-Event-Key" = Option<String>, Header, description = "Services: the key of every event"),
+        ("X-Correlation-Id" = Option<String>, Header, description = "Carried on the events"),
+    ),
+    request_body(content = Object, description = "An array of events, or `{\"events\": [...]}`"),
+    responses(
+        (status = 202, description = "Every event stored durably", body = AcceptedBatch),
+        (status = 400, description = "Malformed JSON, not a batch (`invalid_batch`), or an event does not fit (`invalid_event` with `index`, `field`, `reason`); nothing is stored", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "The caller may not post to this route", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such route (`unknown_route`)", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "Too many events (`batch_too_large`) or too many bytes", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with a different body", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn post_batch(
     State(ctx): State<AppContext>,
     principal: Principal,

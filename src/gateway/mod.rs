@@ -12,24 +12,21 @@ pub mod webhooks;
 
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::{delete, get, post};
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppContext;
 
-pub fn router() -> Router<AppContext> {
-    Router::new()
-        .route("/api/v1/events/{route}", post(ingest::post_one))
-        .route("/api/v1/events/{route}/batch", post(ingest::post_batch))
-        .route("/webhooks/{name}", post(webhooks::receive))
-        .route(
-            "/api/v1/admin/apikeys",
-            get(admin::list_keys).post(admin::create_key),
-        )
-        .route("/api/v1/admin/apikeys/{name}", delete(admin::revoke_key))
-        .route("/api/v1/admin/routes", get(admin::routes))
-        .route("/api/v1/whoami", get(admin::whoami))
+pub fn router() -> OpenApiRouter<AppContext> {
+    OpenApiRouter::new()
+        .routes(routes!(ingest::post_one))
+        .routes(routes!(ingest::post_batch))
+        .routes(routes!(webhooks::receive))
+        .routes(routes!(admin::list_keys, admin::create_key))
+        .routes(routes!(admin::revoke_key))
+        .routes(routes!(admin::routes))
+        .routes(routes!(admin::whoami))
 }
 
 /// Background upkeep of the gateway role: watch routes.yaml, refresh JWKS, and prune old

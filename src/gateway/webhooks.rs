@@ -77,6 +77,25 @@ pub fn verify(
     if ok { Verify::Ok } else { Verify::BadSignature }
 }
 
+/// Receives a signed webhook and stores it as an event of the webhook's topic.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{name}",
+    tag = "webhooks",
+    operation_id = "receive_webhook",
+    summary = "Receive a signed webhook (Standard Webhooks)",
+    params(("name" = String, Path, description = "A webhook of routes.yaml")),
+    request_body(content = Object, description = "The payload, as the webhook's topic schema describes it"),
+    responses(
+        (status = 202, description = "Stored durably", body = super::ingest::Accepted),
+        (status = 400, description = "Malformed JSON, a payload that does not fit, or a webhook-id over 255 bytes", body = crate::http::openapi::ErrorBody),
+        (status = 401, description = "A signature header is missing (`missing_signature`), the timestamp is unreadable or outside the tolerance, or the signature is wrong", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such webhook (`unknown_webhook`)", body = crate::http::openapi::ErrorBody),
+        (status = 409, description = "This webhook-id was already accepted (`replayed_message`)", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "The body or the encoded event is too large", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("webhook_id" = [], "webhook_timestamp" = [], "webhook_signature" = []))
+)]
 pub async fn receive(
     State(ctx): State<AppContext>,
     Path(name): Path<String>,

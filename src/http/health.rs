@@ -1,28 +1,61 @@
 //! `/healthz` (the process is alive), `/readyz` (its dependencies answer, by the status
 //! page's checks; 503 with the reasons otherwise) and `/metrics` (Prometheus text format).
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppContext;
 
-pub fn router() -> Router<AppContext> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppContext> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }
 
+crate::doc_schema!(
+    /// Liveness.
+    Health = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["ok"]}}}
+);
+
+crate::doc_schema!(
+    /// Readiness: each check is `ok` or `<state>: <reason>`.
+    Readiness = {"type": "object", "required": ["ready", "checks"], "properties": {
+        "ready": {"type": "boolean"},
+        "checks": {"type": "object", "additionalProperties": {"type": "string"}}}}
+);
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    operation_id = "healthz",
+    summary = "Liveness",
+    responses(
+        (status = 200, description = "The process runs", body = Health),
+    )
+)]
 async fn healthz() -> Response {
     (StatusCode::OK, axum::Json(json!({ "status": "ok" }))).into_response()
 }
 
 /// `/readyz`: the status page's store and log checks (`status::http::readiness`); 503 with
 /// the reasons when the instance cannot work. Each check is `"ok"` or `"<state>: <reason>"`.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "meta",
+    operation_id = "readyz",
+    summary = "Readiness: the store and the log",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready, with the reasons", body = Readiness),
+    )
+)]
 async fn readyz(State(ctx): State<AppContext>) -> Response {
     let (ready, checks) = crate::status::http::readiness(&ctx).await;
     let detail: serde_json::Map<String, serde_json::Value> = checks
@@ -47,6 +80,16 @@ async fn readyz(State(ctx): State<AppContext>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "The Prometheus text format", content_type = "text/plain", body = String),
+    )
+)]
 async fn metrics(State(ctx): State<AppContext>) -> Response {
     if let Ok((n, age)) = crate::outbox::backlog(&ctx.store).await {
         ctx.metrics.outbox_backlog.set(n);

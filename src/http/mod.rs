@@ -10,6 +10,7 @@ pub mod error;
 pub mod guard;
 pub mod health;
 pub mod json;
+pub mod openapi;
 
 use std::sync::Arc;
 
@@ -24,14 +25,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::AppContext;
 use crate::roles::Role;
+use utoipa_axum::router::OpenApiRouter;
 
-/// The router for the roles this process runs.
-pub fn router(ctx: &AppContext, roles: &[Role]) -> Router {
-    let mut r: Router<AppContext> = Router::new().merge(health::router());
+/// Every documented route of a process with `roles`, as one `OpenApiRouter`: the router and
+/// its OpenAPI document come from the same registrations (`openapi`). With `ctx`, the
+/// authenticated API sits behind the per-address limit; without, it is the bare
+/// registrations (for the document alone).
+pub fn api_router(roles: &[Role], ctx: Option<&AppContext>) -> OpenApiRouter<AppContext> {
+    let mut r = openapi::router().merge(health::router());
     if roles.contains(&Role::Gateway) {
         // Everything that authenticates sits behind the per-address limit (health and status
         // do not, so probes never starve).
-        let api = Router::new()
+        let api = OpenApiRouter::new()
             .merge(crate::gateway::router())
             .merge(crate::schema::registry::http::router())
             .merge(crate::consumers::admin::router())
@@ -42,13 +47,23 @@ pub fn router(ctx: &AppContext, roles: &[Role]) -> Router {
             .merge(crate::analytics::api::router())
             .merge(crate::telemetry::ingest::router())
             .merge(crate::telemetry::query::router());
-        r = r.merge(api.layer(axum::middleware::from_fn_with_state(
-            ctx.clone(),
-            crate::gateway::addresses::guard,
-        )));
+        r = r.merge(match ctx {
+            Some(ctx) => api.layer(axum::middleware::from_fn_with_state(
+                ctx.clone(),
+                crate::gateway::addresses::guard,
+            )),
+            None => api,
+        });
     }
-    r = r
-        .merge(crate::status::http::router())
+    r.merge(crate::status::http::router())
+}
+
+/// The router for the roles this process runs.
+pub fn router(ctx: &AppContext, roles: &[Role]) -> Router {
+    let (r, api) = api_router(roles, Some(ctx)).split_for_parts();
+    let base = Arc::new(openapi::finish(api));
+    let r: Router<AppContext> = r
+        .layer(axum::Extension(base))
         .fallback(guard::not_found)
         .method_not_allowed_fallback(guard::method_not_allowed);
     let limits = Arc::new(guard::Limits::new(&ctx.config.http));

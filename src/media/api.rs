@@ -5,14 +5,14 @@
 //! caller's upload saga), `GET /api/v1/users/me/credits` (balance and recent ledger).
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::payloads::{FileIntent, UploadIntent};
 use super::upload::uploads;
@@ -24,15 +24,51 @@ use crate::gateway::ingest::{Body, commit, header_str, parse_json, schema_error}
 use crate::http::error::ApiError;
 use crate::outbox::{Guard, Headers};
 
-pub fn router() -> Router<AppContext> {
-    Router::new()
-        .route("/api/v1/media/upload-intent", post(upload_intent))
-        .route("/api/v1/media/download-intent", post(download_intent))
-        .route("/api/v1/media/delete-intent", post(delete_intent))
-        .route("/api/v1/media", get(list_files))
-        .route("/api/v1/media/uploads/{request_id}", get(upload_status))
-        .route("/api/v1/users/me/credits", get(my_credits))
+pub fn router() -> OpenApiRouter<AppContext> {
+    OpenApiRouter::new()
+        .routes(routes!(upload_intent))
+        .routes(routes!(download_intent))
+        .routes(routes!(delete_intent))
+        .routes(routes!(list_files))
+        .routes(routes!(upload_status))
+        .routes(routes!(my_credits))
 }
+
+crate::doc_schema!(
+    /// A page of the caller's files and the cursor for the next (`before`), if any.
+    FilePage = {"type": "object", "required": ["files", "next"], "properties": {
+        "files": {"type": "array", "items": {"type": "object"}},
+        "next": {"type": ["integer", "null"]}}}
+);
+
+crate::doc_schema!(
+    /// The caller's balance and newest ledger entries.
+    Credits = {"type": "object", "required": ["user_id", "balance", "ledger"], "properties": {
+        "user_id": {"type": "string"}, "balance": {"type": "integer"},
+        "ledger": {"type": "array", "items": {"type": "object", "required": ["id", "request_id", "kind", "amount", "balance_after", "reason", "created_at"], "properties": {
+            "id": {"type": "integer"}, "request_id": {"type": "string"}, "kind": {"type": "string"},
+            "amount": {"type": "integer"}, "balance_after": {"type": "integer"},
+            "reason": {"type": "string"}, "created_at": {"type": "integer"}}}}}}
+);
+
+crate::doc_schema!(
+    /// A media request, accepted.
+    RequestAccepted = {"type": "object", "required": ["request_id"], "properties": {"request_id": {"type": "string"}}}
+);
+
+crate::doc_schema!(
+    /// An upload to request: the file's name, media type and size in bytes.
+    UploadRequest = {"type": "object", "required": ["file_name", "media_type", "file_size"], "properties": {
+        "file_name": {"type": "string", "maxLength": 255},
+        "media_type": {"type": "string", "description": "An allowed type, e.g. image/png"},
+        "file_size": {"type": "integer", "minimum": 1}}}
+);
+
+crate::doc_schema!(
+    /// A file of the caller's: its path.
+    FileRequest = {"type": "object", "required": ["file_path"], "properties": {
+        "file_path": {"type": "string", "minLength": 1, "maxLength": 1024}}}
+);
 
 /// Media intents are made by users for themselves.
 fn user(p: &Principal) -> Result<&str, ApiError> {
@@ -123,6 +159,22 @@ fn new_request_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/media/upload-intent",
+    tag = "media",
+    operation_id = "upload_intent",
+    summary = "Ask to upload a file",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry answer the first request id")),
+    request_body = UploadRequest,
+    responses(
+        (status = 202, description = "Accepted durably: `{\"request_id\": id}`; follow it at /api/v1/media/uploads/{request_id}", body = RequestAccepted),
+        (status = 400, description = "Malformed JSON, or a missing or invalid field (`invalid_request`, `invalid_media_type`, `invalid_file_name`, `invalid_file_size`, `file_too_large`)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not a user (media requests are made with a user JWT)", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with a different body", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn upload_intent(
     State(ctx): State<AppContext>,
     principal: Principal,
@@ -188,6 +240,22 @@ async fn file_intent(
     accept(&ctx, &principal, &headers, intent).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/media/download-intent",
+    tag = "media",
+    operation_id = "download_intent",
+    summary = "Ask for a download URL",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry answer the first request id")),
+    request_body = FileRequest,
+    responses(
+        (status = 202, description = "Accepted durably: `{\"request_id\": id}`; follow it at /api/v1/media/uploads/{request_id}", body = RequestAccepted),
+        (status = 400, description = "Malformed JSON, or a missing or invalid file_path", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not a user (media requests are made with a user JWT)", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with a different body", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn download_intent(
     State(ctx): State<AppContext>,
     principal: Principal,
@@ -205,6 +273,22 @@ async fn download_intent(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/media/delete-intent",
+    tag = "media",
+    operation_id = "delete_intent",
+    summary = "Ask to delete a file",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry answer the first request id")),
+    request_body = FileRequest,
+    responses(
+        (status = 202, description = "Accepted durably: `{\"request_id\": id}`; follow it at /api/v1/media/uploads/{request_id}", body = RequestAccepted),
+        (status = 400, description = "Malformed JSON, or a missing or invalid file_path", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not a user (media requests are made with a user JWT)", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with a different body", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn delete_intent(
     State(ctx): State<AppContext>,
     principal: Principal,
@@ -222,13 +306,28 @@ async fn delete_intent(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Page {
+    /// 1 to 500 (default 100).
     limit: Option<i64>,
     /// Unix microseconds: only files created before this (the previous page's `next`).
     before: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/media",
+    tag = "media",
+    operation_id = "list_files",
+    summary = "The caller's files, newest first",
+    params(Page),
+    responses(
+        (status = 200, description = "A page of files", body = FilePage),
+        (status = 403, description = "Not a user (media requests are made with a user JWT)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn list_files(
     State(ctx): State<AppContext>,
     principal: Principal,
@@ -243,6 +342,20 @@ async fn list_files(
     Ok(Json(json!({ "files": files, "next": next })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/media/uploads/{request_id}",
+    tag = "media",
+    operation_id = "upload_status",
+    summary = "Where an upload request stands",
+    params(("request_id" = String, Path, description = "From the upload intent")),
+    responses(
+        (status = 200, description = "The upload request", body = Object),
+        (status = 403, description = "Not a user (media requests are made with a user JWT)", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such request of the caller's (`unknown_request`)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn upload_status(
     State(ctx): State<AppContext>,
     principal: Principal,
@@ -256,11 +369,26 @@ async fn upload_status(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LedgerPage {
+    /// 1 to 500 (default 50).
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/me/credits",
+    tag = "media",
+    operation_id = "my_credits",
+    summary = "The caller's credit balance and ledger",
+    params(LedgerPage),
+    responses(
+        (status = 200, description = "Balance and ledger", body = Credits),
+        (status = 403, description = "Not a user (media requests are made with a user JWT)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn my_credits(
     State(ctx): State<AppContext>,
     principal: Principal,

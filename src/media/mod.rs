@@ -18,7 +18,6 @@ pub mod upload;
 
 use std::sync::Arc;
 
-use axum::Router;
 use tokio::sync::Notify;
 
 use crate::app::AppContext;
@@ -106,7 +105,7 @@ impl Default for Media {
 }
 
 /// The media HTTP API, the storage webhook and (local backend) the blob endpoint.
-pub fn router() -> Router<AppContext> {
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppContext> {
     api::router()
         .merge(upload::webhook::router())
         .merge(crate::objects::blobs::router())

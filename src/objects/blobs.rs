@@ -7,7 +7,6 @@
 //! would be.
 
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -23,13 +22,18 @@ use super::local::{BlobQuery, Denied, Grant};
 use super::{Objects, ObjectsError};
 use crate::app::AppContext;
 use crate::http::error::ApiError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppContext> {
-    Router::new().route(
-        "/blobs/{*key}",
-        axum::routing::put(put_blob).get(get_blob).head(get_blob),
-    )
+pub fn router() -> OpenApiRouter<AppContext> {
+    OpenApiRouter::new().routes(routes!(put_blob, get_blob))
 }
+
+crate::doc_schema!(
+    /// A stored upload.
+    Stored = {"type": "object", "required": ["key", "size"], "properties": {
+        "key": {"type": "string"}, "size": {"type": "integer", "minimum": 0}}}
+);
 
 fn denied(d: Denied) -> ApiError {
     match d {
@@ -183,6 +187,25 @@ async fn write_body(
     Ok(written)
 }
 
+#[utoipa::path(
+    put,
+    path = "/blobs/{*key}",
+    tag = "blobs",
+    operation_id = "put_blob",
+    summary = "Upload through a signed URL (works once)",
+    params(("key" = String, Path, description = "The object key"), ("method" = Option<String>, Query, description = "Signed: the method"), ("expires" = Option<i64>, Query, description = "Signed: expiry, unix seconds"), ("length" = Option<u64>, Query, description = "Signed: the exact body length (uploads)"), ("type" = Option<String>, Query, description = "Signed: the content type"), ("signature" = Option<String>, Query, description = "The signature")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The object's bytes"),
+    responses(
+        (status = 200, description = "Stored; the upload saga has been told", body = Stored),
+        (status = 400, description = "An invalid key, or the body length differs from the signed one (`content_length_mismatch`)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "A malformed, wrongly signed, expired or other-method URL (`invalid_url`, `invalid_signature`, `url_expired`, `wrong_method`)", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such object, or objects are not stored locally (`blob_endpoint_disabled`)", body = crate::http::openapi::ErrorBody),
+        (status = 409, description = "The URL was used (`upload_url_used`) or is in use (`upload_in_progress`)", body = crate::http::openapi::ErrorBody),
+        (status = 410, description = "The upload is over (`upload_closed`)", body = crate::http::openapi::ErrorBody),
+        (status = 411, description = "Content-Length is required (`length_required`)", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "Not the signed content type (`content_type_mismatch`)", body = crate::http::openapi::ErrorBody),
+    )
+)]
 async fn put_blob(
     State(ctx): State<AppContext>,
     method: Method,
@@ -212,6 +235,20 @@ async fn put_blob(
     Ok((StatusCode::OK, Json(json!({ "key": key, "size": written }))).into_response())
 }
 
+#[utoipa::path(
+    method(get, head),
+    path = "/blobs/{*key}",
+    tag = "blobs",
+    operation_id = "get_blob",
+    summary = "Download through a signed URL",
+    params(("key" = String, Path, description = "The object key"), ("method" = Option<String>, Query, description = "Signed: the method"), ("expires" = Option<i64>, Query, description = "Signed: expiry, unix seconds"), ("length" = Option<u64>, Query, description = "Signed: the exact body length (uploads)"), ("type" = Option<String>, Query, description = "Signed: the content type"), ("signature" = Option<String>, Query, description = "The signature")),
+    responses(
+        (status = 200, description = "The object (HEAD: its headers)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, description = "An invalid key", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "A malformed, wrongly signed, expired or other-method URL (`invalid_url`, `invalid_signature`, `url_expired`, `wrong_method`)", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such object, or objects are not stored locally (`blob_endpoint_disabled`)", body = crate::http::openapi::ErrorBody),
+    )
+)]
 async fn get_blob(
     State(ctx): State<AppContext>,
     method: Method,

@@ -64,6 +64,35 @@ fn reset(now: i64) -> ApiError {
     e
 }
 
+crate::doc_schema!(
+    /// A page of notifications, oldest first.
+    NotificationPage = {"type": "object", "required": ["notifications", "next_after", "epoch", "has_more"], "properties": {
+        "notifications": {"type": "array", "items": {"type": "object",
+            "required": ["id", "event_id", "user_id", "event_type", "payload", "visibility", "event_time"],
+            "properties": {
+                "id": {"type": "integer"}, "event_id": {"type": "string"},
+                "user_id": {"type": "string", "description": "The author"},
+                "event_type": {"type": "string"}, "payload": {"type": "object"},
+                "visibility": {"type": "string"}, "recipient_id": {"type": ["string", "null"]},
+                "event_time": {"type": "integer", "description": "Unix microseconds"}}}},
+        "next_after": {"type": "string", "description": "The cursor to continue from"},
+        "epoch": {"type": "integer", "description": "The read model's epoch these rows belong to"},
+        "has_more": {"type": "boolean"}}}
+);
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/notifications",
+    tag = "notifications",
+    operation_id = "list_notifications",
+    summary = "The caller's notifications after a cursor",
+    params(("after" = Option<String>, Query, description = "A cursor (next_after of the previous page)"), ("limit" = Option<String>, Query, description = "1 to the configured maximum")),
+    responses(
+        (status = 200, description = "A page", body = NotificationPage),
+        (status = 400, description = "An invalid cursor or limit", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn list(
     State(ctx): State<AppContext>,
     p: Principal,

@@ -16,13 +16,13 @@ pub mod ws;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppContext;
 use crate::config::RealtimeConfig;
@@ -156,6 +156,17 @@ pub async fn stream_principal(
 
 /// `POST /api/v1/notifications/stream-token`: a short-lived token for
 /// `?access_token=` on the stream endpoints.
+#[utoipa::path(
+    post,
+    path = "/api/v1/notifications/stream-token",
+    tag = "notifications",
+    operation_id = "issue_stream_token",
+    summary = "A short-lived token for ?access_token= on the streams",
+    responses(
+        (status = 201, description = "The token", body = StreamToken),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn issue_token(
     State(ctx): State<AppContext>,
     p: Principal,
@@ -172,10 +183,17 @@ async fn issue_token(
     ))
 }
 
-pub fn router() -> Router<AppContext> {
-    Router::new()
-        .route("/api/v1/notifications", get(history::list))
-        .route("/api/v1/notifications/stream", get(sse::stream))
-        .route("/api/v1/notifications/ws", get(ws::upgrade))
-        .route("/api/v1/notifications/stream-token", post(issue_token))
+pub fn router() -> OpenApiRouter<AppContext> {
+    OpenApiRouter::new()
+        .routes(routes!(history::list))
+        .routes(routes!(sse::stream))
+        .routes(routes!(ws::upgrade))
+        .routes(routes!(issue_token))
 }
+
+crate::doc_schema!(
+    /// A stream token.
+    StreamToken = {"type": "object", "required": ["token", "expires_at", "expires_in"], "properties": {
+        "token": {"type": "string"}, "expires_at": {"type": "string"}, "expires_in": {"type": "integer"},
+        "usage": {"type": "string"}}}
+);

@@ -42,6 +42,19 @@ fn event(frame: Frame) -> Event {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/notifications/stream",
+    tag = "notifications",
+    operation_id = "notification_stream",
+    summary = "Live notifications (Server-Sent Events)",
+    params(("after" = Option<String>, Query, description = "A cursor to resume after (or the Last-Event-ID header)"), ("access_token" = Option<String>, Query, description = "A stream token, for clients that cannot send headers")),
+    responses(
+        (status = 200, description = "An event stream: `notification` events with cursor ids, `reset` when the read model was rebuilt", content_type = "text/event-stream", body = String),
+        (status = 400, description = "An invalid cursor", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []), ())
+)]
 pub async fn stream(
     State(ctx): State<AppContext>,
     headers: HeaderMap,

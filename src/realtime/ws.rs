@@ -47,6 +47,19 @@ fn text(frame: Frame) -> Message {
     Message::Text(s.into())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/notifications/ws",
+    tag = "notifications",
+    operation_id = "notification_websocket",
+    summary = "Live notifications (WebSocket)",
+    params(("after" = Option<String>, Query, description = "A cursor to resume after (or the Last-Event-ID header)"), ("access_token" = Option<String>, Query, description = "A stream token, for clients that cannot send headers")),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol: JSON messages as on the SSE stream"),
+        (status = 400, description = "Not a WebSocket request (`not_a_websocket_request`) or an invalid cursor", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []), ())
+)]
 pub async fn upgrade(
     State(ctx): State<AppContext>,
     headers: HeaderMap,

@@ -6,6 +6,7 @@
 pub mod binary;
 pub mod compat;
 pub mod json;
+pub mod jsonschema;
 pub mod registry;
 pub mod rules;
 pub mod time;

@@ -103,6 +103,38 @@ impl Violation {
 
 pub trait Rule: Send + Sync {
     fn check(&self, p: &dyn Payload) -> Result<(), Violation>;
+
+    /// Adds what the rule checks, where JSON Schema can say it, to the JSON Schema of the
+    /// topic's record (`super::jsonschema`), so the OpenAPI document shows it.
+    fn describe(&self, _record: &mut Json) {}
+}
+
+/// The JSON Schema of `field` in a record's JSON Schema, if the record has that field.
+fn property<'a>(
+    record: &'a mut Json,
+    field: &str,
+) -> Option<&'a mut serde_json::Map<String, Json>> {
+    record
+        .get_mut("properties")?
+        .get_mut(field)?
+        .as_object_mut()
+}
+
+/// Puts `key: value` on `field`'s schema, and on each non-null branch of a union.
+fn constrain(record: &mut Json, field: &str, key: &str, value: Json) {
+    let Some(p) = property(record, field) else {
+        return;
+    };
+    match p.get_mut("anyOf").and_then(Json::as_array_mut) {
+        Some(branches) => {
+            for b in branches.iter_mut().filter(|b| b["type"] != "null") {
+                b[key] = value.clone();
+            }
+        }
+        None => {
+            p.insert(key.to_string(), value);
+        }
+    }
 }
 
 /// `field` must be given (not null or empty) when `when` has the value `equals`.
@@ -122,6 +154,25 @@ impl Rule for RequiredWhen {
             ));
         }
         Ok(())
+    }
+
+    fn describe(&self, record: &mut Json) {
+        let when = serde_json::json!({
+            "if": {
+                "properties": { self.when: { "const": self.equals } },
+                "required": [self.when],
+            },
+            "then": {
+                "properties": { self.field: { "type": "string", "minLength": 1 } },
+                "required": [self.field],
+            },
+        });
+        if let Some(o) = record.as_object_mut() {
+            let all = o.entry("allOf").or_insert_with(|| Json::Array(Vec::new()));
+            if let Some(a) = all.as_array_mut() {
+                a.push(when);
+            }
+        }
     }
 }
 
@@ -146,6 +197,19 @@ impl Rule for Length {
                 },
             )),
             _ => Ok(()),
+        }
+    }
+
+    /// JSON Schema counts characters, the rule bytes: the bound is the same number, and the
+    /// description says bytes.
+    fn describe(&self, record: &mut Json) {
+        if self.min > 0 {
+            constrain(record, self.field, "minLength", self.min.into());
+        }
+        constrain(record, self.field, "maxLength", self.max.into());
+        if let Some(p) = property(record, self.field) {
+            p.entry("description")
+                .or_insert_with(|| format!("at most {} bytes (UTF-8)", self.max).into());
         }
     }
 }
@@ -191,6 +255,11 @@ impl Rule for FileSize {
             _ => Ok(()),
         }
     }
+
+    fn describe(&self, record: &mut Json) {
+        constrain(record, "file_size", "minimum", 1.into());
+        constrain(record, "file_size", "maximum", self.max.into());
+    }
 }
 
 /// An upload's file name passes `types::file_name_problem`.
@@ -233,6 +302,14 @@ impl Rules {
     pub fn add_every(&mut self, rule: impl Rule + 'static) -> &mut Self {
         self.every.push(Arc::new(rule));
         self
+    }
+
+    /// Adds what the rules of `topic` check to the JSON Schema of its record.
+    pub fn describe(&self, topic: &str, record: &mut Json) {
+        let of_topic = self.by_topic.get(topic).into_iter().flatten();
+        for r in self.every.iter().chain(of_topic) {
+            r.describe(record);
+        }
     }
 
     /// The first rule `payload` of `topic` breaks, if any.

@@ -2,23 +2,46 @@
 //! public and cached for a couple of seconds; and the readiness verdict `/readyz` gives from
 //! the same store and log checks.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{Check, Component, checks};
 use crate::app::AppContext;
 
-pub fn router() -> Router<AppContext> {
-    Router::new()
-        .route("/status", get(page))
-        .route("/status.json", get(json))
+pub fn router() -> OpenApiRouter<AppContext> {
+    OpenApiRouter::new()
+        .routes(routes!(page))
+        .routes(routes!(json))
 }
+
+crate::doc_schema!(
+    /// The status page's data: the overall state, each component with its 90 days, the probe.
+    StatusDocument = {"type": "object", "required": ["title", "status", "updated_at", "components", "probe"], "properties": {
+        "title": {"type": "string"},
+        "status": {"type": "string", "enum": ["operational", "degraded", "down"]},
+        "updated_at": {"type": "string"},
+        "refresh_secs": {"type": "integer"},
+        "components": {"type": "array", "items": {"type": "object", "required": ["name", "title", "state"], "properties": {
+            "name": {"type": "string"}, "title": {"type": "string"},
+            "state": {"type": "string", "enum": ["operational", "degraded", "down"]}}}},
+        "probe": {"type": "object"}}}
+);
 
 const CACHE: &str = "public, max-age=5";
 
+#[utoipa::path(
+    get,
+    path = "/status.json",
+    tag = "meta",
+    operation_id = "status_json",
+    summary = "The status page's data",
+    responses(
+        (status = 200, description = "The status document (cached 5 s)", body = StatusDocument),
+    )
+)]
 async fn json(State(ctx): State<AppContext>) -> Response {
     let doc = ctx.status.document(&ctx).await;
     (
@@ -31,6 +54,16 @@ async fn json(State(ctx): State<AppContext>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/status",
+    tag = "meta",
+    operation_id = "status_page",
+    summary = "The status page",
+    responses(
+        (status = 200, description = "HTML", content_type = "text/html", body = String),
+    )
+)]
 async fn page(State(ctx): State<AppContext>) -> Response {
     let doc = ctx.status.document(&ctx).await;
     let now_ms = crate::store::now_micros() / 1000;

@@ -23,7 +23,7 @@ const FLAGS: [&str; 5] = [
     "--no-first-run",
 ];
 
-fn chromium(profile: &Path) -> Command {
+pub fn chromium(profile: &Path) -> Command {
     let mut c = Command::new("chromium");
     c.args(FLAGS)
         .arg(format!("--user-data-dir={}", profile.display()))
@@ -35,7 +35,7 @@ fn chromium(profile: &Path) -> Command {
 }
 
 /// Runs Chromium to completion (bounded), returning stdout.
-async fn run(mut c: Command) -> String {
+pub async fn run(mut c: Command) -> String {
     let out = tokio::time::timeout(Duration::from_secs(120), c.output())
         .await
         .expect("chromium finished in time")

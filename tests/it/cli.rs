@@ -258,3 +258,109 @@ async fn healthcheck_command_probes_the_server() {
         .unwrap();
     assert!(!down.status.success());
 }
+
+/// Runs the binary with the app's environment; (success, stdout, stderr).
+async fn run_cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::from(substrate_cmd(app))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run substrate");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `substrate status` prints the status page's component table (plain when piped), `--json`
+/// the document, and an unreachable server is named with the cause and the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_prints_the_component_table() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let (ok, table, err) = run_cli(&app, &["status", "--url", &app.base]).await;
+    assert!(ok, "{err}");
+    assert!(
+        table.contains("COMPONENT") && table.contains("STATE"),
+        "{table}"
+    );
+    for c in [
+        "gateway",
+        "store",
+        "log",
+        "relay",
+        "projections",
+        "sagas",
+        "objects",
+    ] {
+        assert!(
+            table.lines().any(|l| l.starts_with(c)),
+            "{c} missing:\n{table}"
+        );
+    }
+    assert!(!table.contains('\x1b'), "colour when piped:\n{table}");
+
+    let (ok, json, err) = run_cli(&app, &["status", "--url", &app.base, "--json"]).await;
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&json).expect("status JSON");
+    assert_eq!(doc["components"].as_array().map(Vec::len), Some(7), "{doc}");
+
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (ok, _, err) = run_cli(&app, &["status", "--url", &dead]).await;
+    assert!(!ok);
+    for want in [
+        format!("cannot reach substrate at {dead}"),
+        "connection refused".to_string(),
+        "is it running?".to_string(),
+    ] {
+        assert!(err.contains(&want), "{want:?} not in {err}");
+    }
+    assert!(!err.contains("reqwest::Error"), "a Debug dump: {err}");
+    app.stop().await;
+}
+
+both!(long_commands_answer_json_when_piped);
+/// Piped, the long operator commands print no progress and one JSON line each: migrate, DLQ
+/// redrive, snapshot take and restore (applied by the running consumer).
+async fn long_commands_answer_json_when_piped(b: Backend) {
+    let app = TestApp::start(b).await;
+    let json = |out: &str| -> serde_json::Value {
+        serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("not one JSON line: {out}"))
+    };
+    let (ok, out, err) = run_cli(&app, &["migrate"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["migrated"], true);
+    assert!(err.trim().is_empty(), "progress when piped: {err}");
+
+    let (ok, out, err) = run_cli(&app, &["dlq", "redrive", "--group", "notifications"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["redriven"], 0);
+
+    let (ok, out, err) = run_cli(&app, &["snapshot", "take", "--group", "notifications"]).await;
+    assert!(ok, "{err}");
+    let id = json(&out)["id"].as_i64().expect("snapshot id");
+    let (ok, out, err) = run_cli(&app, &["snapshot", "list"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["id"], id);
+    let (ok, out, err) = run_cli(
+        &app,
+        &[
+            "snapshot",
+            "restore",
+            "--id",
+            &id.to_string(),
+            "--wait",
+            "30",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let r = json(&out);
+    assert_eq!(
+        (r["group"].as_str(), r["applied"].as_bool()),
+        (Some("notifications"), Some(true)),
+        "{r}"
+    );
+    app.stop().await;
+}

@@ -7,7 +7,6 @@
 //! durable, so the sender retries otherwise.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -22,8 +21,8 @@ use crate::gateway::webhooks::{self, Verify};
 use crate::http::error::ApiError;
 use crate::objects::Kind;
 
-pub fn router() -> Router<AppContext> {
-    Router::new().route("/webhooks/storage", axum::routing::post(receive))
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppContext> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(receive))
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +83,27 @@ fn authorized(secret: &str, headers: &HeaderMap, body: &[u8], tolerance: u64) ->
     ) == Verify::Ok
 }
 
+crate::doc_schema!(
+    /// How many notified objects were uploads, and how many were ignored.
+    StorageNotified = {"type": "object", "required": ["uploads", "ignored"], "properties": {
+        "uploads": {"type": "integer", "minimum": 0}, "ignored": {"type": "integer", "minimum": 0}}}
+);
+
+#[utoipa::path(
+    post,
+    path = "/webhooks/storage",
+    tag = "webhooks",
+    operation_id = "storage_notification",
+    summary = "Bucket notifications (S3/MinIO ObjectCreated)",
+    request_body(content = Object, description = "An S3 event notification: `{\"Records\": [...]}`"),
+    responses(
+        (status = 200, description = "How many objects were uploads, how many were ignored", body = StorageNotified),
+        (status = 400, description = "Malformed JSON or not a notification (`invalid_notification`)", body = crate::http::openapi::ErrorBody),
+        (status = 401, description = "Neither the bearer secret nor a webhook signature made with it (`invalid_webhook_credentials`)", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "media.storage_webhook_secret is not set (`storage_webhook_not_configured`)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("webhook_id" = [], "webhook_timestamp" = [], "webhook_signature" = []))
+)]
 async fn receive(
     State(ctx): State<AppContext>,
     headers: HeaderMap,

@@ -31,16 +31,65 @@ impl From<SnapshotError> for ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+crate::doc_schema!(
+    /// A snapshot: its group, when, the group's positions and how many rows.
+    Snapshot = {"type": "object", "required": ["id", "group", "created_at", "positions", "row_count"], "properties": {
+        "id": {"type": "integer"}, "group": {"type": "string"},
+        "created_at": {"type": "integer", "description": "Unix microseconds"},
+        "positions": {"type": "array", "items": {"type": "object", "required": ["topic", "partition", "next_offset"], "properties": {
+            "topic": {"type": "string"}, "partition": {"type": "integer"}, "next_offset": {"type": "integer"}}}},
+        "row_count": {"type": "integer"}}}
+);
+
+crate::doc_schema!(
+    /// The snapshots, newest first.
+    SnapshotList = {"type": "object", "required": ["snapshots"], "properties": {
+        "snapshots": {"type": "array", "items": {"type": "object", "required": ["id", "group", "created_at", "row_count"]}}}}
+);
+
+crate::doc_schema!(
+    /// A restore request.
+    RestoreRequested = {"type": "object", "required": ["snapshot", "group", "request_id"], "properties": {
+        "snapshot": {"type": "integer"}, "group": {"type": "string"}, "request_id": {"type": "integer"}}}
+);
+
+crate::doc_schema!(
+    /// Where a restore request stands.
+    RestoreStatus = {"type": "object", "required": ["request_id", "group", "snapshot", "applied", "applied_at"], "properties": {
+        "request_id": {"type": "integer"}, "group": {"type": "string"}, "snapshot": {"type": "integer"},
+        "applied": {"type": "boolean"}, "applied_at": {"type": ["string", "null"]}}}
+);
+
+/// The consumer group whose read model to snapshot.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct TakeBody {
     pub group: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this group's snapshots.
     pub group: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/snapshots",
+    tag = "admin",
+    operation_id = "take_snapshot",
+    summary = "Snapshot a group's read model",
+    request_body = TakeBody,
+    responses(
+        (status = 201, description = "Taken", body = Snapshot),
+        (status = 400, description = "The group has no snapshottable read model (`not_snapshottable`)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such group (`unknown_group`)", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "The body does not fit", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn take(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -53,6 +102,19 @@ async fn take(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/snapshots",
+    tag = "admin",
+    operation_id = "list_snapshots",
+    summary = "The snapshots",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The snapshots", body = SnapshotList),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn list(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -62,6 +124,20 @@ async fn list(
     Ok(Json(json!({ "snapshots": items })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/snapshots/{id}/restore",
+    tag = "admin",
+    operation_id = "restore_snapshot",
+    summary = "Restore a snapshot (applied by the running consumer)",
+    params(("id" = i64, Path, description = "The snapshot id")),
+    responses(
+        (status = 202, description = "Requested", body = RestoreRequested),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such snapshot (`unknown_snapshot`)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn restore(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -74,6 +150,20 @@ async fn restore(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/snapshots/restores/{request}",
+    tag = "admin",
+    operation_id = "restore_status",
+    summary = "Whether a restore was applied",
+    params(("request" = i64, Path, description = "The request id")),
+    responses(
+        (status = 200, description = "The request", body = RestoreStatus),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such request (`unknown_request`)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn restore_status(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -92,13 +182,10 @@ async fn restore_status(
     })))
 }
 
-pub fn router() -> axum::Router<AppContext> {
-    use axum::routing::{get, post};
-    axum::Router::new()
-        .route("/api/v1/admin/snapshots", get(list).post(take))
-        .route("/api/v1/admin/snapshots/{id}/restore", post(restore))
-        .route(
-            "/api/v1/admin/snapshots/restores/{request}",
-            get(restore_status),
-        )
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppContext> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(list, take))
+        .routes(routes!(restore))
+        .routes(routes!(restore_status))
 }

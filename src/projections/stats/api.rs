@@ -27,12 +27,47 @@ fn body(s: UserStats) -> Value {
     })
 }
 
+crate::doc_schema!(
+    /// A user's statistics.
+    UserStatsBody = {"type": "object", "required": ["user_id", "counts", "messages_sent", "credits"], "properties": {
+        "user_id": {"type": "string"},
+        "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "first_login": {"type": ["string", "null"]}, "last_login": {"type": ["string", "null"]},
+        "messages_sent": {"type": "integer"}, "credits": {"type": "integer"},
+        "first_event": {"type": ["string", "null"]}, "last_event": {"type": ["string", "null"]},
+        "first_login_at": {"type": ["integer", "null"]}, "last_login_at": {"type": ["integer", "null"]}}}
+);
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/me/stats",
+    tag = "stats",
+    operation_id = "my_stats",
+    summary = "The caller's statistics",
+    responses(
+        (status = 200, description = "Statistics", body = UserStatsBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn me(State(ctx): State<AppContext>, p: Principal) -> Result<Json<Value>, ApiError> {
     Ok(Json(body(
         super::get(&ctx.store, &p.id, ctx.config.media.starting_credits).await?,
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{user}/stats",
+    tag = "stats",
+    operation_id = "user_stats",
+    summary = "A user's statistics",
+    params(("user" = String, Path, description = "The user id")),
+    responses(
+        (status = 200, description = "Statistics", body = UserStatsBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn of_user(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -43,9 +78,9 @@ pub async fn of_user(
     )))
 }
 
-pub fn router() -> axum::Router<AppContext> {
-    use axum::routing::get;
-    axum::Router::new()
-        .route("/api/v1/users/me/stats", get(me))
-        .route("/api/v1/users/{user}/stats", get(of_user))
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppContext> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(me))
+        .routes(routes!(of_user))
 }

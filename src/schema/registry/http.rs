@@ -2,16 +2,16 @@
 //! (SchemaRegistryClient, kcat -s avro, AvroDeserializer) can read substrate's topics.
 //! Reads are public by default (`schemas.public_reads`); writes need the admin role or scope.
 
-use axum::Router;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{RegistryError, VersionSel};
 use crate::app::AppContext;
@@ -20,6 +20,39 @@ use crate::http::error::ApiError;
 use crate::schema::Compatibility;
 
 const CT: &str = "application/vnd.schemaregistry.v1+json";
+
+crate::doc_schema!(
+    /// A registry error, as Confluent's API gives it.
+    RegistryErrorBody = {"type": "object", "required": ["error_code", "message"], "properties": {
+        "error_code": {"type": "integer", "description": "e.g. 40401 subject not found, 42201 invalid schema"},
+        "message": {"type": "string"}}}
+);
+
+crate::doc_schema!(
+    /// A schema version of a subject.
+    SubjectVersion = {"type": "object", "required": ["subject", "version", "id", "schema"], "properties": {
+        "subject": {"type": "string"}, "version": {"type": "integer"}, "id": {"type": "integer"},
+        "schema": {"type": "string", "description": "The Avro schema as JSON text"}}}
+);
+
+crate::doc_schema!(
+    /// A schema to register, look up or check: Avro only.
+    SchemaRequest = {"type": "object", "required": ["schema"], "properties": {
+        "schema": {"type": "string", "description": "The Avro schema as JSON text"},
+        "schemaType": {"type": "string", "description": "AVRO (the default); others are refused"}}}
+);
+
+crate::doc_schema!(
+    /// A compatibility level.
+    CompatibilityLevel = {"type": "object", "required": ["compatibilityLevel"], "properties": {
+        "compatibilityLevel": {"type": "string", "enum": ["NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"]}}}
+);
+
+crate::doc_schema!(
+    /// A compatibility level to set.
+    CompatibilityRequest = {"type": "object", "required": ["compatibility"], "properties": {
+        "compatibility": {"type": "string", "enum": ["NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"]}}}
+);
 
 fn ok(v: Value) -> Response {
     let mut r = (StatusCode::OK, axum::Json(v)).into_response();
@@ -108,10 +141,34 @@ async fn refresh(ctx: &AppContext, subject: &str) {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/subjects",
+    tag = "registry",
+    operation_id = "list_subjects",
+    summary = "The subjects",
+    responses(
+        (status = 200, description = "Every subject", content_type = "application/vnd.schemaregistry.v1+json", body = Vec<String>),
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
+)]
 async fn subjects(State(ctx): State<AppContext>, _: Reader) -> Result<Response, RegistryError> {
     Ok(ok(json!(ctx.schemas.registry().subjects().await?)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/subjects/{s}/versions",
+    tag = "registry",
+    operation_id = "list_versions",
+    summary = "The versions of a subject",
+    params(("s" = String, Path, description = "The subject, e.g. `public.user.message.events-value`")),
+    responses(
+        (status = 200, description = "Its version numbers", content_type = "application/vnd.schemaregistry.v1+json", body = Vec<i64>),
+        (status = 404, description = "No such subject (40401), version (40402) or schema (40403)", content_type = "application/vnd.schemaregistry.v1+json", body = RegistryErrorBody),
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
+)]
 async fn versions(
     State(ctx): State<AppContext>,
     _: Reader,
@@ -120,6 +177,20 @@ async fn versions(
     Ok(ok(json!(ctx.schemas.registry().versions(&s).await?)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/subjects/{s}/versions/{v}",
+    tag = "registry",
+    operation_id = "get_version",
+    summary = "One version of a subject",
+    params(("s" = String, Path, description = "The subject, e.g. `public.user.message.events-value`"), ("v" = String, Path, description = "A version number, or `latest`")),
+    responses(
+        (status = 200, description = "The version", content_type = "application/vnd.schemaregistry.v1+json", body = SubjectVersion),
+        (status = 404, description = "No such subject (40401), version (40402) or schema (40403)", content_type = "application/vnd.schemaregistry.v1+json", body = RegistryErrorBody),
+        (status = 422, description = "An invalid version (42202)", content_type = "application/vnd.schemaregistry.v1+json", body = RegistryErrorBody),
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
+)]
 async fn version(
     State(ctx): State<AppContext>,
     _: Reader,
@@ -135,6 +206,20 @@ async fn version(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/subjects/{s}/versions/{v}/schema",
+    tag = "registry",
+    operation_id = "get_version_schema",
+    summary = "The schema of one version, as it is",
+    params(("s" = String, Path, description = "The subject, e.g. `public.user.message.events-value`"), ("v" = String, Path, description = "A version number, or `latest`")),
+    responses(
+        (status = 200, description = "The Avro schema", content_type = "application/vnd.schemaregistry.v1+json", body = Object),
+        (status = 404, description = "No such subject (40401), version (40402) or schema (40403)", content_type = "application/vnd.schemaregistry.v1+json", body = RegistryErrorBody),
+        (status = 422, description = "An invalid version (42202)", content_type = "application/vnd.schemaregistry.v1+json", body = RegistryErrorBody),
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
+)]
 async fn version_schema(
     State(ctx): State<AppContext>,
     _: Reader,
@@ -149,6 +234,19 @@ async fn version_schema(
     Ok(ok(raw))
 }
 
+#[utoipa::path(
+    get,
+    path = "/schemas/ids/{id}",
+    tag = "registry",
+    operation_id = "get_schema_by_id",
+    summary = "A schema by its id",
+    params(("id" = i64, Path, description = "The schema id")),
+    responses(
+        (status = 200, description = "`{\"schema\": text}`", content_type = "application/vnd.schemaregistry.v1+json", body = Object),
+        (status = 404, description = "No such subject (40401), version (40402) or schema (40403)", content_type = "application/vnd.schemaregistry.v1+json", body = RegistryErrorBody),
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
+)]
 async fn schema_by_id(
     State(ctx): State<AppContext>,
     _: Reader,
@@ -159,6 +257,22 @@ async fn schema_by_id(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/subjects/{s}/versions",
+    tag = "registry",
+    operation_id = "register_schema",
+    summary = "Register a schema under a subject",
+    params(("s" = String, Path, description = "The subject, e.g. `public.user.message.events-value`")),
+    request_body(content = SchemaRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Its id (an identical schema keeps its id)", content_type = "application/vnd.schemaregistry.v1+json", body = Object),
+        (status = 409, description = "Incompatible with the subject's level", content_type = "application/vnd.schemaregistry.v1+json", body = RegistryErrorBody),
+        (status = 422, description = "Not a valid Avro schema (42201)", content_type = "application/vnd.schemaregistry.v1+json", body = RegistryErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn register(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -171,6 +285,21 @@ async fn register(
     Ok(ok(json!({ "id": id })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/subjects/{s}",
+    tag = "registry",
+    operation_id = "lookup_schema",
+    summary = "Find a schema among a subject's versions",
+    params(("s" = String, Path, description = "The subject, e.g. `public.user.message.events-value`")),
+    request_body(content = SchemaRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The version holding it", content_type = "application/vnd.schemaregistry.v1+json", body = SubjectVersion),
+        (status = 404, description = "No such subject (40401), version (40402) or schema (40403)", content_type = "application/vnd.schemaregistry.v1+json", body = RegistryErrorBody),
+        (status = 422, description = "Not a valid Avro schema (42201)", content_type = "application/vnd.schemaregistry.v1+json", body = RegistryErrorBody),
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
+)]
 async fn lookup(
     State(ctx): State<AppContext>,
     _: Reader,
@@ -203,6 +332,21 @@ fn loose_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> 
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/compatibility/subjects/{s}/versions/{v}",
+    tag = "registry",
+    operation_id = "check_compatibility",
+    summary = "Check a schema against a version",
+    params(("s" = String, Path, description = "The subject, e.g. `public.user.message.events-value`"), ("v" = String, Path, description = "A version number, or `latest`"), ("verbose" = Option<bool>, Query, description = "List the problems")),
+    request_body(content = SchemaRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{\"is_compatible\": bool, \"messages\": [...]}`", content_type = "application/vnd.schemaregistry.v1+json", body = Object),
+        (status = 404, description = "No such subject (40401), version (40402) or schema (40403)", content_type = "application/vnd.schemaregistry.v1+json", body = RegistryErrorBody),
+        (status = 422, description = "Not a valid schema or version", content_type = "application/vnd.schemaregistry.v1+json", body = RegistryErrorBody),
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
+)]
 async fn compatibility(
     State(ctx): State<AppContext>,
     _: Reader,
@@ -228,11 +372,34 @@ struct ConfigBody {
     compatibility: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/config",
+    tag = "registry",
+    operation_id = "get_config",
+    summary = "The global compatibility level",
+    responses(
+        (status = 200, description = "The level", content_type = "application/vnd.schemaregistry.v1+json", body = CompatibilityLevel),
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
+)]
 async fn get_config(State(ctx): State<AppContext>, _: Reader) -> Result<Response, RegistryError> {
     let l = ctx.schemas.registry().compatibility(None).await?;
     Ok(ok(json!({ "compatibilityLevel": l.as_str() })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/config/{s}",
+    tag = "registry",
+    operation_id = "get_subject_config",
+    summary = "A subject's compatibility level",
+    params(("s" = String, Path, description = "The subject, e.g. `public.user.message.events-value`")),
+    responses(
+        (status = 200, description = "The level (the global one if the subject has none)", content_type = "application/vnd.schemaregistry.v1+json", body = CompatibilityLevel),
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
+)]
 async fn get_subject_config(
     State(ctx): State<AppContext>,
     _: Reader,
@@ -242,6 +409,20 @@ async fn get_subject_config(
     Ok(ok(json!({ "compatibilityLevel": l.as_str() })))
 }
 
+#[utoipa::path(
+    put,
+    path = "/config",
+    tag = "registry",
+    operation_id = "put_config",
+    summary = "Set the global compatibility level",
+    request_body(content = CompatibilityRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The level set", content_type = "application/vnd.schemaregistry.v1+json", body = CompatibilityRequest),
+        (status = 422, description = "Not a level (42203)", content_type = "application/vnd.schemaregistry.v1+json", body = RegistryErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn put_config(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -257,6 +438,21 @@ async fn put_config(
     Ok(ok(json!({ "compatibility": level.as_str() })))
 }
 
+#[utoipa::path(
+    put,
+    path = "/config/{s}",
+    tag = "registry",
+    operation_id = "put_subject_config",
+    summary = "Set a subject's compatibility level",
+    params(("s" = String, Path, description = "The subject, e.g. `public.user.message.events-value`")),
+    request_body(content = CompatibilityRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The level set", content_type = "application/vnd.schemaregistry.v1+json", body = CompatibilityRequest),
+        (status = 422, description = "Not a level (42203)", content_type = "application/vnd.schemaregistry.v1+json", body = RegistryErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn put_subject_config(
     State(ctx): State<AppContext>,
     Admin(_): Admin,
@@ -273,21 +469,15 @@ async fn put_subject_config(
     Ok(ok(json!({ "compatibility": level.as_str() })))
 }
 
-pub fn router() -> Router<AppContext> {
-    Router::new()
-        .route("/subjects", get(subjects))
-        .route("/subjects/{s}", post(lookup))
-        .route("/subjects/{s}/versions", get(versions).post(register))
-        .route("/subjects/{s}/versions/{v}", get(version))
-        .route("/subjects/{s}/versions/{v}/schema", get(version_schema))
-        .route("/schemas/ids/{id}", get(schema_by_id))
-        .route(
-            "/compatibility/subjects/{s}/versions/{v}",
-            post(compatibility),
-        )
-        .route("/config", get(get_config).put(put_config))
-        .route(
-            "/config/{s}",
-            get(get_subject_config).put(put_subject_config),
-        )
+pub fn router() -> OpenApiRouter<AppContext> {
+    OpenApiRouter::new()
+        .routes(routes!(subjects))
+        .routes(routes!(lookup))
+        .routes(routes!(versions, register))
+        .routes(routes!(version))
+        .routes(routes!(version_schema))
+        .routes(routes!(schema_by_id))
+        .routes(routes!(compatibility))
+        .routes(routes!(get_config, put_config))
+        .routes(routes!(get_subject_config, put_subject_config))
 }

@@ -18,11 +18,9 @@ pub mod formats;
 pub mod otlp;
 pub mod validate;
 
-use axum::Router;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use base64::Engine;
 use bytes::Bytes;
 use prost::Message;
@@ -42,14 +40,14 @@ use crate::http::error::ApiError;
 /// The topic of accepted telemetry batches.
 pub const TOPIC: &str = "internal.telemetry.batches";
 
-pub fn router() -> Router<AppContext> {
-    Router::new()
-        .route("/prometheus/api/v1/write", post(remote_write))
-        .route("/api/v1/ingest/metrics", post(native_metrics))
-        .route("/api/v1/ingest/logs", post(native_logs))
-        .route("/loki/api/v1/push", post(loki_push))
-        .route("/v1/metrics", post(otlp_metrics))
-        .route("/v1/logs", post(otlp_logs))
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppContext> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(remote_write))
+        .routes(utoipa_axum::routes!(native_metrics))
+        .routes(utoipa_axum::routes!(native_logs))
+        .routes(utoipa_axum::routes!(loki_push))
+        .routes(utoipa_axum::routes!(otlp_metrics))
+        .routes(utoipa_axum::routes!(otlp_logs))
 }
 
 /// A telemetry request body, bounded by `telemetry.ingest.body_limit_bytes`.
@@ -83,6 +81,22 @@ fn json_body(
     crate::gateway::ingest::parse_json(&raw)
 }
 
+#[utoipa::path(
+    post,
+    path = "/prometheus/api/v1/write",
+    tag = "telemetry",
+    operation_id = "remote_write",
+    summary = "Prometheus remote write 1.0 (protobuf, snappy block format)",
+    request_body(content = Vec<u8>, content_type = "application/x-protobuf", description = "A snappy-compressed WriteRequest"),
+    responses(
+        (status = 202, description = "Accepted: the batch is durable in the outbox", body = Object),
+        (status = 400, description = "A body that does not decode or breaks a limit (the error names it)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Needs the telemetry:write scope and an org", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "The body, or its decompressed size, is over the limit", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "An unsupported content type or encoding", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn remote_write(
     State(ctx): State<AppContext>,
     p: Principal,
@@ -94,6 +108,22 @@ async fn remote_write(
     accept(&ctx, &p, &headers, &org, "prometheus", batch).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/ingest/metrics",
+    tag = "telemetry",
+    operation_id = "native_metrics",
+    summary = "Metrics, native JSON (one or a batch)",
+    request_body(content = Object, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: the batch is durable in the outbox", body = Object),
+        (status = 400, description = "A body that does not decode or breaks a limit (the error names it)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Needs the telemetry:write scope and an org", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "The body, or its decompressed size, is over the limit", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "An unsupported content type or encoding", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn native_metrics(
     State(ctx): State<AppContext>,
     p: Principal,
@@ -105,6 +135,22 @@ async fn native_metrics(
     accept(&ctx, &p, &headers, &org, "native", batch).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/ingest/logs",
+    tag = "telemetry",
+    operation_id = "native_logs",
+    summary = "Log lines, native JSON (one or a batch)",
+    request_body(content = Object, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: the batch is durable in the outbox", body = Object),
+        (status = 400, description = "A body that does not decode or breaks a limit (the error names it)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Needs the telemetry:write scope and an org", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "The body, or its decompressed size, is over the limit", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "An unsupported content type or encoding", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn native_logs(
     State(ctx): State<AppContext>,
     p: Principal,
@@ -116,6 +162,22 @@ async fn native_logs(
     accept(&ctx, &p, &headers, &org, "native", batch).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/loki/api/v1/push",
+    tag = "telemetry",
+    operation_id = "loki_push",
+    summary = "The Loki push API (JSON)",
+    request_body(content = Object, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: the batch is durable in the outbox", body = Object),
+        (status = 400, description = "A body that does not decode or breaks a limit (the error names it)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Needs the telemetry:write scope and an org", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "The body, or its decompressed size, is over the limit", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "An unsupported content type or encoding", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn loki_push(
     State(ctx): State<AppContext>,
     p: Principal,
@@ -151,6 +213,22 @@ fn otlp_body(
     Ok((raw, otlp::is_json(ct)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/metrics",
+    tag = "telemetry",
+    operation_id = "otlp_metrics",
+    summary = "OTLP/HTTP metrics (protobuf or JSON, gzip)",
+    request_body(content = Object, content_type = "application/json", description = "ExportMetricsServiceRequest; application/x-protobuf too"),
+    responses(
+        (status = 202, description = "Accepted: the batch is durable in the outbox", body = Object),
+        (status = 400, description = "A body that does not decode or breaks a limit (the error names it)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Needs the telemetry:write scope and an org", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "The body, or its decompressed size, is over the limit", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "An unsupported content type or encoding", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn otlp_metrics(
     State(ctx): State<AppContext>,
     p: Principal,
@@ -163,6 +241,22 @@ async fn otlp_metrics(
     accept(&ctx, &p, &headers, &org, "otlp", batch).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/logs",
+    tag = "telemetry",
+    operation_id = "otlp_logs",
+    summary = "OTLP/HTTP logs (protobuf or JSON, gzip)",
+    request_body(content = Object, content_type = "application/json", description = "ExportLogsServiceRequest; application/x-protobuf too"),
+    responses(
+        (status = 202, description = "Accepted: the batch is durable in the outbox", body = Object),
+        (status = 400, description = "A body that does not decode or breaks a limit (the error names it)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Needs the telemetry:write scope and an org", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "The body, or its decompressed size, is over the limit", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "An unsupported content type or encoding", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn otlp_logs(
     State(ctx): State<AppContext>,
     p: Principal,

@@ -13,11 +13,9 @@ pub mod ops;
 
 use std::collections::BTreeMap;
 
-use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 pub use config::QueryConfig;
@@ -30,14 +28,14 @@ use crate::telemetry::store::read::LogFilter;
 use crate::telemetry::tenant::{Access, tenant};
 use eval::{Evaluator, QueryError, Series, Steps, Value as QValue};
 
-pub fn router() -> Router<AppContext> {
-    Router::new()
-        .route("/prometheus/api/v1/query", get(instant).post(instant))
-        .route("/prometheus/api/v1/query_range", get(range).post(range))
-        .route("/prometheus/api/v1/series", get(series).post(series))
-        .route("/prometheus/api/v1/labels", get(labels).post(labels))
-        .route("/prometheus/api/v1/label/{name}/values", get(label_values))
-        .route("/api/v1/query/logs", post(query_logs))
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppContext> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(instant))
+        .routes(utoipa_axum::routes!(range))
+        .routes(utoipa_axum::routes!(series))
+        .routes(utoipa_axum::routes!(labels))
+        .routes(utoipa_axum::routes!(label_values))
+        .routes(utoipa_axum::routes!(query_logs))
 }
 
 /// A Prometheus-style error answer.
@@ -191,6 +189,21 @@ async fn evaluate(
     ev.eval(&expr).await
 }
 
+#[utoipa::path(
+    method(get, post),
+    path = "/prometheus/api/v1/query",
+    tag = "telemetry",
+    operation_id = "instant",
+    summary = "PromQL instant query",
+    params(("query" = Option<String>, Query, description = "PromQL"), ("time" = Option<String>, Query, description = "RFC 3339 or unix seconds")),
+    responses(
+        (status = 200, description = "Prometheus JSON: `{\"status\":\"success\",\"data\":…}`", body = Object),
+        (status = 400, description = "Prometheus error body (`bad_data`): a bad parameter or a query outside the supported PromQL subset", body = Object),
+        (status = 403, description = "Needs the telemetry:read scope and an org", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "Prometheus error body (`execution`)", body = Object),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn instant(
     State(ctx): State<AppContext>,
     p: Principal,
@@ -241,6 +254,21 @@ fn matrix(steps: Steps, series: Vec<Series>) -> Value {
     json!({"resultType": "matrix", "result": result})
 }
 
+#[utoipa::path(
+    method(get, post),
+    path = "/prometheus/api/v1/query_range",
+    tag = "telemetry",
+    operation_id = "range",
+    summary = "PromQL range query",
+    params(("query" = Option<String>, Query, description = "PromQL"), ("start" = Option<String>, Query, description = "RFC 3339 or unix seconds"), ("end" = Option<String>, Query, description = "RFC 3339 or unix seconds"), ("step" = Option<String>, Query, description = "Seconds or a PromQL duration")),
+    responses(
+        (status = 200, description = "Prometheus JSON: `{\"status\":\"success\",\"data\":…}`", body = Object),
+        (status = 400, description = "Prometheus error body (`bad_data`): a bad parameter or a query outside the supported PromQL subset", body = Object),
+        (status = 403, description = "Needs the telemetry:read scope and an org", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "Prometheus error body (`execution`)", body = Object),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn range(
     State(ctx): State<AppContext>,
     p: Principal,
@@ -316,6 +344,21 @@ async fn matched(
     Ok(out)
 }
 
+#[utoipa::path(
+    method(get, post),
+    path = "/prometheus/api/v1/series",
+    tag = "telemetry",
+    operation_id = "series",
+    summary = "Series matching selectors",
+    params(("match[]" = Option<Vec<String>>, Query, description = "Series selectors"), ("start" = Option<String>, Query, description = "RFC 3339 or unix seconds"), ("end" = Option<String>, Query, description = "RFC 3339 or unix seconds"), ("step" = Option<String>, Query, description = "Seconds or a PromQL duration")),
+    responses(
+        (status = 200, description = "Prometheus JSON: `{\"status\":\"success\",\"data\":…}`", body = Object),
+        (status = 400, description = "Prometheus error body (`bad_data`): a bad parameter or a query outside the supported PromQL subset", body = Object),
+        (status = 403, description = "Needs the telemetry:read scope and an org", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "Prometheus error body (`execution`)", body = Object),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn series(
     State(ctx): State<AppContext>,
     p: Principal,
@@ -331,6 +374,21 @@ async fn series(
     Ok(success(json!(found)))
 }
 
+#[utoipa::path(
+    method(get, post),
+    path = "/prometheus/api/v1/labels",
+    tag = "telemetry",
+    operation_id = "labels",
+    summary = "Label names",
+    params(("match[]" = Option<Vec<String>>, Query, description = "Series selectors"), ("start" = Option<String>, Query, description = "RFC 3339 or unix seconds"), ("end" = Option<String>, Query, description = "RFC 3339 or unix seconds"), ("step" = Option<String>, Query, description = "Seconds or a PromQL duration")),
+    responses(
+        (status = 200, description = "Prometheus JSON: `{\"status\":\"success\",\"data\":…}`", body = Object),
+        (status = 400, description = "Prometheus error body (`bad_data`): a bad parameter or a query outside the supported PromQL subset", body = Object),
+        (status = 403, description = "Needs the telemetry:read scope and an org", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "Prometheus error body (`execution`)", body = Object),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn labels(
     State(ctx): State<AppContext>,
     p: Principal,
@@ -348,6 +406,21 @@ async fn labels(
     Ok(success(json!(names)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/prometheus/api/v1/label/{name}/values",
+    tag = "telemetry",
+    operation_id = "label_values",
+    summary = "Values of one label",
+    params(("name" = String, Path, description = "The label name"), ("match[]" = Option<Vec<String>>, Query, description = "Series selectors"), ("start" = Option<String>, Query, description = "RFC 3339 or unix seconds"), ("end" = Option<String>, Query, description = "RFC 3339 or unix seconds"), ("step" = Option<String>, Query, description = "Seconds or a PromQL duration")),
+    responses(
+        (status = 200, description = "Prometheus JSON: `{\"status\":\"success\",\"data\":…}`", body = Object),
+        (status = 400, description = "Prometheus error body (`bad_data`): a bad parameter or a query outside the supported PromQL subset", body = Object),
+        (status = 403, description = "Needs the telemetry:read scope and an org", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "Prometheus error body (`execution`)", body = Object),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn label_values(
     State(ctx): State<AppContext>,
     p: Principal,
@@ -417,6 +490,20 @@ fn parse_cursor(c: &str) -> Option<(i64, i64)> {
     Some((t.parse().ok()?, id.parse().ok()?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/query/logs",
+    tag = "telemetry",
+    operation_id = "query_logs",
+    summary = "Search log lines, newest first, with a cursor",
+    request_body(content = Object, content_type = "application/json", description = "service, level, labels, from, to, text, cursor, limit (all optional)"),
+    responses(
+        (status = 200, description = "Log lines and the next cursor", body = Object),
+        (status = 400, description = "An invalid filter, time or cursor", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Needs the telemetry:read scope and an org", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn query_logs(
     State(ctx): State<AppContext>,
     p: Principal,
