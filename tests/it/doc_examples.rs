@@ -1,6 +1,7 @@
 //! Examples that run: every `curl` in a shell block of README.md and docs/*.md is run, in
 //! order, against a fresh embedded server, so the docs cannot rot. The documented address
-//! becomes the server's; `$TOKEN` (alice, with an email) and `$ADMIN_TOKEN` are minted;
+//! becomes the server's; `$TOKEN` (alice, with an email), `$ADMIN_TOKEN` and the telemetry `$KEY`
+//! are minted;
 //! `$UPLOAD_URL` and the `0193…` request id come from the upload the README's own
 //! upload-intent example started (once the saga has signed its URL); `@cat.png` is a file of the announced size. The status a
 //! comment names (`(HTTP 400)`, `# 202 {…}`) is the one expected, else a 2xx, and an error code
@@ -154,7 +155,14 @@ async fn every_curl_in_the_docs_runs() {
     let app = TestApp::start(Backend::Sqlite).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token = token_with("alice", &[], Some("alice@example.com"));
-    let mut env = vec![("TOKEN", token.clone()), ("ADMIN_TOKEN", app.admin_token())];
+    // `$KEY`: the README's telemetry agent key (`substrate apikey create … --scopes
+    // "telemetry:write org:acme"`).
+    let key = app.api_key("agent", &["telemetry:write", "org:acme"]).await;
+    let mut env = vec![
+        ("TOKEN", token.clone()),
+        ("ADMIN_TOKEN", app.admin_token()),
+        ("KEY", key),
+    ];
     for ex in &examples {
         if ex.command.contains("upload-intent") {
             // `@cat.png` must have the size the intent announces.

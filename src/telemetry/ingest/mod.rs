@@ -87,7 +87,7 @@ fn json_body(
     tag = "telemetry",
     operation_id = "remote_write",
     summary = "Prometheus remote write 1.0 (protobuf, snappy block format)",
-    request_body(content = Vec<u8>, content_type = "application/x-protobuf", description = "A snappy-compressed WriteRequest"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A snappy-compressed WriteRequest; Prometheus sends it as application/x-protobuf, and any content type is accepted"),
     responses(
         (status = 202, description = "Accepted: the batch is durable in the outbox", body = Object),
         (status = 400, description = "A body that does not decode or breaks a limit (the error names it)", body = crate::http::openapi::ErrorBody),
