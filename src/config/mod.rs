@@ -192,6 +192,10 @@ pub struct AuthConfig {
     pub api_key_negative_cache_secs: u64,
     /// Most unknown API keys remembered; the least recently used one is evicted first.
     pub api_key_negative_cache_entries: usize,
+    /// Most verified JWTs cached (each until it expires; a token from a JWKS key only while
+    /// the key is published); the least recently used one is evicted first. 0: verify every
+    /// request's token in full.
+    pub jwt_cache_entries: usize,
 }
 
 impl Default for AuthConfig {
@@ -214,6 +218,7 @@ impl Default for AuthConfig {
             api_key_cache_entries: 10_000,
             api_key_negative_cache_secs: 5,
             api_key_negative_cache_entries: 10_000,
+            jwt_cache_entries: 10_000,
         }
     }
 }

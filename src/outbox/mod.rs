@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use crate::on_tx;
+use crate::store::bulk::{self, Column};
 use crate::store::{StoreError, Tx, dialect};
 
 pub use appender::{AppendError, AppendOutcome, AppendRequest, Appender, Guard};
@@ -90,9 +90,6 @@ pub const PG_CHANNEL: &str = "substrate_outbox";
 /// Lock key that serialises appends when the outbox is the log on PostgreSQL.
 const ORDER_LOCK: i64 = 72_530_001;
 
-/// Rows per multi-row INSERT (12 binds each stays far below both drivers' limits).
-const CHUNK: usize = 500;
-
 impl Outbox {
     pub fn new(lanes: u32, embedded_log: bool) -> Self {
         Self {
@@ -134,27 +131,47 @@ impl Outbox {
             // SQLite has a single writer).
             tx.advisory_lock(ORDER_LOCK).await?;
         }
-        for chunk in rows.chunks(CHUNK) {
-            on_tx!(tx, c => {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO outbox (event_id, topic, event_key, event_type, schema_id, payload, headers, lane, key_hash, created_at, published_at) ",
-                );
-                qb.push_values(chunk.iter(), |mut b, (e, headers)| {
-                    b.push_bind(e.event_id.as_str())
-                        .push_bind(e.topic.as_str())
-                        .push_bind(e.key.as_str())
-                        .push_bind(e.event_type.as_str())
-                        .push_bind(e.schema_id)
-                        .push_bind(e.payload.as_slice())
-                        .push_bind(*headers)
-                        .push_bind(self.lane_of(&e.key))
-                        .push_bind(stored_key_hash(&e.key))
-                        .push_bind(e.created_at)
-                        .push_bind(if self.embedded_log { Some(e.created_at) } else { None });
-                });
-                qb.build().execute(&mut *c).await?;
-            });
-        }
+        // Column by column: one statement on PostgreSQL whatever the row count (`bulk`).
+        let col = |f: fn(&NewEvent) -> &str| Column::Text(rows.iter().map(|(e, _)| f(e)).collect());
+        let columns = [
+            ("event_id", col(|e| &e.event_id)),
+            ("topic", col(|e| &e.topic)),
+            ("event_key", col(|e| &e.key)),
+            ("event_type", col(|e| &e.event_type)),
+            (
+                "schema_id",
+                Column::BigInt(rows.iter().map(|(e, _)| e.schema_id).collect()),
+            ),
+            (
+                "payload",
+                Column::Bytes(rows.iter().map(|(e, _)| e.payload.as_slice()).collect()),
+            ),
+            (
+                "headers",
+                Column::Text(rows.iter().map(|(_, h)| *h).collect()),
+            ),
+            (
+                "lane",
+                Column::BigInt(rows.iter().map(|(e, _)| self.lane_of(&e.key)).collect()),
+            ),
+            (
+                "key_hash",
+                Column::BigInt(rows.iter().map(|(e, _)| stored_key_hash(&e.key)).collect()),
+            ),
+            (
+                "created_at",
+                Column::BigInt(rows.iter().map(|(e, _)| e.created_at).collect()),
+            ),
+            (
+                "published_at",
+                Column::OptBigInt(
+                    rows.iter()
+                        .map(|(e, _)| self.embedded_log.then_some(e.created_at))
+                        .collect(),
+                ),
+            ),
+        ];
+        bulk::insert_columns(tx, "outbox", &columns).await?;
         dialect::notify(tx, PG_CHANNEL).await?;
         let signal = self.signal.clone();
         tx.after_commit(move || signal.notify());

@@ -7,13 +7,12 @@
 //! `substrate_apikeys`), and in every case within `auth.api_key_cache_secs`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hashlink::LruCache;
-use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
 use super::AuthError;
+use super::cache::TtlLru;
 use crate::config::AuthConfig;
 use crate::store::{Store, StoreError, Tx, notify, now_micros};
 use crate::{on_read, on_tx};
@@ -32,72 +31,6 @@ pub struct ApiKeyRecord {
     pub scopes: Vec<String>,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
-}
-
-/// A bounded cache whose entries expire after `ttl`; the least recently used entry is
-/// evicted first, in O(1). A lookup that raced with an invalidation must not put back what
-/// was invalidated: `stamp` before the store query, `insert_since` after it, and the insert
-/// is dropped if any removal happened in between.
-struct TtlLru<V> {
-    inner: Mutex<LruInner<V>>,
-    ttl: Duration,
-}
-
-struct LruInner<V> {
-    map: LruCache<String, (V, Instant)>,
-    removals: u64,
-}
-
-impl<V: Clone> TtlLru<V> {
-    fn new(entries: usize, ttl: Duration) -> Self {
-        Self {
-            inner: Mutex::new(LruInner {
-                map: LruCache::new(entries.max(1)),
-                removals: 0,
-            }),
-            ttl,
-        }
-    }
-
-    fn get(&self, k: &str) -> Option<V> {
-        let mut g = self.inner.lock();
-        match g.map.get(k) {
-            Some((v, at)) if at.elapsed() < self.ttl => Some(v.clone()),
-            Some(_) => {
-                g.map.remove(k);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn stamp(&self) -> u64 {
-        self.inner.lock().removals
-    }
-
-    fn insert_since(&self, stamp: u64, k: String, v: V) {
-        let mut g = self.inner.lock();
-        if g.removals == stamp && !self.ttl.is_zero() {
-            g.map.insert(k, (v, Instant::now()));
-        }
-    }
-
-    fn remove(&self, k: &str) {
-        let mut g = self.inner.lock();
-        g.removals += 1;
-        g.map.remove(k);
-    }
-
-    fn clear(&self) {
-        let mut g = self.inner.lock();
-        g.removals += 1;
-        g.map.clear();
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.inner.lock().map.len()
-    }
 }
 
 /// The two caches, shared with the NOTIFY listener.

@@ -81,6 +81,12 @@ impl Jwks {
         Some(Ok(e.key.clone()))
     }
 
+    /// Whether the current key set still has `kid`, usable for `alg` (a cached token
+    /// verified with a key that has since been withdrawn is verified again, and refused).
+    pub fn has_key(&self, kid: &str, alg: Algorithm) -> bool {
+        matches!(self.lookup(kid, alg), Some(Ok(_)))
+    }
+
     pub async fn key_for(&self, kid: &str, alg: Algorithm) -> Result<DecodingKey, AuthError> {
         if let Some(found) = self.lookup(kid, alg) {
             return found;

@@ -1,13 +1,18 @@
 //! JWT verification (HS256, RS256, ES256; JWKS by `kid`) and development-token minting.
 //! The header's `alg` picks the key; a key only verifies its own algorithm family, so
 //! `alg: none` and an HS256 token "signed" with the RSA public key are refused.
+//! A verified token is cached (bounded, `auth.jwt_cache_entries`) until it expires, so a
+//! client that sends the same token with every request pays for one verification; a cached
+//! token from a JWKS key is accepted only while that key is still published.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::AuthError;
+use super::cache::TtlLru;
 use super::jwks::Jwks;
 use crate::config::{AuthConfig, Secret};
 
@@ -70,6 +75,26 @@ pub struct JwtVerifier {
     issuer: Option<String>,
     audience: Option<String>,
     leeway: u64,
+    /// Tokens that passed `verify_uncached`, until they expire.
+    verified: TtlLru<Verified>,
+}
+
+/// A cached verification: the claims, and the JWKS key (`kid`, `alg`) that verified them.
+#[derive(Clone)]
+struct Verified {
+    claims: Claims,
+    jwks_key: Option<(String, Algorithm)>,
+}
+
+/// Longest a verified token stays cached, whatever its expiry (tokens rarely live longer).
+const MAX_CACHED: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a token that verified at `now` (unix seconds) may stay cached: until `exp` plus
+/// the leeway, the last second `verify` would still accept it. `nbf` needs no bound: a token
+/// that verified is already valid, and stays so until it expires. `None`: not at all.
+fn cache_for(exp: i64, leeway: u64, now: i64) -> Option<Duration> {
+    let left = exp.saturating_add(leeway.min(i64::MAX as u64) as i64) - now;
+    (left > 0).then(|| Duration::from_secs(left as u64))
 }
 
 /// A PEM given inline or as a path to a file.
@@ -168,6 +193,14 @@ impl JwtVerifier {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             leeway: cfg.leeway_secs,
+            verified: TtlLru::new(
+                cfg.jwt_cache_entries,
+                if cfg.jwt_cache_entries == 0 {
+                    Duration::ZERO
+                } else {
+                    MAX_CACHED
+                },
+            ),
         })
     }
 
@@ -175,7 +208,39 @@ impl JwtVerifier {
         self.jwks.as_ref()
     }
 
+    /// The claims of a valid token: from the cache when this token verified before and is
+    /// still valid (its JWKS key still published), else verified in full.
     pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        if let Some(v) = self.verified.get(token) {
+            let key_kept = match (&v.jwks_key, &self.jwks) {
+                (Some((kid, alg)), Some(jwks)) => jwks.has_key(kid, *alg),
+                _ => true,
+            };
+            if key_kept {
+                return Ok(v.claims);
+            }
+            self.verified.remove(token);
+        }
+        let stamp = self.verified.stamp();
+        let (claims, jwks_key) = self.verify_uncached(token).await?;
+        let now = chrono::Utc::now().timestamp();
+        if let Some(left) = cache_for(claims.exp, self.leeway, now) {
+            let v = Verified {
+                claims: claims.clone(),
+                jwks_key,
+            };
+            self.verified
+                .insert_until(stamp, token.to_string(), v, Instant::now() + left);
+        }
+        Ok(claims)
+    }
+
+    /// Checks the signature and the claims; also says which JWKS key verified the token.
+    async fn verify_uncached(
+        &self,
+        token: &str,
+    ) -> Result<(Claims, Option<(String, Algorithm)>), AuthError> {
+        let mut jwks_key = None;
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             AuthError::InvalidToken(format!("malformed token or unsupported algorithm: {e}"))
         })?;
@@ -191,7 +256,10 @@ impl JwtVerifier {
                     &self.es
                 };
                 match (&header.kid, &self.jwks, static_key) {
-                    (Some(kid), Some(jwks), _) => jwks.key_for(kid, header.alg).await?,
+                    (Some(kid), Some(jwks), _) => {
+                        jwks_key = Some((kid.clone(), header.alg));
+                        jwks.key_for(kid, header.alg).await?
+                    }
                     (_, _, Some(k)) => k.clone(),
                     (None, Some(_), None) => {
                         return Err(AuthError::InvalidToken("token has no kid".into()));
@@ -214,7 +282,7 @@ impl JwtVerifier {
             .map_err(decode_error)?
             .claims;
         check_stored_claims(&claims)?;
-        Ok(claims)
+        Ok((claims, jwks_key))
     }
 
     /// What a token must satisfy besides its signature. `iss` and `aud` are required, not
@@ -342,4 +410,76 @@ pub fn mint(cfg: &AuthConfig, req: MintRequest<'_>) -> Result<String, JwtConfigE
         key: "hs256_secret",
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verifier(entries: usize, leeway: u64) -> (JwtVerifier, AuthConfig) {
+        let cfg = AuthConfig {
+            hs256_secret: Some(Secret::new("unit-test-secret-unit-test-secret")),
+            leeway_secs: leeway,
+            jwt_cache_entries: entries,
+            ..AuthConfig::default()
+        };
+        (JwtVerifier::from_config(&cfg).expect("verifier"), cfg)
+    }
+
+    fn token(cfg: &AuthConfig, sub: &str, exp: i64) -> String {
+        let claims = serde_json::json!({ "sub": sub, "exp": exp });
+        let secret = cfg.hs256_secret.as_ref().expect("secret");
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.expose().as_bytes()),
+        )
+        .expect("sign")
+    }
+
+    #[test]
+    fn a_token_is_cached_until_its_expiry_plus_leeway() {
+        assert_eq!(cache_for(1_000, 30, 900), Some(Duration::from_secs(130)));
+        assert_eq!(cache_for(1_000, 0, 1_000), None);
+        assert_eq!(cache_for(1_000, 30, 1_031), None);
+        assert_eq!(
+            cache_for(i64::MAX, u64::MAX, 0),
+            Some(Duration::from_secs(i64::MAX as u64))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_is_refused_once_it_expires() {
+        let (v, cfg) = verifier(16, 0);
+        let now = chrono::Utc::now().timestamp();
+        let t = token(&cfg, "alice", now + 2);
+        assert_eq!(v.verify(&t).await.expect("valid").sub, "alice");
+        assert_eq!(v.verified.len(), 1, "the verified token is cached");
+        assert_eq!(v.verify(&t).await.expect("cached").sub, "alice");
+        tokio::time::sleep(Duration::from_millis(3100)).await;
+        assert!(matches!(v.verify(&t).await, Err(AuthError::Expired)));
+    }
+
+    #[tokio::test]
+    async fn refused_tokens_are_not_cached_and_the_bound_holds() {
+        let (v, cfg) = verifier(2, 0);
+        let now = chrono::Utc::now().timestamp();
+        let mut forged = token(&cfg, "mallory", now + 600);
+        forged.push('x');
+        assert!(v.verify(&forged).await.is_err());
+        assert!(
+            v.verify(&forged).await.is_err(),
+            "a refused token stays refused"
+        );
+        assert_eq!(v.verified.len(), 0);
+        for who in ["a", "b", "c"] {
+            v.verify(&token(&cfg, who, now + 600)).await.expect("valid");
+        }
+        assert_eq!(v.verified.len(), 2, "at most auth.jwt_cache_entries tokens");
+        let (off, cfg) = verifier(0, 0);
+        off.verify(&token(&cfg, "a", now + 600))
+            .await
+            .expect("valid");
+        assert_eq!(off.verified.len(), 0, "0 turns the cache off");
+    }
 }

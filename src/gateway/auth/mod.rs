@@ -5,6 +5,7 @@
 //! (`gateway::addresses`) runs before any of this.
 
 pub mod apikeys;
+mod cache;
 pub mod jwks;
 pub mod jwt;
 

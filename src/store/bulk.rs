@@ -1,0 +1,113 @@
+//! Bulk inserts, given column by column, in the fastest form each backend offers through
+//! sqlx (one of the places where the SQL must differ, next to `dialect`):
+//! - PostgreSQL: one `INSERT … SELECT … FROM UNNEST($1::text[], $2::bytea[], …)`, one array
+//!   per column. Its text never changes with the row count, so it is prepared once per
+//!   connection, and it is one round trip with no bind-parameter limit (a multi-row `VALUES`
+//!   binds every cell, so it needs chunks and a new statement per row count).
+//! - SQLite: multi-row `VALUES` in chunks that stay below SQLite's bind limit (SQLite has no
+//!   arrays; its statements run in-process, so a round trip costs little).
+//!
+//! Rows are inserted in the order given: a serial key draws its values in that order (the
+//! outbox relies on it for per-key order).
+
+use super::{RawTx, StoreError, Tx};
+
+/// One column of a bulk insert: a value per row.
+pub enum Column<'a> {
+    Text(Vec<&'a str>),
+    Bytes(Vec<&'a [u8]>),
+    BigInt(Vec<i64>),
+    /// A nullable BIGINT.
+    OptBigInt(Vec<Option<i64>>),
+}
+
+impl Column<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Column::Text(v) => v.len(),
+            Column::Bytes(v) => v.len(),
+            Column::BigInt(v) => v.len(),
+            Column::OptBigInt(v) => v.len(),
+        }
+    }
+
+    /// The PostgreSQL array type the column is bound as.
+    fn pg_array(&self) -> &'static str {
+        match self {
+            Column::Text(_) => "text[]",
+            Column::Bytes(_) => "bytea[]",
+            Column::BigInt(_) | Column::OptBigInt(_) => "int8[]",
+        }
+    }
+}
+
+/// Binds SQLite allows per statement is 32766; a chunk stays far below it.
+const SQLITE_MAX_BINDS: usize = 6000;
+
+/// Inserts the rows given by `columns` (name and values; every column holds one value per
+/// row) into `table`. `table` and the names must be trusted identifiers: they are spliced
+/// into the SQL.
+pub async fn insert_columns(
+    tx: &mut Tx,
+    table: &str,
+    columns: &[(&str, Column<'_>)],
+) -> Result<(), StoreError> {
+    let rows = columns.first().map_or(0, |(_, c)| c.len());
+    if rows == 0 {
+        return Ok(());
+    }
+    if columns.iter().any(|(_, c)| c.len() != rows) {
+        return Err(StoreError::Data(format!(
+            "bulk insert into {table}: columns of different lengths"
+        )));
+    }
+    let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
+    let names = names.join(", ");
+    match tx.raw() {
+        RawTx::Postgres(t) => {
+            let arrays: Vec<String> = columns
+                .iter()
+                .enumerate()
+                .map(|(i, (_, c))| format!("${}::{}", i + 1, c.pg_array()))
+                .collect();
+            // ORDER BY the ordinality: the serial key follows the order given, whatever plan
+            // PostgreSQL picks.
+            let sql = format!(
+                "INSERT INTO {table} ({names}) SELECT {names} FROM UNNEST({}) WITH ORDINALITY \
+                 AS u({names}, ord) ORDER BY ord",
+                arrays.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (_, c) in columns {
+                q = match c {
+                    Column::Text(v) => q.bind(v),
+                    Column::Bytes(v) => q.bind(v),
+                    Column::BigInt(v) => q.bind(v),
+                    Column::OptBigInt(v) => q.bind(v),
+                };
+            }
+            q.execute(&mut **t).await?;
+        }
+        RawTx::Sqlite(t) => {
+            let chunk = (SQLITE_MAX_BINDS / columns.len()).max(1);
+            let mut start = 0;
+            while start < rows {
+                let end = (start + chunk).min(rows);
+                let mut qb = sqlx::QueryBuilder::new(format!("INSERT INTO {table} ({names}) "));
+                qb.push_values(start..end, |mut b, row| {
+                    for (_, c) in columns {
+                        match c {
+                            Column::Text(v) => b.push_bind(v[row]),
+                            Column::Bytes(v) => b.push_bind(v[row]),
+                            Column::BigInt(v) => b.push_bind(v[row]),
+                            Column::OptBigInt(v) => b.push_bind(v[row]),
+                        };
+                    }
+                });
+                qb.build().execute(&mut **t).await?;
+                start = end;
+            }
+        }
+    }
+    Ok(())
+}
