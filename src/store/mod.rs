@@ -4,6 +4,7 @@
 //! Integers are BIGINT and times are unix microseconds on both backends. Where the SQL must
 //! differ it goes through `dialect`; fenced leases (one holder at a time) are `lease`.
 
+pub mod bulk;
 pub mod dialect;
 pub mod lease;
 
