@@ -1,6 +1,9 @@
-//! Log benchmark (run by bench/log.sh, which starts a nisshi broker): relay throughput outbox →
-//! Kafka against a raw rdkafka producer sending the same records to the same broker in the same
-//! run, and projection throughput (the notifications group) on each backend column. Prints JSON.
+//! Log benchmark (run by bench/log.sh, which starts a nisshi broker per part): relay throughput
+//! outbox → Kafka against a raw rdkafka producer sending the same records to the same broker in
+//! the same run, then projection throughput of the notifications group alone on each backend
+//! column (`--part relay`); and the whole `consumers` role — every projection group
+//! running, as `--roles consumers` runs them — draining the same events, next to each group
+//! alone (`--part consumers`). Prints JSON.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +24,8 @@ struct Args {
     broker: String,
     pg: String,
     events: usize,
+    /// `relay` (relay, then the notifications group alone) or `consumers` (the whole role).
+    part: String,
 }
 
 fn args() -> Args {
@@ -28,6 +33,7 @@ fn args() -> Args {
         broker: "127.0.0.1:9092".into(),
         pg: "postgres://postgres@127.0.0.1:5432/postgres".into(),
         events: 50_000,
+        part: "relay".into(),
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -36,6 +42,7 @@ fn args() -> Args {
             "--broker" => a.broker = v[i + 1].clone(),
             "--pg" => a.pg = v[i + 1].clone(),
             "--events" => a.events = v[i + 1].parse().expect("--events N"),
+            "--part" => a.part = v[i + 1].clone(),
             other => panic!("unknown argument {other}"),
         }
         i += 2;
@@ -188,14 +195,145 @@ async fn projection(ctx: &AppContext, n: usize, fill: bool) -> f64 {
     n as f64 / took.as_secs_f64()
 }
 
+/// The projection groups of the `consumers` role that read these events (the probe's group
+/// reads none of them).
+const GROUPS: [&str; 3] = ["notifications", "stats", "event-counts"];
+
+/// Runs the `consumers` role as `--roles consumers` does (`consumers.only` = `only`; empty:
+/// every group) until each group of `GROUPS` it runs has applied `n` events (its inbox rows).
+/// Returns events/s per group and for the whole role (the slowest group).
+async fn role(ctx: &AppContext, only: &[&str], n: usize) -> serde_json::Value {
+    let mut cfg = ctx.config.as_ref().clone();
+    cfg.consumers.only = only.iter().map(|g| g.to_string()).collect();
+    let ctx = AppContext::build(cfg).await.expect("build");
+    let running: Vec<&str> = GROUPS
+        .iter()
+        .copied()
+        .filter(|g| only.is_empty() || only.contains(g))
+        .collect();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(substrate::consumers::run(ctx.clone(), stop.clone()));
+    let t = Instant::now();
+    let mut took = serde_json::Map::new();
+    while took.len() < running.len() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for g in &running {
+            let sql = format!("SELECT COUNT(*) FROM inbox WHERE group_name = '{g}'");
+            if !took.contains_key(*g) && scalar(&ctx, &sql).await >= n as i64 {
+                took.insert(g.to_string(), json!(t.elapsed().as_secs_f64()));
+            }
+        }
+    }
+    stop.cancel();
+    let _ = task.await;
+    let slowest = took
+        .values()
+        .filter_map(|v| v.as_f64())
+        .fold(0.0f64, f64::max);
+    let mut out: serde_json::Map<_, _> = took
+        .iter()
+        .map(|(g, s)| {
+            (
+                g.clone(),
+                json!((n as f64 / s.as_f64().unwrap_or(1.0)).round()),
+            )
+        })
+        .collect();
+    out.insert(
+        "role_events_per_sec".into(),
+        json!((n as f64 / slowest).round()),
+    );
+    json!(out)
+}
+
+/// A fresh store holding `n` appended events: SQLite in `dir`, or a new PostgreSQL database.
+async fn filled(
+    a: &Args,
+    dir: &std::path::Path,
+    pg: bool,
+    dbs: &mut Vec<(String, String)>,
+) -> AppContext {
+    let url = if pg {
+        let (url, db) = common::create_db(&a.pg, "bench_log").await;
+        dbs.push(db);
+        url
+    } else {
+        format!(
+            "sqlite://{}/c{}.db",
+            dir.display(),
+            uuid::Uuid::new_v4().simple()
+        )
+    };
+    let ctx = AppContext::build(config(dir, &url, "embedded"))
+        .await
+        .expect("build");
+    let evs = events(&ctx, a.events);
+    append(&ctx, &evs).await;
+    ctx
+}
+
+/// The `consumers` role against each group alone, on each column; Kafka → PostgreSQL runs
+/// the role once (a group's Kafka offsets outlive its database, so a group drains a broker
+/// once); `--broker none` leaves it out.
+async fn consumers_part(a: &Args, dbs: &mut Vec<(String, String)>) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut out = serde_json::Map::new();
+    for (name, pg) in [("embedded_sqlite", false), ("embedded_postgres", true)] {
+        let mut col = serde_json::Map::new();
+        let all = filled(a, dir.path(), pg, dbs).await;
+        col.insert("all_groups".into(), role(&all, &[], a.events).await);
+        for g in GROUPS {
+            let ctx = filled(a, dir.path(), pg, dbs).await;
+            col.insert(format!("{g}_alone"), role(&ctx, &[g], a.events).await);
+        }
+        out.insert(name.into(), json!(col));
+    }
+    if a.broker == "none" {
+        return json!(out);
+    }
+    let (url, db) = common::create_db(&a.pg, "bench_log").await;
+    dbs.push(db);
+    let (_, ctx) = relay(
+        config(dir.path(), &url, &format!("kafka://{}", a.broker)),
+        a.events,
+    )
+    .await;
+    out.insert(
+        "kafka_postgres".into(),
+        json!({ "all_groups": role(&ctx, &[], a.events).await }),
+    );
+    json!(out)
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
+    let mut out = serde_json::Map::new();
+    let mut dbs = Vec::new();
+    match a.part.as_str() {
+        "relay" => relay_part(&a, &mut dbs, &mut out).await,
+        "consumers" => {
+            out.insert("consumers".into(), consumers_part(&a, &mut dbs).await);
+        }
+        other => panic!("--part relay|consumers, not {other}"),
+    }
+    out.insert("events".into(), json!(a.events));
+    for db in dbs {
+        common::drop_db(Some(db)).await;
+    }
+    println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+}
+
+/// Relay vs the raw producer, then the notifications group alone on each column (the Kafka
+/// column reads what the relay sent).
+async fn relay_part(
+    a: &Args,
+    dbs: &mut Vec<(String, String)>,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let n = a.events;
     let kafka = format!("kafka://{}", a.broker);
-    let mut out = serde_json::Map::new();
-    let mut dbs = Vec::new();
 
     // Relay vs raw producer, same broker, same records, same run.
     let probe_ctx = AppContext::build(config(
@@ -279,9 +417,4 @@ async fn main() {
         json!(projection(&pg_ctx, n, false).await.round()),
     );
     out.insert("projection".into(), json!(proj));
-    out.insert("events".into(), json!(n));
-    for db in dbs {
-        common::drop_db(Some(db)).await;
-    }
-    println!("{}", serde_json::to_string_pretty(&out).expect("json"));
 }

@@ -4,26 +4,25 @@
 use std::collections::HashSet;
 
 use crate::on_tx;
+use crate::store::bulk::{self, Val};
 use crate::store::{StoreError, Tx, now_micros};
 
-const CHUNK: usize = 500;
-
-/// Records `ids` for `group`; returns the ones not seen before.
+/// Records `ids` for `group` with one multi-row statement (per bind limit); returns the ones
+/// not seen before.
 pub async fn claim(tx: &mut Tx, group: &str, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
-    let mut fresh = HashSet::with_capacity(ids.len());
     let now = now_micros();
-    for chunk in ids.chunks(CHUNK) {
-        let got: Vec<String> = on_tx!(tx, c => {
-            let mut qb = sqlx::QueryBuilder::new("INSERT INTO inbox (group_name, event_id, processed_at) ");
-            qb.push_values(chunk.iter(), |mut b, id| {
-                b.push_bind(group).push_bind(*id).push_bind(now);
-            });
-            qb.push(" ON CONFLICT (group_name, event_id) DO NOTHING RETURNING event_id");
-            qb.build_query_scalar::<String>().fetch_all(&mut *c).await?
-        });
-        fresh.extend(got);
-    }
-    Ok(fresh)
+    let rows: Vec<Vec<Val>> = ids
+        .iter()
+        .map(|id| vec![Val::Str(group), Val::Str(id), Val::I64(now)])
+        .collect();
+    let fresh = bulk::insert(
+        tx,
+        "INSERT INTO inbox (group_name, event_id, processed_at) ",
+        &rows,
+        " ON CONFLICT (group_name, event_id) DO NOTHING RETURNING event_id",
+    )
+    .await?;
+    Ok(fresh.into_iter().collect())
 }
 
 /// Forgets every event of `group` (a rebuild re-applies them).

@@ -131,11 +131,29 @@ pub trait Handler: Send + Sync {
         out: &mut Emitter<'_>,
     ) -> Result<(), HandlerError>;
 
+    /// The set-based form of this handler, when it has one (projections whose effects are
+    /// rows): the runtime then applies every fresh event of a batch with one call to it instead
+    /// of one `handle` per event. Sagas and sinks, which emit events, have none.
+    fn batch(&self) -> Option<&dyn BatchApply> {
+        None
+    }
+
     /// Empties the read model for a rebuild (`replay --rebuild`). Returns false when the
     /// handler's effects cannot be rebuilt from the log (sagas, sinks).
     async fn reset(&self, _tx: &mut Tx) -> Result<bool, HandlerError> {
         Ok(false)
     }
+}
+
+/// Applies a run of events at once: the fresh events of a batch (in log order, the inbox
+/// already claimed for them) become a few multi-row statements (`crate::store::bulk`) in the
+/// batch's transaction. It cannot emit events. When it fails, the runtime rolls the batch back
+/// and applies it again one event at a time through `Handler::handle` (a batch handler's
+/// `handle` is `apply_batch` of one event), so the failing event is found, retried and
+/// dead-lettered exactly as without batching.
+#[async_trait]
+pub trait BatchApply: Send + Sync {
+    async fn apply_batch(&self, evs: &[&Envelope], tx: &mut Tx) -> Result<(), HandlerError>;
 }
 
 /// Collects the events a handler emits; the runtime appends them to the outbox in the

@@ -162,6 +162,16 @@ enum Applied {
     Done,
     /// The handler failed on the record at this index of the run.
     HandlerFailed(usize, HandlerError),
+    /// The set-based apply of the run failed (rolled back): apply it one event at a time.
+    BatchFailed,
+}
+
+/// What an applied run did so far.
+#[derive(Default)]
+struct Done {
+    emitted: Vec<crate::outbox::NewEvent>,
+    handled: u64,
+    dead: u64,
 }
 
 impl Group {
@@ -370,20 +380,25 @@ impl Group {
         }
         let n = records.len();
         let (mut start, mut end) = (0usize, n);
+        // Set-based apply of the run, until it fails; then one event at a time up to the
+        // failing event, as without batching.
+        let mut whole = true;
         while start < n {
             match self
-                .apply_with_infra_retry(consumer, &records[start..end], &envs[start..end])
+                .apply_with_infra_retry(consumer, &records[start..end], &envs[start..end], whole)
                 .await?
             {
                 Applied::Done => {
                     start = end;
                     end = n;
                 }
+                Applied::BatchFailed => whole = false,
                 Applied::HandlerFailed(0, err) => {
                     self.retry_one(consumer, &records[start], &envs[start], err)
                         .await?;
                     start += 1;
                     end = n;
+                    whole = true;
                 }
                 Applied::HandlerFailed(i, _) => {
                     // Apply the records before the failure on their own first.
@@ -400,10 +415,11 @@ impl Group {
         consumer: &mut dyn LogConsumer,
         records: &[LogRecord],
         envs: &[Result<Envelope, String>],
+        whole: bool,
     ) -> Result<Applied, ConsumerError> {
         let mut backoff = self.initial_backoff();
         loop {
-            match self.apply(consumer, records, envs).await {
+            match self.apply(consumer, records, envs, whole).await {
                 Ok(a) => return Ok(a),
                 Err(e) if e.is_fenced() => return Err(e),
                 Err(e) => {
@@ -415,14 +431,20 @@ impl Group {
         }
     }
 
-    /// One transaction over `records`: inbox, handler, emitted events, offsets.
+    /// One transaction over `records`: inbox, handler, emitted events, offsets. With `whole`
+    /// and a handler that has a set-based form, the inbox is claimed for the whole batch and
+    /// every fresh event goes to `BatchApply::apply_batch` at once; otherwise (and when that
+    /// fails: `Applied::BatchFailed`) each goes through `handle`.
     async fn apply(
         &mut self,
         consumer: &mut dyn LogConsumer,
         records: &[LogRecord],
         envs: &[Result<Envelope, String>],
+        whole: bool,
     ) -> Result<Applied, ConsumerError> {
-        let ctx = &self.ctx;
+        let ctx = self.ctx.clone();
+        let handler = self.handler.clone();
+        let batch = if whole { handler.batch() } else { None };
         let mut tx = ctx.store.begin().await?;
         let ids: Vec<&str> = records
             .iter()
@@ -431,61 +453,107 @@ impl Group {
             .filter_map(|(_, e)| e.as_ref().ok().map(|e| e.id.as_str()))
             .collect();
         let mut fresh = inbox::claim(&mut tx, &self.group, &ids).await?;
-        let mut emitted = Vec::new();
-        let mut handled = 0u64;
-        let mut dead = 0u64;
+        let mut done = Done::default();
+        // The batch handler's run: fresh events with their `process` spans.
+        let mut run: Vec<(&Envelope, tracing::Span)> = Vec::new();
         for (i, (rec, env)) in records.iter().zip(envs).enumerate() {
             match env {
                 Err(reason) => {
-                    let written = dlq::write(
-                        &mut tx,
-                        &ctx.outbox,
-                        &self.group,
-                        &Self::record_id(rec),
-                        rec,
-                        reason,
-                        0,
-                    )
-                    .await?;
-                    dead += u64::from(written);
+                    let id = Self::record_id(rec);
+                    let written =
+                        dlq::write(&mut tx, &ctx.outbox, &self.group, &id, rec, reason, 0).await?;
+                    done.dead += u64::from(written);
                 }
                 Ok(env) => {
                     if !self.is_for_us(rec) || !fresh.remove(&env.id) {
                         continue;
                     }
-                    let span = spans::process(&spans::Delivery {
-                        system: self.system,
-                        topic: &env.topic,
-                        group: &self.group,
-                        event_id: &env.id,
-                        partition: env.partition,
-                        offset: env.offset,
-                        traceparent: env.header("traceparent"),
-                    });
-                    let mut out = Emitter::new(&ctx.schemas, env, &self.group)
-                        .with_traceparent(context::traceparent(&span));
-                    match self
-                        .handler
-                        .handle(env, &mut tx, &mut out)
-                        .instrument(span.clone())
-                        .await
-                    {
-                        Ok(()) => {
-                            tracing::debug!(parent: &span, group = %self.group, "event handled");
-                            emitted.extend(out.events);
-                            handled += 1;
-                        }
-                        Err(e) => {
-                            spans::fail(&span, e.kind());
-                            let _ = tx.rollback().await;
-                            return Ok(Applied::HandlerFailed(i, e));
-                        }
+                    let span = self.process_span(env);
+                    if batch.is_some() {
+                        run.push((env, span));
+                        continue;
+                    }
+                    if let Err(e) = self.handle_one(env, &mut tx, span, &mut done).await {
+                        let _ = tx.rollback().await;
+                        return Ok(Applied::HandlerFailed(i, e));
                     }
                 }
             }
         }
-        let refs: Vec<&crate::outbox::NewEvent> = emitted.iter().collect();
-        ctx.outbox.append(&mut tx, &refs).await?;
+        if let Some(b) = batch
+            && !run.is_empty()
+        {
+            let evs: Vec<&Envelope> = run.iter().map(|(e, _)| *e).collect();
+            if let Err(e) = b.apply_batch(&evs, &mut tx).await {
+                for (_, span) in &run {
+                    spans::fail(span, e.kind());
+                }
+                let _ = tx.rollback().await;
+                tracing::debug!(group = %self.group, error = %e, "batch apply failed; applying one event at a time");
+                return Ok(Applied::BatchFailed);
+            }
+            for (_, span) in &run {
+                tracing::debug!(parent: span, group = %self.group, "event handled");
+            }
+            done.handled += run.len() as u64;
+        }
+        self.finish(consumer, tx, records, done).await?;
+        Ok(Applied::Done)
+    }
+
+    /// The `process {topic}` span of one delivery, continuing the event's trace.
+    fn process_span(&self, env: &Envelope) -> tracing::Span {
+        spans::process(&spans::Delivery {
+            system: self.system,
+            topic: &env.topic,
+            group: &self.group,
+            event_id: &env.id,
+            partition: env.partition,
+            offset: env.offset,
+            traceparent: env.header("traceparent"),
+        })
+    }
+
+    /// Runs the handler on one fresh event inside `span`; what it emits joins `done`.
+    async fn handle_one(
+        &self,
+        env: &Envelope,
+        tx: &mut crate::store::Tx,
+        span: tracing::Span,
+        done: &mut Done,
+    ) -> Result<(), HandlerError> {
+        let mut out = Emitter::new(&self.ctx.schemas, env, &self.group)
+            .with_traceparent(context::traceparent(&span));
+        match self
+            .handler
+            .handle(env, tx, &mut out)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(()) => {
+                tracing::debug!(parent: &span, group = %self.group, "event handled");
+                done.emitted.extend(out.events);
+                done.handled += 1;
+                Ok(())
+            }
+            Err(e) => {
+                spans::fail(&span, e.kind());
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends an applied batch: appends what the handler emitted, moves the offsets (in the
+    /// transaction on the embedded log, after it on Kafka), commits, counts.
+    async fn finish(
+        &mut self,
+        consumer: &mut dyn LogConsumer,
+        mut tx: crate::store::Tx,
+        records: &[LogRecord],
+        done: Done,
+    ) -> Result<(), ConsumerError> {
+        let refs: Vec<&crate::outbox::NewEvent> = done.emitted.iter().collect();
+        self.ctx.outbox.append(&mut tx, &refs).await?;
         let positions = Self::positions(records);
         if consumer.offsets_in_store() {
             consumer.commit_in(&mut tx, &positions).await?;
@@ -497,16 +565,16 @@ impl Group {
             // The effects are committed; a redelivery is absorbed by the inbox.
             tracing::warn!(group = %self.group, error = %e, "offset commit failed");
         }
-        let m = &ctx.metrics;
+        let m = &self.ctx.metrics;
         m.consumer_handled
             .with_label_values(&[&self.group])
-            .inc_by(handled);
-        if dead > 0 {
+            .inc_by(done.handled);
+        if done.dead > 0 {
             m.consumer_dead_lettered
                 .with_label_values(&[&self.group])
-                .inc_by(dead);
+                .inc_by(done.dead);
         }
-        Ok(Applied::Done)
+        Ok(())
     }
 
     /// Retries one failing record with exponential backoff; dead-letters it after
@@ -544,9 +612,14 @@ impl Group {
             nap(backoff, &self.shutdown).await?;
             backoff = (backoff * 2).min(self.max_backoff());
             attempts += 1;
-            match self.apply_with_infra_retry(consumer, one, one_env).await? {
+            match self
+                .apply_with_infra_retry(consumer, one, one_env, false)
+                .await?
+            {
                 Applied::Done => return Ok(()),
                 Applied::HandlerFailed(_, e) => err = e,
+                // Not with `whole` off.
+                Applied::BatchFailed => {}
             }
         }
         // Dead-letter it and move past it, in one transaction.

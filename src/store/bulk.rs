@@ -1,16 +1,23 @@
-//! Bulk inserts, given column by column, in the fastest form each backend offers through
-//! sqlx (one of the places where the SQL must differ, next to `dialect`):
-//! - PostgreSQL: one `INSERT … SELECT … FROM UNNEST($1::text[], $2::bytea[], …)`, one array
-//!   per column. Its text never changes with the row count, so it is prepared once per
-//!   connection, and it is one round trip with no bind-parameter limit (a multi-row `VALUES`
-//!   binds every cell, so it needs chunks and a new statement per row count).
-//! - SQLite: multi-row `VALUES` in chunks that stay below SQLite's bind limit (SQLite has no
-//!   arrays; its statements run in-process, so a round trip costs little).
+//! Bulk inserts: many rows in one statement, written once for both backends. Two shapes:
+//! - [`insert_columns`], given column by column, for plain appends (the outbox), in the
+//!   fastest form each backend offers through sqlx (one of the places where the SQL must
+//!   differ, next to `dialect`):
+//!   - PostgreSQL: one `INSERT … SELECT … FROM UNNEST($1::text[], $2::bytea[], …)`, one array
+//!     per column. Its text never changes with the row count, so it is prepared once per
+//!     connection, and it is one round trip with no bind-parameter limit (a multi-row `VALUES`
+//!     binds every cell, so it needs chunks and a new statement per row count).
+//!   - SQLite: multi-row `VALUES` in chunks that stay below SQLite's bind limit (SQLite has no
+//!     arrays; its statements run in-process, so a round trip costs little).
+//! - [`insert`], given row by row as [`Val`]s, with a free `ON CONFLICT …`/`RETURNING …` tail
+//!   (the consumers' inbox claim and projection batches): multi-row `VALUES` on both backends,
+//!   split into as few statements as the bind limit allows (SQLite 32,766 parameters,
+//!   PostgreSQL 65,535).
 //!
 //! Rows are inserted in the order given: a serial key draws its values in that order (the
-//! outbox relies on it for per-key order).
+//! outbox and the notifications read model rely on it).
 
 use super::{RawTx, StoreError, Tx};
+use crate::on_tx;
 
 /// One column of a bulk insert: a value per row.
 pub enum Column<'a> {
@@ -110,4 +117,55 @@ pub async fn insert_columns(
         }
     }
     Ok(())
+}
+
+/// Most bind parameters one statement gets (under both backends' limits).
+const MAX_PARAMS: usize = 30_000;
+
+/// One bound value of a row.
+#[derive(Debug, Clone, Copy)]
+pub enum Val<'a> {
+    I64(i64),
+    OptI64(Option<i64>),
+    Str(&'a str),
+    OptStr(Option<&'a str>),
+}
+
+/// `head` (`INSERT INTO t (a, b) `), then `VALUES` with one tuple per row, then `tail`
+/// (`ON CONFLICT …`, `RETURNING …`), as chunks within the bind limit. Every row has
+/// `head`'s column count. Returns the rows each chunk's `RETURNING` gave as strings (its
+/// first column), or nothing without one.
+pub async fn insert(
+    tx: &mut Tx,
+    head: &str,
+    rows: &[Vec<Val<'_>>],
+    tail: &str,
+) -> Result<Vec<String>, StoreError> {
+    let Some(width) = rows.first().map(Vec::len) else {
+        return Ok(Vec::new());
+    };
+    let returning = tail.contains("RETURNING");
+    let mut out = Vec::new();
+    for chunk in rows.chunks((MAX_PARAMS / width.max(1)).max(1)) {
+        on_tx!(tx, c => {
+            let mut qb = sqlx::QueryBuilder::new(head);
+            qb.push_values(chunk.iter(), |mut b, row| {
+                for v in row {
+                    match *v {
+                        Val::I64(x) => b.push_bind(x),
+                        Val::OptI64(x) => b.push_bind(x),
+                        Val::Str(x) => b.push_bind(x),
+                        Val::OptStr(x) => b.push_bind(x),
+                    };
+                }
+            });
+            qb.push(tail);
+            if returning {
+                out.extend(qb.build_query_scalar::<String>().fetch_all(&mut *c).await?);
+            } else {
+                qb.build().execute(&mut *c).await?;
+            }
+        });
+    }
+    Ok(out)
 }

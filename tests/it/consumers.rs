@@ -1,7 +1,8 @@
 //! Consumer robustness, on both columns: a dead letter is written once even when the offset
 //! commit after it fails; a schema registry that answers 5xx blocks decoding visibly (metrics,
 //! /status) and the group goes on once it recovers, each event processed once; and embedded
-//! retention never deletes records a known group has not read yet.
+//! retention never deletes records a known group has not read yet; a batch whose set-based
+//! apply fails is applied again one event at a time, the failing event dead-lettered once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use substrate::consumers::{Emitter, Envelope, Handler, HandlerError, runtime};
+use substrate::consumers::{BatchApply, Emitter, Envelope, Handler, HandlerError, runtime};
 use substrate::log::{LogConsumer, LogError, LogRecord, Position, SeekTo};
 use substrate::projections::notifications;
 use substrate::roles::Role;
@@ -170,6 +171,114 @@ async fn a_failed_offset_commit_does_not_write_the_dead_letter_twice(b: Backend)
     .await;
     assert_eq!(on_dlq_topic, 1, "one record on the dead-letter topic");
     assert!(seen.load(Ordering::SeqCst) >= 3);
+    app.stop().await;
+}
+
+/// The notifications projection, set-based, except that a batch holding the message
+/// `poison` fails as a whole and the event itself is rejected; counts both kinds of call.
+struct PoisonInBatch {
+    inner: notifications::NotificationsProjection,
+    batches: Arc<AtomicUsize>,
+    singles: Arc<AtomicUsize>,
+}
+
+fn is_poison(ev: &Envelope) -> bool {
+    ev.payload["message"] == "poison"
+}
+
+#[async_trait]
+impl Handler for PoisonInBatch {
+    fn group(&self) -> &str {
+        "batch-test"
+    }
+    fn topics(&self) -> Vec<String> {
+        vec![TOPIC.into()]
+    }
+    async fn handle(
+        &self,
+        ev: &Envelope,
+        tx: &mut Tx,
+        out: &mut Emitter<'_>,
+    ) -> Result<(), HandlerError> {
+        self.singles.fetch_add(1, Ordering::SeqCst);
+        if is_poison(ev) {
+            return Err(HandlerError::Reject("poison".into()));
+        }
+        self.inner.handle(ev, tx, out).await
+    }
+    fn batch(&self) -> Option<&dyn BatchApply> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl BatchApply for PoisonInBatch {
+    async fn apply_batch(&self, evs: &[&Envelope], tx: &mut Tx) -> Result<(), HandlerError> {
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        if evs.iter().any(|e| is_poison(e)) {
+            return Err(HandlerError::Retry("poison in the batch".into()));
+        }
+        self.inner.apply_batch(evs, tx).await
+    }
+}
+
+both!(a_failed_batch_apply_falls_back_to_one_event_at_a_time);
+async fn a_failed_batch_apply_falls_back_to_one_event_at_a_time(b: Backend) {
+    let app = TestApp::start_roles(b, vec![Role::Gateway, Role::Relay], |_| {}).await;
+    let t = app.token("alice");
+    let mut ids = HashMap::new();
+    for m in ["ok-1", "poison", "ok-2"] {
+        let (s, body) = app
+            .post_json("/api/v1/events/message", &t, &message(m))
+            .await;
+        assert_eq!(s, 202);
+        ids.insert(m, body["event_id"].as_str().unwrap().to_string());
+    }
+    wait_relayed(&app).await;
+    let (batches, singles) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let handler = Arc::new(PoisonInBatch {
+        inner: notifications::NotificationsProjection::new(app.ctx.clone()),
+        batches: batches.clone(),
+        singles: singles.clone(),
+    });
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(runtime::run_group(app.ctx.clone(), handler, stop.clone()));
+    let inbox = "SELECT COUNT(*) FROM inbox WHERE group_name = $1";
+    let letters = "SELECT COUNT(*) FROM dead_letters WHERE group_name = $1";
+    eventually(60, || async {
+        let applied = count(&app, inbox, "batch-test").await;
+        let dead = count(&app, letters, "batch-test").await;
+        (applied == 2 && dead == 1).then_some(())
+    })
+    .await;
+    let rows = "SELECT COUNT(*) FROM notifications WHERE event_id = $1";
+    assert_eq!(count(&app, rows, &ids["ok-1"]).await, 1);
+    assert_eq!(count(&app, rows, &ids["ok-2"]).await, 1);
+    assert_eq!(count(&app, rows, &ids["poison"]).await, 0);
+    let dead = "SELECT COUNT(*) FROM dead_letters WHERE event_id = $1";
+    assert_eq!(count(&app, dead, &ids["poison"]).await, 1);
+    assert!(
+        batches.load(Ordering::SeqCst) >= 1,
+        "the set-based form was tried"
+    );
+    assert!(
+        singles.load(Ordering::SeqCst) >= 2,
+        "then one event at a time"
+    );
+    // Past the poison, batches are set-based again: a clean event takes no single call.
+    let before = singles.load(Ordering::SeqCst);
+    let (s, body) = app
+        .post_json("/api/v1/events/message", &t, &message("ok-3"))
+        .await;
+    assert_eq!(s, 202);
+    let ok3 = body["event_id"].as_str().unwrap().to_string();
+    eventually(60, || async {
+        (count(&app, rows, &ok3).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(singles.load(Ordering::SeqCst), before);
+    stop.cancel();
+    task.await.unwrap().unwrap();
     app.stop().await;
 }
 

@@ -186,19 +186,23 @@ pub struct EmbeddedConsumer {
 }
 
 impl EmbeddedConsumer {
+    /// The next `max` records of the group's topics, in id order. One branch per topic, each
+    /// an index range scan (`outbox_topic_id`) that stops after `max` rows, merged: a single
+    /// `WHERE (topic = … AND id >= …) OR …` made both stores collect and sort every row still
+    /// ahead of the group on every poll (SQLite's multi-index OR, PostgreSQL's bitmap OR), so
+    /// each poll cost as much as the backlog.
     async fn fetch(&self, max: usize) -> Result<Vec<LogRecord>, StoreError> {
-        let mut sql = format!("SELECT {COLUMNS} FROM outbox WHERE ");
-        for (i, _) in self.topics.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(" OR ");
-            }
-            sql.push_str(&format!(
-                "(topic = ${} AND id >= ${})",
-                2 * i + 1,
-                2 * i + 2
-            ));
-        }
-        sql.push_str(&format!(" ORDER BY id LIMIT {}", max.max(1)));
+        let max = max.max(1);
+        let branches: Vec<String> = (0..self.topics.len())
+            .map(|i| {
+                format!(
+                    "SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM outbox WHERE topic = ${} AND id >= ${} ORDER BY id LIMIT {max}) t{i}",
+                    2 * i + 1,
+                    2 * i + 2
+                )
+            })
+            .collect();
+        let sql = format!("{} ORDER BY id LIMIT {max}", branches.join(" UNION ALL "));
         let rows: Vec<OutboxRow> = on_read!(self.store, p => {
             let mut q = sqlx::query_as::<_, OutboxRow>(&sql);
             for t in &self.topics {

@@ -3,10 +3,13 @@
 //! minute it was processed, so late events land in the right bucket. Rollups (5m, 1h) are
 //! sums of minutes at query time (`crate::analytics`).
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 
 use crate::app::AppContext;
-use crate::consumers::{Emitter, Envelope, Handler, HandlerError};
+use crate::consumers::{BatchApply, Emitter, Envelope, Handler, HandlerError};
+use crate::store::bulk::{self, Val};
 use crate::store::{Store, StoreError, Tx};
 use crate::{on_read, on_tx};
 
@@ -57,19 +60,11 @@ impl Handler for CountsProjection {
         tx: &mut Tx,
         _out: &mut Emitter<'_>,
     ) -> Result<(), HandlerError> {
-        on_tx!(tx, c => {
-            sqlx::query(
-                "INSERT INTO event_counts (topic, event_type, minute, count) VALUES ($1, $2, $3, 1) \
-                 ON CONFLICT (topic, event_type, minute) DO UPDATE SET count = event_counts.count + 1",
-            )
-            .bind(&ev.topic)
-            .bind(&ev.event_type)
-            .bind(minute_of(ev.time))
-            .execute(&mut *c)
-            .await
-            .map_err(StoreError::from)?;
-        });
-        Ok(())
+        self.apply_batch(&[ev], tx).await
+    }
+
+    fn batch(&self) -> Option<&dyn BatchApply> {
+        Some(self)
     }
 
     async fn reset(&self, tx: &mut Tx) -> Result<bool, HandlerError> {
@@ -77,6 +72,39 @@ impl Handler for CountsProjection {
             sqlx::query("DELETE FROM event_counts").execute(&mut *c).await.map_err(StoreError::from)?;
         });
         Ok(true)
+    }
+}
+
+#[async_trait]
+impl BatchApply for CountsProjection {
+    /// The run summed per (topic, event type, minute) in memory, then one upsert: a batch of
+    /// one minute's events is one row.
+    async fn apply_batch(&self, evs: &[&Envelope], tx: &mut Tx) -> Result<(), HandlerError> {
+        let mut cells: BTreeMap<(&str, &str, i64), i64> = BTreeMap::new();
+        for ev in evs {
+            *cells
+                .entry((&ev.topic, &ev.event_type, minute_of(ev.time)))
+                .or_insert(0) += 1;
+        }
+        let rows: Vec<Vec<Val>> = cells
+            .iter()
+            .map(|((topic, ty, minute), n)| {
+                vec![
+                    Val::Str(topic),
+                    Val::Str(ty),
+                    Val::I64(*minute),
+                    Val::I64(*n),
+                ]
+            })
+            .collect();
+        bulk::insert(
+            tx,
+            "INSERT INTO event_counts (topic, event_type, minute, count) ",
+            &rows,
+            " ON CONFLICT (topic, event_type, minute) DO UPDATE SET count = event_counts.count + excluded.count",
+        )
+        .await?;
+        Ok(())
     }
 }
 

@@ -18,9 +18,10 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::app::AppContext;
-use crate::consumers::{Emitter, Envelope, Handler, HandlerError};
+use crate::consumers::{BatchApply, Emitter, Envelope, Handler, HandlerError};
+use crate::on_read;
+use crate::store::bulk::{self, Val};
 use crate::store::{Store, StoreError, Tx, dialect, now_micros};
-use crate::{on_read, on_tx};
 
 pub const GROUP: &str = "notifications";
 
@@ -112,24 +113,44 @@ const ORDER_LOCK: i64 = 72_530_002;
 
 /// Inserts a notification inside `tx` (once per event id).
 pub async fn insert(tx: &mut Tx, n: &Notification) -> Result<(), StoreError> {
+    insert_many(tx, std::slice::from_ref(n)).await
+}
+
+/// Inserts notifications inside `tx` with one multi-row statement (once per event id); ids
+/// follow the order of `ns`.
+pub async fn insert_many(tx: &mut Tx, ns: &[Notification]) -> Result<(), StoreError> {
+    if ns.is_empty() {
+        return Ok(());
+    }
     tx.advisory_lock(ORDER_LOCK).await?;
-    let payload = serde_json::to_string(&n.payload).unwrap_or_else(|_| "{}".into());
-    on_tx!(tx, c => {
-        sqlx::query(
-            "INSERT INTO notifications (event_id, user_id, event_type, payload, visibility, recipient_id, event_time, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(&n.event_id)
-        .bind(&n.user_id)
-        .bind(&n.event_type)
-        .bind(payload)
-        .bind(&n.visibility)
-        .bind(n.recipient_id.as_deref())
-        .bind(n.event_time)
-        .bind(now_micros())
-        .execute(&mut *c)
-        .await?;
-    });
+    let now = now_micros();
+    let payloads: Vec<String> = ns
+        .iter()
+        .map(|n| serde_json::to_string(&n.payload).unwrap_or_else(|_| "{}".into()))
+        .collect();
+    let rows: Vec<Vec<Val>> = ns
+        .iter()
+        .zip(&payloads)
+        .map(|(n, payload)| {
+            vec![
+                Val::Str(&n.event_id),
+                Val::Str(&n.user_id),
+                Val::Str(&n.event_type),
+                Val::Str(payload),
+                Val::Str(&n.visibility),
+                Val::OptStr(n.recipient_id.as_deref()),
+                Val::I64(n.event_time),
+                Val::I64(now),
+            ]
+        })
+        .collect();
+    bulk::insert(
+        tx,
+        "INSERT INTO notifications (event_id, user_id, event_type, payload, visibility, recipient_id, event_time, created_at) ",
+        &rows,
+        " ON CONFLICT (event_id) DO NOTHING",
+    )
+    .await?;
     bump_after_commit(tx);
     Ok(())
 }
@@ -277,8 +298,29 @@ impl Handler for NotificationsProjection {
         tx: &mut Tx,
         _out: &mut Emitter<'_>,
     ) -> Result<(), HandlerError> {
+        self.apply_batch(&[ev], tx).await
+    }
+
+    fn batch(&self) -> Option<&dyn BatchApply> {
+        Some(self)
+    }
+
+    async fn reset(&self, tx: &mut Tx) -> Result<bool, HandlerError> {
+        // Ids restart too, so a rebuild reproduces the table exactly.
+        dialect::truncate_restart_identity(tx, "notifications").await?;
+        // Ids restart, so cursors handed out so far must not be read against the new rows:
+        // a new epoch tells streams and clients to reset (`realtime`, docs/realtime.md).
+        epoch::advance(tx).await?;
+        bump_after_commit(tx);
+        Ok(true)
+    }
+}
+
+impl NotificationsProjection {
+    /// The notification an event becomes (`None` for a topic without a mapping).
+    fn notification(&self, ev: &Envelope) -> Result<Option<Notification>, HandlerError> {
         let Some(m) = MAPPINGS.iter().find(|m| m.topic == ev.topic) else {
-            return Ok(());
+            return Ok(None);
         };
         let user_id = ev
             .str_field("user_id")
@@ -300,30 +342,28 @@ impl Handler for NotificationsProjection {
         } else {
             ("private".to_string(), None)
         };
-        insert(
-            tx,
-            &Notification {
-                event_id: ev.id.clone(),
-                user_id,
-                event_type: m.event_type.to_string(),
-                payload: ev.payload.clone(),
-                visibility,
-                recipient_id,
-                event_time: event_time(ev, m.time_field),
-            },
-        )
-        .await?;
-        Ok(())
+        Ok(Some(Notification {
+            event_id: ev.id.clone(),
+            user_id,
+            event_type: m.event_type.to_string(),
+            payload: ev.payload.clone(),
+            visibility,
+            recipient_id,
+            event_time: event_time(ev, m.time_field),
+        }))
     }
+}
 
-    async fn reset(&self, tx: &mut Tx) -> Result<bool, HandlerError> {
-        // Ids restart too, so a rebuild reproduces the table exactly.
-        dialect::truncate_restart_identity(tx, "notifications").await?;
-        // Ids restart, so cursors handed out so far must not be read against the new rows:
-        // a new epoch tells streams and clients to reset (`realtime`, docs/realtime.md).
-        epoch::advance(tx).await?;
-        bump_after_commit(tx);
-        Ok(true)
+#[async_trait]
+impl BatchApply for NotificationsProjection {
+    /// One row per mapped event, inserted with one statement, in log order.
+    async fn apply_batch(&self, evs: &[&Envelope], tx: &mut Tx) -> Result<(), HandlerError> {
+        let mut rows = Vec::with_capacity(evs.len());
+        for ev in evs {
+            rows.extend(self.notification(ev)?);
+        }
+        insert_many(tx, &rows).await?;
+        Ok(())
     }
 }
 

@@ -12,7 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::app::AppContext;
-use crate::consumers::{Emitter, Envelope, Handler, HandlerError};
+use crate::consumers::{BatchApply, Emitter, Envelope, Handler, HandlerError};
+use crate::store::bulk::{self, Val};
 use crate::store::{Store, StoreError, Tx};
 use crate::{on_read, on_tx};
 
@@ -91,46 +92,11 @@ impl Handler for StatsProjection {
         tx: &mut Tx,
         _out: &mut Emitter<'_>,
     ) -> Result<(), HandlerError> {
-        let user = ev.str_field("user_id").unwrap_or(&ev.key);
-        if user.is_empty() {
-            return Ok(());
-        }
-        let login = (ev.topic == LOGIN_TOPIC).then(|| payload_time(ev, "login_time"));
-        let sent = i64::from(ev.topic == MESSAGE_TOPIC);
-        on_tx!(tx, c => {
-            sqlx::query(
-                "INSERT INTO user_stats (user_id, first_login_at, last_login_at, messages_sent, first_event_at, last_event_at) \
-                 VALUES ($1, $2, $2, $3, $4, $4) ON CONFLICT (user_id) DO UPDATE SET \
-                 first_login_at = CASE WHEN user_stats.first_login_at IS NULL \
-                     OR excluded.first_login_at < user_stats.first_login_at \
-                     THEN COALESCE(excluded.first_login_at, user_stats.first_login_at) ELSE user_stats.first_login_at END, \
-                 last_login_at = CASE WHEN user_stats.last_login_at IS NULL \
-                     OR excluded.last_login_at > user_stats.last_login_at \
-                     THEN COALESCE(excluded.last_login_at, user_stats.last_login_at) ELSE user_stats.last_login_at END, \
-                 messages_sent = user_stats.messages_sent + excluded.messages_sent, \
-                 first_event_at = CASE WHEN excluded.first_event_at < user_stats.first_event_at \
-                     THEN excluded.first_event_at ELSE user_stats.first_event_at END, \
-                 last_event_at = CASE WHEN excluded.last_event_at > user_stats.last_event_at \
-                     THEN excluded.last_event_at ELSE user_stats.last_event_at END",
-            )
-            .bind(user)
-            .bind(login)
-            .bind(sent)
-            .bind(ev.time)
-            .execute(&mut *c)
-            .await
-            .map_err(StoreError::from)?;
-            sqlx::query(
-                "INSERT INTO user_event_counts (user_id, event_type, count) VALUES ($1, $2, 1) \
-                 ON CONFLICT (user_id, event_type) DO UPDATE SET count = user_event_counts.count + 1",
-            )
-            .bind(user)
-            .bind(&ev.event_type)
-            .execute(&mut *c)
-            .await
-            .map_err(StoreError::from)?;
-        });
-        Ok(())
+        self.apply_batch(&[ev], tx).await
+    }
+
+    fn batch(&self) -> Option<&dyn BatchApply> {
+        Some(self)
     }
 
     async fn reset(&self, tx: &mut Tx) -> Result<bool, HandlerError> {
@@ -140,6 +106,101 @@ impl Handler for StatsProjection {
             });
         }
         Ok(true)
+    }
+}
+
+/// A run's effect on one user's row: the same folds the upsert applies, done in memory first
+/// (every effect is commutative), so the run costs one row per user, not one per event.
+struct UserDelta {
+    first_login: Option<i64>,
+    last_login: Option<i64>,
+    sent: i64,
+    first_event: i64,
+    last_event: i64,
+}
+
+/// Folds `evs` into per-user deltas and per-(user, event type) counts.
+#[allow(clippy::type_complexity)]
+fn fold<'a>(
+    evs: &[&'a Envelope],
+) -> (
+    BTreeMap<&'a str, UserDelta>,
+    BTreeMap<(&'a str, &'a str), i64>,
+) {
+    let mut users: BTreeMap<&'a str, UserDelta> = BTreeMap::new();
+    let mut counts: BTreeMap<(&'a str, &'a str), i64> = BTreeMap::new();
+    for &ev in evs {
+        let user = ev.str_field("user_id").unwrap_or(&ev.key);
+        if user.is_empty() {
+            continue;
+        }
+        let login = (ev.topic == LOGIN_TOPIC).then(|| payload_time(ev, "login_time"));
+        let sent = i64::from(ev.topic == MESSAGE_TOPIC);
+        let d = users.entry(user).or_insert(UserDelta {
+            first_login: None,
+            last_login: None,
+            sent: 0,
+            first_event: ev.time,
+            last_event: ev.time,
+        });
+        d.first_login = d.first_login.into_iter().chain(login).min();
+        d.last_login = d.last_login.into_iter().chain(login).max();
+        d.sent += sent;
+        d.first_event = d.first_event.min(ev.time);
+        d.last_event = d.last_event.max(ev.time);
+        *counts.entry((user, ev.event_type.as_str())).or_insert(0) += 1;
+    }
+    (users, counts)
+}
+
+#[async_trait]
+impl BatchApply for StatsProjection {
+    /// One upsert per table for the whole run (a row per user / per user and event type).
+    async fn apply_batch(&self, evs: &[&Envelope], tx: &mut Tx) -> Result<(), HandlerError> {
+        let (users, counts) = fold(evs);
+        let rows: Vec<Vec<Val>> = users
+            .iter()
+            .map(|(user, d)| {
+                vec![
+                    Val::Str(user),
+                    Val::OptI64(d.first_login),
+                    Val::OptI64(d.last_login),
+                    Val::I64(d.sent),
+                    Val::I64(d.first_event),
+                    Val::I64(d.last_event),
+                ]
+            })
+            .collect();
+        bulk::insert(
+            tx,
+            "INSERT INTO user_stats (user_id, first_login_at, last_login_at, messages_sent, first_event_at, last_event_at) ",
+            &rows,
+            " ON CONFLICT (user_id) DO UPDATE SET \
+             first_login_at = CASE WHEN user_stats.first_login_at IS NULL \
+                 OR excluded.first_login_at < user_stats.first_login_at \
+                 THEN COALESCE(excluded.first_login_at, user_stats.first_login_at) ELSE user_stats.first_login_at END, \
+             last_login_at = CASE WHEN user_stats.last_login_at IS NULL \
+                 OR excluded.last_login_at > user_stats.last_login_at \
+                 THEN COALESCE(excluded.last_login_at, user_stats.last_login_at) ELSE user_stats.last_login_at END, \
+             messages_sent = user_stats.messages_sent + excluded.messages_sent, \
+             first_event_at = CASE WHEN excluded.first_event_at < user_stats.first_event_at \
+                 THEN excluded.first_event_at ELSE user_stats.first_event_at END, \
+             last_event_at = CASE WHEN excluded.last_event_at > user_stats.last_event_at \
+                 THEN excluded.last_event_at ELSE user_stats.last_event_at END",
+        )
+        .await?;
+        let rows: Vec<Vec<Val>> = counts
+            .iter()
+            .map(|((user, ty), n)| vec![Val::Str(user), Val::Str(ty), Val::I64(*n)])
+            .collect();
+        bulk::insert(
+            tx,
+            "INSERT INTO user_event_counts (user_id, event_type, count) ",
+            &rows,
+            " ON CONFLICT (user_id, event_type) DO UPDATE SET count = user_event_counts.count + excluded.count",
+        )
+        .await?;
+        Ok(())
     }
 }
 
