@@ -107,9 +107,12 @@ pub fn event_type_of(topic: &str) -> String {
         .to_string()
 }
 
+/// Every topic's schema by topic name.
+pub type TopicMap = HashMap<String, Arc<TopicSchema>>;
+
 pub struct SchemaCatalog {
     registry: Arc<dyn Registry>,
-    topics: ArcSwap<HashMap<String, Arc<TopicSchema>>>,
+    topics: ArcSwap<TopicMap>,
     by_id: DashMap<u32, Arc<Parsed>>,
     rules: Rules,
 }
@@ -203,6 +206,12 @@ impl SchemaCatalog {
     /// The topics' rules, for consumers to check what they receive the way ingest did.
     pub fn rules(&self) -> &Rules {
         &self.rules
+    }
+
+    /// Every topic's schema as one snapshot; a schema change replaces the whole map, so
+    /// `Arc::ptr_eq` on two snapshots tells whether anything changed in between.
+    pub fn topic_map(&self) -> Arc<TopicMap> {
+        self.topics.load_full()
     }
 
     pub fn topic(&self, topic: &str) -> Option<Arc<TopicSchema>> {

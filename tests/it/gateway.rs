@@ -368,6 +368,12 @@ async fn routes_reload_and_broken_file_keeps_last_good(b: Backend) {
         "routes:\n  chat:\n    topic: public.user.message.events\n    allow: [user]\n",
         1,
     );
+    // The served OpenAPI document is cached; it must follow the reload.
+    let documents_chat = || async {
+        let (_, doc) = app.get_json("/openapi.json", None).await;
+        doc["paths"].get("/api/v1/events/chat").is_some()
+    };
+    assert!(!documents_chat().await);
     write_file(&path, &text);
     eventually(10, || async {
         (app.post_json("/api/v1/events/chat", &t, &message("x"))
@@ -377,6 +383,10 @@ async fn routes_reload_and_broken_file_keeps_last_good(b: Backend) {
             .then_some(())
     })
     .await;
+    assert!(
+        documents_chat().await,
+        "the document lists the reloaded route"
+    );
     // A broken file is rejected: the last good routes stay, and the reason is reported.
     write_file(&path, "routes: [this is: not valid");
     let admin = app.admin_token();

@@ -13,11 +13,13 @@
 pub mod docs;
 pub mod events;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use axum::Extension;
 use axum::extract::State;
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use bytes::Bytes;
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 use utoipa::openapi::RefOr;
@@ -26,6 +28,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppContext;
+use crate::gateway::routes::RouteTable;
+use crate::schema::TopicMap;
 
 /// Declares a documentation-only type whose schema is a JSON Schema literal: the shape of an
 /// answer a handler builds with `json!`. Only the keywords utoipa models are kept
@@ -114,8 +118,21 @@ pub fn router() -> OpenApiRouter<AppContext> {
 }
 
 /// The document as built from the router, with what holds for every operation; the
-/// per-route event operations are added per request (`document`).
-pub struct Base(pub Value);
+/// per-route event operations are added from the live route table (`document`).
+pub struct Base {
+    doc: Value,
+    /// The last document served, with the route table and topic schemas it was built from.
+    /// Building it costs ~30 ms (a JSON Schema per route), and `/openapi.json` needs no
+    /// credentials, so it is built once per route-table or schema change, not per request:
+    /// otherwise any anonymous client could make the server spend a core on it.
+    served: Mutex<Option<Served>>,
+}
+
+struct Served {
+    routes: Arc<RouteTable>,
+    topics: Arc<TopicMap>,
+    body: Bytes,
+}
 
 /// Finishes what the registrations produced: security schemes and the answers every
 /// operation can give because of the guards in front of the handlers.
@@ -139,12 +156,15 @@ pub fn finish(api: utoipa::openapi::OpenApi) -> Base {
             }
         }
     }
-    Base(doc)
+    Base {
+        doc,
+        served: Mutex::new(None),
+    }
 }
 
 /// The document for a running process: the base plus one operation per ingest route.
 pub fn document(ctx: &AppContext, base: &Base) -> Value {
-    let mut doc = base.0.clone();
+    let mut doc = base.doc.clone();
     events::add_routes(&mut doc, &events::Catalog::of(ctx));
     doc
 }
@@ -292,7 +312,30 @@ async fn openapi_json(
     State(ctx): State<AppContext>,
     Extension(base): Extension<Arc<Base>>,
 ) -> Response {
-    Json(document(&ctx, &base)).into_response()
+    let body = served(&ctx, &base);
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The serialized document for the current route table and topic schemas, built again only
+/// when either has been replaced. The cache holds the `Arc`s it compares, so a replaced table
+/// cannot be freed and its address reused by the next one.
+fn served(ctx: &AppContext, base: &Base) -> Bytes {
+    let routes = ctx.routes.current();
+    let topics = ctx.schemas.topic_map();
+    let mut slot = base.served.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = slot.as_ref()
+        && Arc::ptr_eq(&s.routes, &routes)
+        && Arc::ptr_eq(&s.topics, &topics)
+    {
+        return s.body.clone();
+    }
+    let body = Bytes::from(serde_json::to_vec(&document(ctx, base)).unwrap_or_default());
+    *slot = Some(Served {
+        routes,
+        topics,
+        body: body.clone(),
+    });
+    body
 }
 
 /// Every path and method of a document, e.g. `("GET", "/healthz")`, sorted.
@@ -365,7 +408,7 @@ mod tests {
     #[test]
     fn document_is_complete() {
         let (_, api) = crate::http::api_router(&crate::roles::ALL, None).split_for_parts();
-        let doc = finish(api).0;
+        let doc = finish(api).doc;
         assert_eq!(doc["openapi"], "3.1.0");
         let mut ids = std::collections::HashSet::new();
         let mut n = 0;
