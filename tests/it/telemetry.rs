@@ -70,6 +70,32 @@ async fn post_raw(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// An OTLP/HTTP protobuf logs request with one record whose body holds a NUL.
+fn otlp_log_with_nul() -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    let now = chrono::Utc::now().timestamp_nanos_opt().expect("now") as u64;
+    let record = LogRecord {
+        time_unix_nano: now,
+        severity_text: "INFO".into(),
+        body: Some(AnyValue {
+            value: Some(any_value::Value::StringValue("before\0after".into())),
+        }),
+        ..Default::default()
+    };
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![record],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
 /// A JSON POST authenticated with an API key.
 pub async fn post_key(app: &TestApp, path: &str, key: &str, body: &Value) -> (u16, Value) {
     let r = app
@@ -330,6 +356,14 @@ async fn bad_input_is_refused_and_stores_nothing(b: Backend) {
         let (s, r) = post_key(&app, path, &key, &body).await;
         assert_eq!((s, r["field"].as_str()), (400, Some(field)), "{r}");
     }
+    // OTLP protobuf is not JSON, so no edge check sees its strings: a NUL in a log body is
+    // refused by the telemetry validation (a PostgreSQL TEXT column could not store it).
+    let (s, r) = post_raw(&app, "/v1/logs", &key, otlp_log_with_nul(), None).await;
+    assert_eq!(
+        (s, r["error"].as_str(), r["field"].as_str()),
+        (400, Some("invalid_line"), Some("message")),
+        "{r}"
+    );
     // Credentials: no org, no write scope, a token without an org.
     let no_org = app.api_key("no-org", &["telemetry:write"]).await;
     let reader = app.api_key("reader", &["telemetry:read", "org:acme"]).await;

@@ -97,6 +97,20 @@ pub fn check(batch: &mut Batch, cfg: &IngestConfig, w: Window) -> Result<Counts,
         if line.service.len() > cfg.max_label_value_bytes || line.level.len() > 64 {
             return Err(at(invalid_labels("service", "service or level too long")));
         }
+        // What is accepted must be storable by every writer: a PostgreSQL TEXT column refuses
+        // NUL, and a refused row would stall the telemetry group for every tenant. The JSON
+        // formats are refused at the edge already; OTLP protobuf reaches here.
+        for (field, text) in [
+            ("service", &line.service),
+            ("level", &line.level),
+            ("message", &line.message),
+        ] {
+            if text.contains('\0') {
+                return Err(at(ApiError::bad_request("invalid_line")
+                    .with("field", field)
+                    .with("reason", "holds a NUL character")));
+            }
+        }
     }
     Ok(Counts {
         series: batch.timeseries.len(),
@@ -240,6 +254,24 @@ mod tests {
             code(one(vec![l(NAME, "up")], 2_001, 1.0)),
             "timestamp_out_of_range"
         );
+        for (service, level, message) in [
+            ("a\0", "info", "m"),
+            ("a", "in\0fo", "m"),
+            ("a", "info", "m\0"),
+        ] {
+            let mut b = Batch {
+                timeseries: vec![],
+                logs: vec![crate::telemetry::model::LogLine {
+                    ts_ns: 1_500_000_000,
+                    service: service.into(),
+                    level: level.into(),
+                    message: message.into(),
+                    labels: vec![],
+                    attributes: String::new(),
+                }],
+            };
+            assert_eq!(check(&mut b, &cfg, W).unwrap_err().code(), "invalid_line");
+        }
         let small = IngestConfig {
             max_samples: 0,
             ..IngestConfig::default()
