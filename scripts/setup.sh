@@ -49,7 +49,7 @@ if ! command -v s3s-fs >/dev/null; then
   cargo install s3s-fs --version 0.14.1 --features binary --locked -q &
   pids+=($!)
 fi
-if ! python3 -c 'import confluent_kafka.schema_registry, fastavro' 2>/dev/null; then
+if ! python3 -c 'import confluent_kafka.schema_registry, fastavro, requests' 2>/dev/null; then
   log "pip install confluent-kafka[avro,schemaregistry] fastavro"
   python3 -m pip install -q 'confluent-kafka[avro,schemaregistry]' fastavro requests
 fi

@@ -50,6 +50,33 @@ pub fn router() -> utoipa_axum::router::OpenApiRouter<AppContext> {
         .routes(utoipa_axum::routes!(otlp_logs))
 }
 
+/// The answers of every ingest endpoint, documented once.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only its documentation is used
+enum IngestAnswers {
+    /// Accepted: the batch is durable in the outbox
+    #[response(status = 202)]
+    Accepted(#[to_schema] TelemetryAccepted),
+    /// A body that does not decode or breaks a limit (the error names it)
+    #[response(status = 400)]
+    Invalid(#[to_schema] crate::http::openapi::ErrorBody),
+    /// Needs the telemetry:write scope and an org
+    #[response(status = 403)]
+    Forbidden(#[to_schema] crate::http::openapi::ErrorBody),
+    /// The body, or its decompressed size, is over the limit
+    #[response(status = 413)]
+    TooLarge(#[to_schema] crate::http::openapi::ErrorBody),
+    /// An unsupported content type or encoding
+    #[response(status = 415)]
+    Unsupported(#[to_schema] crate::http::openapi::ErrorBody),
+}
+
+/// The accepted answer (its fields are described in docs/telemetry.md).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = Object)]
+#[allow(dead_code)]
+struct TelemetryAccepted(serde_json::Map<String, serde_json::Value>);
+
 /// A telemetry request body, bounded by `telemetry.ingest.body_limit_bytes`.
 pub struct TelemetryBody(pub Bytes);
 
@@ -88,13 +115,7 @@ fn json_body(
     operation_id = "remote_write",
     summary = "Prometheus remote write 1.0 (protobuf, snappy block format)",
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A snappy-compressed WriteRequest; Prometheus sends it as application/x-protobuf, and any content type is accepted"),
-    responses(
-        (status = 202, description = "Accepted: the batch is durable in the outbox", body = Object),
-        (status = 400, description = "A body that does not decode or breaks a limit (the error names it)", body = crate::http::openapi::ErrorBody),
-        (status = 403, description = "Needs the telemetry:write scope and an org", body = crate::http::openapi::ErrorBody),
-        (status = 413, description = "The body, or its decompressed size, is over the limit", body = crate::http::openapi::ErrorBody),
-        (status = 415, description = "An unsupported content type or encoding", body = crate::http::openapi::ErrorBody),
-    ),
+    responses(IngestAnswers),
     security(("bearer" = []), ("api_key" = []))
 )]
 async fn remote_write(
@@ -115,13 +136,7 @@ async fn remote_write(
     operation_id = "native_metrics",
     summary = "Metrics, native JSON (one or a batch)",
     request_body(content = Object, content_type = "application/json"),
-    responses(
-        (status = 202, description = "Accepted: the batch is durable in the outbox", body = Object),
-        (status = 400, description = "A body that does not decode or breaks a limit (the error names it)", body = crate::http::openapi::ErrorBody),
-        (status = 403, description = "Needs the telemetry:write scope and an org", body = crate::http::openapi::ErrorBody),
-        (status = 413, description = "The body, or its decompressed size, is over the limit", body = crate::http::openapi::ErrorBody),
-        (status = 415, description = "An unsupported content type or encoding", body = crate::http::openapi::ErrorBody),
-    ),
+    responses(IngestAnswers),
     security(("bearer" = []), ("api_key" = []))
 )]
 async fn native_metrics(
@@ -142,13 +157,7 @@ async fn native_metrics(
     operation_id = "native_logs",
     summary = "Log lines, native JSON (one or a batch)",
     request_body(content = Object, content_type = "application/json"),
-    responses(
-        (status = 202, description = "Accepted: the batch is durable in the outbox", body = Object),
-        (status = 400, description = "A body that does not decode or breaks a limit (the error names it)", body = crate::http::openapi::ErrorBody),
-        (status = 403, description = "Needs the telemetry:write scope and an org", body = crate::http::openapi::ErrorBody),
-        (status = 413, description = "The body, or its decompressed size, is over the limit", body = crate::http::openapi::ErrorBody),
-        (status = 415, description = "An unsupported content type or encoding", body = crate::http::openapi::ErrorBody),
-    ),
+    responses(IngestAnswers),
     security(("bearer" = []), ("api_key" = []))
 )]
 async fn native_logs(
@@ -169,13 +178,7 @@ async fn native_logs(
     operation_id = "loki_push",
     summary = "The Loki push API (JSON)",
     request_body(content = Object, content_type = "application/json"),
-    responses(
-        (status = 202, description = "Accepted: the batch is durable in the outbox", body = Object),
-        (status = 400, description = "A body that does not decode or breaks a limit (the error names it)", body = crate::http::openapi::ErrorBody),
-        (status = 403, description = "Needs the telemetry:write scope and an org", body = crate::http::openapi::ErrorBody),
-        (status = 413, description = "The body, or its decompressed size, is over the limit", body = crate::http::openapi::ErrorBody),
-        (status = 415, description = "An unsupported content type or encoding", body = crate::http::openapi::ErrorBody),
-    ),
+    responses(IngestAnswers),
     security(("bearer" = []), ("api_key" = []))
 )]
 async fn loki_push(
@@ -220,13 +223,7 @@ fn otlp_body(
     operation_id = "otlp_metrics",
     summary = "OTLP/HTTP metrics (protobuf or JSON, gzip)",
     request_body(content = Object, content_type = "application/json", description = "ExportMetricsServiceRequest; application/x-protobuf too"),
-    responses(
-        (status = 202, description = "Accepted: the batch is durable in the outbox", body = Object),
-        (status = 400, description = "A body that does not decode or breaks a limit (the error names it)", body = crate::http::openapi::ErrorBody),
-        (status = 403, description = "Needs the telemetry:write scope and an org", body = crate::http::openapi::ErrorBody),
-        (status = 413, description = "The body, or its decompressed size, is over the limit", body = crate::http::openapi::ErrorBody),
-        (status = 415, description = "An unsupported content type or encoding", body = crate::http::openapi::ErrorBody),
-    ),
+    responses(IngestAnswers),
     security(("bearer" = []), ("api_key" = []))
 )]
 async fn otlp_metrics(
@@ -248,13 +245,7 @@ async fn otlp_metrics(
     operation_id = "otlp_logs",
     summary = "OTLP/HTTP logs (protobuf or JSON, gzip)",
     request_body(content = Object, content_type = "application/json", description = "ExportLogsServiceRequest; application/x-protobuf too"),
-    responses(
-        (status = 202, description = "Accepted: the batch is durable in the outbox", body = Object),
-        (status = 400, description = "A body that does not decode or breaks a limit (the error names it)", body = crate::http::openapi::ErrorBody),
-        (status = 403, description = "Needs the telemetry:write scope and an org", body = crate::http::openapi::ErrorBody),
-        (status = 413, description = "The body, or its decompressed size, is over the limit", body = crate::http::openapi::ErrorBody),
-        (status = 415, description = "An unsupported content type or encoding", body = crate::http::openapi::ErrorBody),
-    ),
+    responses(IngestAnswers),
     security(("bearer" = []), ("api_key" = []))
 )]
 async fn otlp_logs(

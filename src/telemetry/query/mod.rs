@@ -38,6 +38,30 @@ pub fn router() -> utoipa_axum::router::OpenApiRouter<AppContext> {
         .routes(utoipa_axum::routes!(query_logs))
 }
 
+/// The answers of every Prometheus API endpoint, documented once.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only its documentation is used
+enum PromAnswers {
+    /// Prometheus JSON: `{"status":"success","data":…}`
+    #[response(status = 200)]
+    Success(#[to_schema] PromBody),
+    /// Prometheus error body (`bad_data`): a bad parameter or a query outside the supported PromQL subset
+    #[response(status = 400)]
+    BadData(#[to_schema] PromBody),
+    /// Needs the telemetry:read scope and an org
+    #[response(status = 403)]
+    Forbidden(#[to_schema] crate::http::openapi::ErrorBody),
+    /// Prometheus error body (`execution`)
+    #[response(status = 422)]
+    Execution(#[to_schema] PromBody),
+}
+
+/// Any JSON object (the Prometheus answer shapes are documented by Prometheus).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = Object)]
+#[allow(dead_code)]
+struct PromBody(serde_json::Map<String, Value>);
+
 /// A Prometheus-style error answer.
 fn prom_error(status: StatusCode, kind: &str, msg: impl Into<String>) -> Response {
     let body = json!({"status": "error", "errorType": kind, "error": msg.into()});
@@ -104,6 +128,16 @@ impl Params {
     fn all(&self, k: &str) -> &[String] {
         self.0.get(k).map(Vec::as_slice).unwrap_or(&[])
     }
+}
+
+/// The caller's org (read access) and the request's parameters: what every Prometheus API
+/// handler starts with.
+async fn reader(p: &Principal, req: Request) -> Result<(String, Params), Response> {
+    let org = tenant(p, Access::Read).map_err(IntoResponse::into_response)?;
+    let params = Params::read(req)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok((org, params))
 }
 
 /// A time parameter: RFC 3339 or unix seconds, in unix milliseconds.
@@ -196,12 +230,7 @@ async fn evaluate(
     operation_id = "instant",
     summary = "PromQL instant query",
     params(("query" = Option<String>, Query, description = "PromQL"), ("time" = Option<String>, Query, description = "RFC 3339 or unix seconds")),
-    responses(
-        (status = 200, description = "Prometheus JSON: `{\"status\":\"success\",\"data\":…}`", body = Object),
-        (status = 400, description = "Prometheus error body (`bad_data`): a bad parameter or a query outside the supported PromQL subset", body = Object),
-        (status = 403, description = "Needs the telemetry:read scope and an org", body = crate::http::openapi::ErrorBody),
-        (status = 422, description = "Prometheus error body (`execution`)", body = Object),
-    ),
+    responses(PromAnswers),
     security(("bearer" = []), ("api_key" = []))
 )]
 async fn instant(
@@ -209,10 +238,7 @@ async fn instant(
     p: Principal,
     req: Request,
 ) -> Result<Response, Response> {
-    let org = tenant(&p, Access::Read).map_err(IntoResponse::into_response)?;
-    let params = Params::read(req)
-        .await
-        .map_err(IntoResponse::into_response)?;
+    let (org, params) = reader(&p, req).await?;
     let run = async {
         let query = params
             .one("query")
@@ -261,12 +287,7 @@ fn matrix(steps: Steps, series: Vec<Series>) -> Value {
     operation_id = "range",
     summary = "PromQL range query",
     params(("query" = Option<String>, Query, description = "PromQL"), ("start" = Option<String>, Query, description = "RFC 3339 or unix seconds"), ("end" = Option<String>, Query, description = "RFC 3339 or unix seconds"), ("step" = Option<String>, Query, description = "Seconds or a PromQL duration")),
-    responses(
-        (status = 200, description = "Prometheus JSON: `{\"status\":\"success\",\"data\":…}`", body = Object),
-        (status = 400, description = "Prometheus error body (`bad_data`): a bad parameter or a query outside the supported PromQL subset", body = Object),
-        (status = 403, description = "Needs the telemetry:read scope and an org", body = crate::http::openapi::ErrorBody),
-        (status = 422, description = "Prometheus error body (`execution`)", body = Object),
-    ),
+    responses(PromAnswers),
     security(("bearer" = []), ("api_key" = []))
 )]
 async fn range(
@@ -274,10 +295,7 @@ async fn range(
     p: Principal,
     req: Request,
 ) -> Result<Response, Response> {
-    let org = tenant(&p, Access::Read).map_err(IntoResponse::into_response)?;
-    let params = Params::read(req)
-        .await
-        .map_err(IntoResponse::into_response)?;
+    let (org, params) = reader(&p, req).await?;
     let run = async {
         let query = params
             .one("query")
@@ -351,12 +369,7 @@ async fn matched(
     operation_id = "series",
     summary = "Series matching selectors",
     params(("match[]" = Option<Vec<String>>, Query, description = "Series selectors"), ("start" = Option<String>, Query, description = "RFC 3339 or unix seconds"), ("end" = Option<String>, Query, description = "RFC 3339 or unix seconds"), ("step" = Option<String>, Query, description = "Seconds or a PromQL duration")),
-    responses(
-        (status = 200, description = "Prometheus JSON: `{\"status\":\"success\",\"data\":…}`", body = Object),
-        (status = 400, description = "Prometheus error body (`bad_data`): a bad parameter or a query outside the supported PromQL subset", body = Object),
-        (status = 403, description = "Needs the telemetry:read scope and an org", body = crate::http::openapi::ErrorBody),
-        (status = 422, description = "Prometheus error body (`execution`)", body = Object),
-    ),
+    responses(PromAnswers),
     security(("bearer" = []), ("api_key" = []))
 )]
 async fn series(
@@ -364,10 +377,7 @@ async fn series(
     p: Principal,
     req: Request,
 ) -> Result<Response, Response> {
-    let org = tenant(&p, Access::Read).map_err(IntoResponse::into_response)?;
-    let params = Params::read(req)
-        .await
-        .map_err(IntoResponse::into_response)?;
+    let (org, params) = reader(&p, req).await?;
     let found = matched(&ctx, &org, &params)
         .await
         .map_err(IntoResponse::into_response)?;
@@ -381,12 +391,7 @@ async fn series(
     operation_id = "labels",
     summary = "Label names",
     params(("match[]" = Option<Vec<String>>, Query, description = "Series selectors"), ("start" = Option<String>, Query, description = "RFC 3339 or unix seconds"), ("end" = Option<String>, Query, description = "RFC 3339 or unix seconds"), ("step" = Option<String>, Query, description = "Seconds or a PromQL duration")),
-    responses(
-        (status = 200, description = "Prometheus JSON: `{\"status\":\"success\",\"data\":…}`", body = Object),
-        (status = 400, description = "Prometheus error body (`bad_data`): a bad parameter or a query outside the supported PromQL subset", body = Object),
-        (status = 403, description = "Needs the telemetry:read scope and an org", body = crate::http::openapi::ErrorBody),
-        (status = 422, description = "Prometheus error body (`execution`)", body = Object),
-    ),
+    responses(PromAnswers),
     security(("bearer" = []), ("api_key" = []))
 )]
 async fn labels(
@@ -394,10 +399,7 @@ async fn labels(
     p: Principal,
     req: Request,
 ) -> Result<Response, Response> {
-    let org = tenant(&p, Access::Read).map_err(IntoResponse::into_response)?;
-    let params = Params::read(req)
-        .await
-        .map_err(IntoResponse::into_response)?;
+    let (org, params) = reader(&p, req).await?;
     let found = matched(&ctx, &org, &params)
         .await
         .map_err(IntoResponse::into_response)?;
@@ -413,12 +415,7 @@ async fn labels(
     operation_id = "label_values",
     summary = "Values of one label",
     params(("name" = String, Path, description = "The label name"), ("match[]" = Option<Vec<String>>, Query, description = "Series selectors"), ("start" = Option<String>, Query, description = "RFC 3339 or unix seconds"), ("end" = Option<String>, Query, description = "RFC 3339 or unix seconds"), ("step" = Option<String>, Query, description = "Seconds or a PromQL duration")),
-    responses(
-        (status = 200, description = "Prometheus JSON: `{\"status\":\"success\",\"data\":…}`", body = Object),
-        (status = 400, description = "Prometheus error body (`bad_data`): a bad parameter or a query outside the supported PromQL subset", body = Object),
-        (status = 403, description = "Needs the telemetry:read scope and an org", body = crate::http::openapi::ErrorBody),
-        (status = 422, description = "Prometheus error body (`execution`)", body = Object),
-    ),
+    responses(PromAnswers),
     security(("bearer" = []), ("api_key" = []))
 )]
 async fn label_values(
@@ -427,10 +424,7 @@ async fn label_values(
     Path(name): Path<String>,
     req: Request,
 ) -> Result<Response, Response> {
-    let org = tenant(&p, Access::Read).map_err(IntoResponse::into_response)?;
-    let params = Params::read(req)
-        .await
-        .map_err(IntoResponse::into_response)?;
+    let (org, params) = reader(&p, req).await?;
     let found = matched(&ctx, &org, &params)
         .await
         .map_err(IntoResponse::into_response)?;
