@@ -1,6 +1,7 @@
 //! substrate: an event-driven substrate in one binary. See `docs/` and DESIGN for the
 //! architecture; each folder here is one component or role.
 
+pub mod alerts;
 pub mod analytics;
 pub mod app;
 pub mod cli;

@@ -20,14 +20,17 @@ pub enum Role {
     Sagas,
     /// Sends the synthetic probe around the loop.
     Probe,
+    /// Evaluates alert rules and delivers their notifications.
+    Alerts,
 }
 
-pub const ALL: [Role; 5] = [
+pub const ALL: [Role; 6] = [
     Role::Gateway,
     Role::Relay,
     Role::Consumers,
     Role::Sagas,
     Role::Probe,
+    Role::Alerts,
 ];
 
 impl Role {
@@ -38,6 +41,7 @@ impl Role {
             Role::Consumers => "consumers",
             Role::Sagas => "sagas",
             Role::Probe => "probe",
+            Role::Alerts => "alerts",
         }
     }
 }
@@ -49,7 +53,9 @@ impl fmt::Display for Role {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown role `{0}`; valid roles: gateway, relay, consumers, sagas, probe (or all)")]
+#[error(
+    "unknown role `{0}`; valid roles: gateway, relay, consumers, sagas, probe, alerts (or all)"
+)]
 pub struct UnknownRole(pub String);
 
 impl FromStr for Role {
@@ -94,6 +100,7 @@ pub async fn run(role: Role, ctx: AppContext, shutdown: CancellationToken) -> an
         Role::Relay => crate::relay::run(ctx, shutdown).await,
         Role::Sagas => crate::media::role::run(ctx, shutdown).await,
         Role::Probe => crate::probe::run(ctx, shutdown).await,
+        Role::Alerts => crate::alerts::run(ctx, shutdown).await,
     }
 }
 

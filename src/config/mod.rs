@@ -54,6 +54,8 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     pub probe: ProbeConfig,
     pub telemetry: TelemetryConfig,
+    /// The alerts role: rules, evaluation and webhook notifications.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

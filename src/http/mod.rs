@@ -46,7 +46,8 @@ pub fn api_router(roles: &[Role], ctx: Option<&AppContext>) -> OpenApiRouter<App
             .merge(crate::projections::snapshot::api::router())
             .merge(crate::analytics::api::router())
             .merge(crate::telemetry::ingest::router())
-            .merge(crate::telemetry::query::router());
+            .merge(crate::telemetry::query::router())
+            .merge(crate::alerts::router());
         r = r.merge(match ctx {
             Some(ctx) => api.layer(axum::middleware::from_fn_with_state(
                 ctx.clone(),

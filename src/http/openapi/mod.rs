@@ -104,6 +104,7 @@ pub struct ErrorBody {
         (name = "stats", description = "Per-user statistics and analytics."),
         (name = "admin", description = "Operator endpoints: API keys, routes, dead letters, replay, snapshots."),
         (name = "telemetry", description = "Metrics and logs from standard agents (Prometheus remote write, OTLP/HTTP, Loki, native JSON) and the Prometheus-compatible query API under /prometheus."),
+        (name = "alerts", description = "Alert rules over stored telemetry, their history, and webhook notification targets."),
         (name = "meta", description = "Health, readiness, metrics, status and this document."),
     )
 )]
