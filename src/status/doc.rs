@@ -27,6 +27,33 @@ pub struct StatusDoc {
     pub refresh_secs: u64,
     pub components: Vec<ComponentDoc>,
     pub probe: ProbeDoc,
+    /// Firing alerts of rules marked `public` (`crate::alerts`), oldest first.
+    pub alerts: Vec<AlertDoc>,
+}
+
+/// A firing public alert as the page shows it: nothing but the rule's name, severity, since
+/// when, and its `summary` annotation.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertDoc {
+    pub rule: String,
+    pub severity: String,
+    pub since: String,
+    pub summary: Option<String>,
+}
+
+async fn public_alerts(ctx: &AppContext) -> Vec<AlertDoc> {
+    let firing = crate::alerts::rules::state::public_firing(&ctx.store)
+        .await
+        .unwrap_or_default();
+    firing
+        .into_iter()
+        .map(|a| AlertDoc {
+            since: rfc3339_micros(a.fired_at.unwrap_or(a.active_since).saturating_mul(1000)),
+            summary: a.annotations.get("summary").cloned(),
+            rule: a.rule,
+            severity: a.severity,
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -158,9 +185,10 @@ pub async fn build(ctx: &AppContext, report: &Report) -> StatusDoc {
     let today = history::day_of(now);
     let first_day = today - days + 1;
     let timeout_us = (p.timeout_secs as i64) * 1_000_000;
-    let (daily, runs) = tokio::join!(
+    let (daily, runs, alerts) = tokio::join!(
         history::daily(&ctx.store, first_day),
         history::runs_since(&ctx.store, now - 3_600_000_000, timeout_us),
+        public_alerts(ctx),
     );
     let mut by_component: HashMap<String, HashMap<i64, DayCounts>> = HashMap::new();
     for (component, day, counts) in daily.unwrap_or_default() {
@@ -201,6 +229,7 @@ pub async fn build(ctx: &AppContext, report: &Report) -> StatusDoc {
         refresh_secs: p.page_refresh_secs.max(5),
         components,
         probe: probe_doc(ctx, runs.unwrap_or_default()),
+        alerts,
     }
 }
 

@@ -18,7 +18,8 @@ pub fn router() -> OpenApiRouter<AppContext> {
 }
 
 crate::doc_schema!(
-    /// The status page's data: the overall state, each component with its 90 days, the probe.
+    /// The status page's data: the overall state, each component with its 90 days, the probe,
+    /// and the firing alerts of public rules.
     StatusDocument = {"type": "object", "required": ["title", "status", "updated_at", "components", "probe"], "properties": {
         "title": {"type": "string"},
         "status": {"type": "string", "enum": ["operational", "degraded", "down"]},
@@ -27,7 +28,10 @@ crate::doc_schema!(
         "components": {"type": "array", "items": {"type": "object", "required": ["name", "title", "state"], "properties": {
             "name": {"type": "string"}, "title": {"type": "string"},
             "state": {"type": "string", "enum": ["operational", "degraded", "down"]}}}},
-        "probe": {"type": "object"}}}
+        "probe": {"type": "object"},
+        "alerts": {"type": "array", "items": {"type": "object", "required": ["rule", "severity", "since"], "properties": {
+            "rule": {"type": "string"}, "severity": {"type": "string"}, "since": {"type": "string"},
+            "summary": {"type": ["string", "null"]}}}}}}
 );
 
 const CACHE: &str = "public, max-age=5";

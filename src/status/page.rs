@@ -123,6 +123,29 @@ fn component(out: &mut String, c: &ComponentDoc) {
     );
 }
 
+/// Firing alerts of public rules, above the components (nothing when there are none).
+fn alerts(out: &mut String, alerts: &[super::doc::AlertDoc]) {
+    if alerts.is_empty() {
+        return;
+    }
+    let _ = write!(out, r#"<div class="alerts" id="alerts">"#);
+    for a in alerts {
+        let _ = write!(
+            out,
+            r#"<div class="note" data-alert="{rule}"><strong>{rule}</strong> ({sev}) since {since}{summary}</div>"#,
+            rule = esc(&a.rule),
+            sev = esc(&a.severity),
+            since = esc(&a.since),
+            summary = a
+                .summary
+                .as_deref()
+                .map(|s| format!(": {}", esc(s)))
+                .unwrap_or_default(),
+        );
+    }
+    let _ = write!(out, "</div>");
+}
+
 /// The last hour of round trips as an SVG line, failures as red ticks.
 fn chart(out: &mut String, p: &ProbeDoc, now_ms: i64) {
     const W: f64 = 600.0;
@@ -201,6 +224,7 @@ pub fn render(doc: &StatusDoc, now_ms: i64) -> String {
         refresh = doc.refresh_secs,
         banner = banner(doc.status),
     );
+    alerts(&mut out, &doc.alerts);
     for c in &doc.components {
         component(&mut out, c);
     }

@@ -44,6 +44,12 @@ pub fn tenant(p: &Principal, access: Access) -> Result<String, ApiError> {
             )));
         }
     }
+    org_of(p)
+}
+
+/// The one org the credentials name (an `org:<id>` scope), whatever else they may do; used
+/// by `tenant` and by admin APIs scoped to the caller's org (alert rules).
+pub fn org_of(p: &Principal) -> Result<String, ApiError> {
     let mut orgs = p.scopes.iter().filter_map(|s| s.strip_prefix("org:"));
     match (orgs.next(), orgs.next()) {
         (Some(org), None) if valid_org(org) => Ok(org.to_string()),

@@ -126,7 +126,7 @@ async fn remote_write(
 ) -> Result<Response, ApiError> {
     let org = tenant(&p, Access::Write)?;
     let batch = decode::remote_write(&body, ctx.config.telemetry.ingest.decoded_limit_bytes)?;
-    accept(&ctx, &p, &headers, &org, "prometheus", batch).await
+    accept(&ctx, &p.id, &headers, &org, "prometheus", batch).await
 }
 
 #[utoipa::path(
@@ -147,7 +147,7 @@ async fn native_metrics(
 ) -> Result<Response, ApiError> {
     let org = tenant(&p, Access::Write)?;
     let batch = formats::native_metrics(json_body(&ctx, &headers, body)?, now_ns())?;
-    accept(&ctx, &p, &headers, &org, "native", batch).await
+    accept(&ctx, &p.id, &headers, &org, "native", batch).await
 }
 
 #[utoipa::path(
@@ -168,7 +168,7 @@ async fn native_logs(
 ) -> Result<Response, ApiError> {
     let org = tenant(&p, Access::Write)?;
     let batch = formats::native_logs(json_body(&ctx, &headers, body)?, now_ns())?;
-    accept(&ctx, &p, &headers, &org, "native", batch).await
+    accept(&ctx, &p.id, &headers, &org, "native", batch).await
 }
 
 #[utoipa::path(
@@ -198,7 +198,7 @@ async fn loki_push(
         );
     }
     let batch = formats::loki(json_body(&ctx, &headers, body)?)?;
-    accept(&ctx, &p, &headers, &org, "loki", batch).await
+    accept(&ctx, &p.id, &headers, &org, "loki", batch).await
 }
 
 /// A body with its `Content-Encoding` undone, and whether it is JSON (else protobuf).
@@ -235,7 +235,7 @@ async fn otlp_metrics(
     let org = tenant(&p, Access::Write)?;
     let (raw, json) = otlp_body(&ctx, &headers, body)?;
     let (batch, _skipped) = otlp::metrics(&raw, json)?;
-    accept(&ctx, &p, &headers, &org, "otlp", batch).await
+    accept(&ctx, &p.id, &headers, &org, "otlp", batch).await
 }
 
 #[utoipa::path(
@@ -257,7 +257,7 @@ async fn otlp_logs(
     let org = tenant(&p, Access::Write)?;
     let (raw, json) = otlp_body(&ctx, &headers, body)?;
     let batch = otlp::logs(&raw, json)?;
-    accept(&ctx, &p, &headers, &org, "otlp", batch).await
+    accept(&ctx, &p.id, &headers, &org, "otlp", batch).await
 }
 
 /// The largest encoded batch that travels inside its event: `claim_check_bytes`, but never
@@ -267,10 +267,13 @@ fn claim_threshold(ctx: &AppContext) -> usize {
     ctx.config.telemetry.ingest.claim_check_bytes.min(fits)
 }
 
-/// Validates `batch`, parks it in the object store when large, and commits its event.
-async fn accept(
+/// Validates `batch`, parks it in the object store when large, and commits its event, as
+/// `principal` (its id goes into the event's headers). The ingest endpoints call it, and so
+/// does the alerts role's self-scrape (`crate::alerts::rules::builtin`), so a batch takes one
+/// path whoever sends it.
+pub async fn accept(
     ctx: &AppContext,
-    p: &Principal,
+    principal: &str,
     headers: &HeaderMap,
     org: &str,
     source: &str,
@@ -312,7 +315,7 @@ async fn accept(
     });
     let span = publish_span(ctx, TOPIC, 1);
     let mut extra = crate::outbox::Headers::new();
-    extra.insert("principal".into(), p.id.clone());
+    extra.insert("principal".into(), principal.to_string());
     let meta = EventMeta {
         source: format!("/telemetry/{source}"),
         traceparent: traceparent_for(&span, headers),

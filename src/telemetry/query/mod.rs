@@ -145,19 +145,25 @@ fn time_param(p: &Params, k: &str, default: i64) -> Result<i64, QueryError> {
     let Some(s) = p.one(k) else {
         return Ok(default);
     };
+    parse_time_ms(s).ok_or_else(|| {
+        QueryError::BadData(format!(
+            "invalid parameter {k:?}: cannot parse {s:?} to a valid timestamp"
+        ))
+    })
+}
+
+/// A time as Prometheus' API takes it (RFC 3339 or unix seconds, fractions allowed), in unix
+/// milliseconds; `None` when it is neither. (Also read by the alert history API.)
+pub fn parse_time_ms(s: &str) -> Option<i64> {
     if let Ok(f) = s.parse::<f64>()
         && f.is_finite()
         && f.abs() < 9.2e15
     {
-        return Ok((f * 1000.0).round() as i64);
+        return Some((f * 1000.0).round() as i64);
     }
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
-        .map_err(|_| {
-            QueryError::BadData(format!(
-                "invalid parameter {k:?}: cannot parse {s:?} to a valid timestamp"
-            ))
-        })
+        .ok()
 }
 
 /// A duration parameter: seconds as a number, or a PromQL duration (`15s`, `1m`).
@@ -211,6 +217,16 @@ async fn evaluate(
     rollups: bool,
 ) -> Result<QValue, QueryError> {
     let expr = promql_parser::parser::parse(query).map_err(QueryError::BadData)?;
+    evaluate_expr(ctx, org, &expr, steps, rollups).await
+}
+
+async fn evaluate_expr(
+    ctx: &AppContext,
+    org: &str,
+    expr: &promql_parser::parser::Expr,
+    steps: Steps,
+    rollups: bool,
+) -> Result<QValue, QueryError> {
     let q = &ctx.config.telemetry.query;
     let ev = Evaluator {
         tel: &ctx.telemetry,
@@ -220,7 +236,18 @@ async fn evaluate(
         max_series: q.max_series,
         rollups,
     };
-    ev.eval(&expr).await
+    ev.eval(expr).await
+}
+
+/// An instant query of a parsed expression at `t_ms` on `org`'s data, exactly as
+/// `/prometheus/api/v1/query` answers it (the alert evaluator and rule validation use it).
+pub async fn instant_query(
+    ctx: &AppContext,
+    org: &str,
+    expr: &promql_parser::parser::Expr,
+    t_ms: i64,
+) -> Result<QValue, QueryError> {
+    evaluate_expr(ctx, org, expr, Steps::instant(t_ms), false).await
 }
 
 #[utoipa::path(
