@@ -171,19 +171,38 @@ async fn crud_and_validation(backend: Backend) {
                       "targets": ["ops-hook"]});
     let (s, v) = app.post_json("/api/v1/alerts/rules", &a, &rule).await;
     assert_eq!(s, 201, "{v}");
-    assert_eq!((v["source"].as_str(), v["for"].as_str()), (Some("api"), Some("1m")));
+    assert_eq!(
+        (v["source"].as_str(), v["for"].as_str()),
+        (Some("api"), Some("1m"))
+    );
     let (s, v) = app.post_json("/api/v1/alerts/rules", &a, &rule).await;
-    assert_eq!((s, v["error"].as_str()), (409, Some("duplicate_rule")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (409, Some("duplicate_rule")),
+        "{v}"
+    );
     // Every refusal names the field and stores nothing.
     let bad = [
         (json!({"alert": "B", "expr": "temp >"}), "expr"),
         (json!({"alert": "B", "expr": "absent(temp)"}), "expr"),
         (json!({"alert": "B", "expr": "1 + 1"}), "expr"),
-        (json!({"alert": "B", "expr": "temp > 1", "for": "soon"}), "for"),
-        (json!({"alert": "B", "expr": "temp > 1", "for": "900d"}), "for"),
-        (json!({"alert": "B", "expr": "temp > 1", "labels": {"bad-name": "x"}}), "labels.bad-name"),
+        (
+            json!({"alert": "B", "expr": "temp > 1", "for": "soon"}),
+            "for",
+        ),
+        (
+            json!({"alert": "B", "expr": "temp > 1", "for": "900d"}),
+            "for",
+        ),
+        (
+            json!({"alert": "B", "expr": "temp > 1", "labels": {"bad-name": "x"}}),
+            "labels.bad-name",
+        ),
         (json!({"alert": "no/slash", "expr": "temp > 1"}), "alert"),
-        (json!({"alert": "B", "expr": "temp > 1", "targets": ["a b"]}), "targets"),
+        (
+            json!({"alert": "B", "expr": "temp > 1", "targets": ["a b"]}),
+            "targets",
+        ),
         (json!({"alert": "B"}), "$"),
         (json!({"alert": "B", "expr": "temp > 1", "bogus": 1}), "$"),
     ];
@@ -196,15 +215,38 @@ async fn crud_and_validation(backend: Backend) {
     let mut changed = rule.clone();
     changed["for"] = json!("2m");
     let put = reqwest::Method::PUT;
-    let (s, v) = call(&app, put.clone(), "/api/v1/alerts/rules/HighTemp", &a, Some(&changed)).await;
+    let (s, v) = call(
+        &app,
+        put.clone(),
+        "/api/v1/alerts/rules/HighTemp",
+        &a,
+        Some(&changed),
+    )
+    .await;
     assert_eq!((s, v["for"].as_str()), (200, Some("2m")), "{v}");
-    let (s, v) = call(&app, put.clone(), "/api/v1/alerts/rules/Other", &a, Some(&changed)).await;
+    let (s, v) = call(
+        &app,
+        put.clone(),
+        "/api/v1/alerts/rules/Other",
+        &a,
+        Some(&changed),
+    )
+    .await;
     assert_eq!((s, v["field"].as_str()), (400, Some("alert")), "{v}");
     let mut other = changed.clone();
     other["alert"] = json!("Nope");
-    let (s, _) = call(&app, put.clone(), "/api/v1/alerts/rules/Nope", &a, Some(&other)).await;
+    let (s, _) = call(
+        &app,
+        put.clone(),
+        "/api/v1/alerts/rules/Nope",
+        &a,
+        Some(&other),
+    )
+    .await;
     assert_eq!(s, 404);
-    let (s, v) = app.get_json("/api/v1/alerts/rules/HighTemp", Some(&a)).await;
+    let (s, v) = app
+        .get_json("/api/v1/alerts/rules/HighTemp", Some(&a))
+        .await;
     assert_eq!((s, v["for"].as_str()), (200, Some("2m")));
     let (s, _) = app.get_json("/api/v1/alerts/rules/Nope", Some(&a)).await;
     assert_eq!(s, 404);
@@ -218,16 +260,29 @@ async fn crud_and_validation(backend: Backend) {
     // Another tenant sees and changes nothing of acme's.
     let g = token("globex", true);
     assert!(rule_names(&app, &g).await.is_empty());
-    let (s, _) = app.get_json("/api/v1/alerts/rules/HighTemp", Some(&g)).await;
+    let (s, _) = app
+        .get_json("/api/v1/alerts/rules/HighTemp", Some(&g))
+        .await;
     assert_eq!(s, 404);
-    let (s, _) = call(&app, put, "/api/v1/alerts/rules/HighTemp", &g, Some(&changed)).await;
+    let (s, _) = call(
+        &app,
+        put,
+        "/api/v1/alerts/rules/HighTemp",
+        &g,
+        Some(&changed),
+    )
+    .await;
     assert_eq!(s, 404);
     let del = reqwest::Method::DELETE;
     let (s, _) = call(&app, del.clone(), "/api/v1/alerts/rules/HighTemp", &g, None).await;
     assert_eq!(s, 404);
-    let (s, v) = app.get_json("/api/v1/alerts/history?from=0&to=2000000000", Some(&g)).await;
+    let (s, v) = app
+        .get_json("/api/v1/alerts/history?from=0&to=2000000000", Some(&g))
+        .await;
     assert_eq!((s, v["history"].as_array().map(Vec::len)), (200, Some(0)));
-    let (s, v) = app.get_json("/api/v1/alerts/history?from=yesterday", Some(&a)).await;
+    let (s, v) = app
+        .get_json("/api/v1/alerts/history?from=yesterday", Some(&a))
+        .await;
     assert_eq!((s, v["parameter"].as_str()), (400, Some("from")), "{v}");
     // The org may hold the same name as another org.
     let (s, _) = app.post_json("/api/v1/alerts/rules", &g, &rule).await;
@@ -249,9 +304,15 @@ async fn fires_and_resolves_once(backend: Backend) {
     let rule = json!({"alert": "HighTemp", "expr": "max by (job) (temp) > 50", "for": "1s",
                       "severity": "critical", "annotations": {"summary": "{{ $labels.job }} at {{ $value }}"},
                       "targets": ["ops"], "public": true});
-    assert_eq!(app.post_json("/api/v1/alerts/rules", &a, &rule).await.0, 201);
+    assert_eq!(
+        app.post_json("/api/v1/alerts/rules", &a, &rule).await.0,
+        201
+    );
     let private = json!({"alert": "SecretTemp", "expr": "temp > 50"});
-    assert_eq!(app.post_json("/api/v1/alerts/rules", &a, &private).await.0, 201);
+    assert_eq!(
+        app.post_json("/api/v1/alerts/rules", &a, &private).await.0,
+        201
+    );
     ingest(&app, &key, "temp", "oven", 80.0).await;
     wait_history(&app, &a, "HighTemp", 2).await;
     // Firing: active for acme only, and on /status — the public rule only.
@@ -265,7 +326,9 @@ async fn fires_and_resolves_once(backend: Backend) {
     assert_eq!(firing.len(), 1, "{v}");
     assert_eq!(firing[0]["state"], "firing");
     assert_eq!(firing[0]["annotations"]["summary"], "oven at 80");
-    let (_, v) = app.get_json("/api/v1/alerts/active", Some(&token("globex", true))).await;
+    let (_, v) = app
+        .get_json("/api/v1/alerts/active", Some(&token("globex", true)))
+        .await;
     assert_eq!(v["alerts"].as_array().map(Vec::len), Some(0));
     let doc = eventually(30, || async {
         let (_, d) = app.get_json("/status.json", None).await;
@@ -276,11 +339,32 @@ async fn fires_and_resolves_once(backend: Backend) {
     let shown = &doc["alerts"];
     assert_eq!(shown.as_array().map(Vec::len), Some(1), "{shown}");
     assert_eq!(
-        (shown[0]["rule"].as_str(), shown[0]["severity"].as_str(), shown[0]["summary"].as_str()),
+        (
+            shown[0]["rule"].as_str(),
+            shown[0]["severity"].as_str(),
+            shown[0]["summary"].as_str()
+        ),
         (Some("HighTemp"), Some("critical"), Some("oven at 80"))
     );
-    let page = app.http.get(app.url("/status")).send().await.unwrap().text().await.unwrap();
+    let page = app
+        .http
+        .get(app.url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("HighTemp") && !page.contains("SecretTemp"));
+    // Deleting a rule resolves its firing alert.
+    let del = reqwest::Method::DELETE;
+    let (s, _) = call(&app, del, "/api/v1/alerts/rules/SecretTemp", &a, None).await;
+    assert_eq!(s, 204);
+    wait_history(&app, &a, "SecretTemp", 2).await;
+    assert_eq!(
+        history(&app, &a, "SecretTemp").await,
+        vec![pair("inactive", "firing"), pair("firing", "resolved")]
+    );
     // Cool down: resolved, once.
     ingest(&app, &key, "temp", "oven", 10.0).await;
     wait_history(&app, &a, "HighTemp", 3).await;
@@ -295,18 +379,99 @@ async fn fires_and_resolves_once(backend: Backend) {
     let all_ids = [ids, history_ids(&app, &a, "SecretTemp").await].concat();
     assert_eq!(events.len(), all_ids.len(), "one event per transition");
     // Pagination: newest first with a cursor.
-    let (_, p1) = app.get_json("/api/v1/alerts/history?rule=HighTemp&limit=2", Some(&a)).await;
+    let (_, p1) = app
+        .get_json("/api/v1/alerts/history?rule=HighTemp&limit=2", Some(&a))
+        .await;
     let cursor = p1["next_cursor"].as_str().expect("cursor").to_string();
     assert_eq!(p1["history"][0]["to"], "resolved");
     let (_, p2) = app
-        .get_json(&format!("/api/v1/alerts/history?rule=HighTemp&limit=2&cursor={cursor}"), Some(&a))
+        .get_json(
+            &format!("/api/v1/alerts/history?rule=HighTemp&limit=2&cursor={cursor}"),
+            Some(&a),
+        )
         .await;
     assert_eq!(p2["history"].as_array().map(Vec::len), Some(1));
-    assert_eq!((p2["history"][0]["to"].as_str(), p2["history"][0]["sequence"].as_i64()), (Some("pending"), Some(1)));
+    assert_eq!(
+        (
+            p2["history"][0]["to"].as_str(),
+            p2["history"][0]["sequence"].as_i64()
+        ),
+        (Some("pending"), Some(1))
+    );
     assert!(p2["next_cursor"].is_null());
-    assert!(app.metrics().await.contains("substrate_alerts_evaluation_duration_seconds"));
+    assert!(
+        app.metrics()
+            .await
+            .contains("substrate_alerts_evaluation_duration_seconds")
+    );
+    // It heats up again: a new cycle whose sequence goes on from 3.
+    ingest(&app, &key, "temp", "oven", 90.0).await;
+    wait_history(&app, &a, "HighTemp", 4).await;
+    let (_, v) = app
+        .get_json("/api/v1/alerts/history?rule=HighTemp&limit=1", Some(&a))
+        .await;
+    assert_eq!(
+        (
+            v["history"][0]["to"].as_str(),
+            v["history"][0]["sequence"].as_i64()
+        ),
+        (Some("pending"), Some(4))
+    );
     app.stop().await;
 }
+
+/// A rule whose evaluation fails (here: it selects more series than the engine allows) is
+/// counted, keeps failing alone, and the other rules still fire.
+async fn failing_rule_does_not_stop_others(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        fast(c);
+        c.telemetry.query.max_series = 2;
+    })
+    .await;
+    let a = token("acme", true);
+    let key = app.api_key("agent", &["telemetry:write", "org:acme"]).await;
+    for job in ["a", "b", "c"] {
+        ingest(&app, &key, "load", job, 5.0).await;
+    }
+    ingest(&app, &key, "temp", "oven", 99.0).await;
+    // The rules are added once all three series are stored, so Broad never sees fewer.
+    eventually(30, || async {
+        let r = app
+            .http
+            .get(app.url("/prometheus/api/v1/series?match[]=load"))
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .ok()?;
+        let v: Value = r.json().await.ok()?;
+        (v["data"].as_array().map(Vec::len) == Some(3)).then_some(())
+    })
+    .await;
+    let broad = json!({"alert": "Broad", "expr": "load > 1"});
+    let (s, v) = app.post_json("/api/v1/alerts/rules", &a, &broad).await;
+    assert_eq!(s, 201, "{v}");
+    let hot = json!({"alert": "Hot", "expr": "temp > 50"});
+    assert_eq!(app.post_json("/api/v1/alerts/rules", &a, &hot).await.0, 201);
+    wait_history(&app, &a, "Hot", 1).await;
+    eventually(30, || async {
+        let m = app.metrics().await;
+        m.lines()
+            .any(|l| {
+                l.starts_with("substrate_alerts_rule_failures_total")
+                    && l.contains("rule=\"Broad\"")
+            })
+            .then_some(())
+    })
+    .await;
+    rounds_pass(&app).await;
+    assert!(history(&app, &a, "Broad").await.is_empty());
+    assert_eq!(
+        history(&app, &a, "Hot").await,
+        vec![pair("inactive", "firing")]
+    );
+    app.stop().await;
+}
+both!(failing_rule_does_not_stop_others);
 both!(fires_and_resolves_once);
 
 fn without_alerts() -> Vec<Role> {
@@ -330,7 +495,10 @@ async fn kill_while_firing(backend: Backend) {
     let a = token("acme", true);
     let key = app.api_key("agent", &["telemetry:write", "org:acme"]).await;
     let rule = json!({"alert": "HighTemp", "expr": "temp > 50", "for": "1s"});
-    assert_eq!(app.post_json("/api/v1/alerts/rules", &a, &rule).await.0, 201);
+    assert_eq!(
+        app.post_json("/api/v1/alerts/rules", &a, &rule).await.0,
+        201
+    );
     let mut child = alerts_process(&app);
     ingest(&app, &key, "temp", "oven", 80.0).await;
     wait_history(&app, &a, "HighTemp", 2).await;
@@ -358,7 +526,10 @@ async fn two_evaluators(backend: Backend) {
     let key = app.api_key("agent", &["telemetry:write", "org:acme"]).await;
     for (name, job) in [("A", "x"), ("B", "y"), ("C", "z")] {
         let rule = json!({"alert": name, "expr": format!("temp{{job=\"{job}\"}} > 50")});
-        assert_eq!(app.post_json("/api/v1/alerts/rules", &a, &rule).await.0, 201);
+        assert_eq!(
+            app.post_json("/api/v1/alerts/rules", &a, &rule).await.0,
+            201
+        );
         ingest(&app, &key, "temp", job, 99.0).await;
     }
     for name in ["A", "B", "C"] {
@@ -410,33 +581,72 @@ async fn rules_file_loads_and_is_read_only() {
     .await;
     let t = token("ops", true);
     let v = eventually(30, || async {
-        let (_, v) = app.get_json("/api/v1/alerts/rules/FileRule", Some(&t)).await;
+        let (_, v) = app
+            .get_json("/api/v1/alerts/rules/FileRule", Some(&t))
+            .await;
         (v["source"] == "file").then_some(v)
     })
     .await;
     assert_eq!(v["targets"], json!(["pager"]));
     let body = json!({"alert": "FileRule", "expr": "temp > 1"});
-    let (s, v) = call(&app, reqwest::Method::PUT, "/api/v1/alerts/rules/FileRule", &t, Some(&body)).await;
-    assert_eq!((s, v["error"].as_str()), (409, Some("rule_read_only")), "{v}");
+    let (s, v) = call(
+        &app,
+        reqwest::Method::PUT,
+        "/api/v1/alerts/rules/FileRule",
+        &t,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (409, Some("rule_read_only")),
+        "{v}"
+    );
     assert!(v["reason"].as_str().unwrap_or("").contains("rules file"));
-    let (s, _) = call(&app, reqwest::Method::DELETE, "/api/v1/alerts/rules/FileRule", &t, None).await;
+    let (s, _) = call(
+        &app,
+        reqwest::Method::DELETE,
+        "/api/v1/alerts/rules/FileRule",
+        &t,
+        None,
+    )
+    .await;
     assert_eq!(s, 409);
     // Bad files are refused naming the rule and the problem.
     let cfg = app.ctx.config.alerts.rules.clone();
     let cases = [
-        ("groups: [{name: g, rules: [{alert: Bad, expr: 'rate(x[5m]'}]}]", "Bad", "expr"),
-        ("groups: [{name: g, rules: [{alert: Bad, expr: 'absent(x)'}]}]", "Bad", "unsupported"),
-        ("groups: [{name: g, rules: [{alert: Bad, expr: 'x > 1', for: later}]}]", "Bad", "for"),
-        ("groups: [{name: g, rules: [{record: job:x:sum, expr: 'sum(x)'}]}]", "job:x:sum", "recording"),
-        ("groups: [{name: g, rules: [{alert: D, expr: 'x'}, {alert: D, expr: 'y'}]}]", "D", "twice"),
+        (
+            "groups: [{name: g, rules: [{alert: Bad, expr: 'rate(x[5m]'}]}]",
+            "Bad",
+            "expr",
+        ),
+        (
+            "groups: [{name: g, rules: [{alert: Bad, expr: 'absent(x)'}]}]",
+            "Bad",
+            "unsupported",
+        ),
+        (
+            "groups: [{name: g, rules: [{alert: Bad, expr: 'x > 1', for: later}]}]",
+            "Bad",
+            "for",
+        ),
+        (
+            "groups: [{name: g, rules: [{record: job:x:sum, expr: 'sum(x)'}]}]",
+            "job:x:sum",
+            "recording",
+        ),
+        (
+            "groups: [{name: g, rules: [{alert: D, expr: 'x'}, {alert: D, expr: 'y'}]}]",
+            "D",
+            "twice",
+        ),
         ("not: [a rule file", "", "rule file"),
     ];
     for (text, rule, problem) in cases {
         write_file(&path, text);
         let e = substrate::alerts::rules::file::load(&app.ctx, &path, &cfg)
             .await
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(e.contains(rule) && e.contains(problem), "{text}: {e}");
     }
@@ -446,7 +656,9 @@ async fn rules_file_loads_and_is_read_only() {
     let mut cfg = test_config(&store);
     cfg.alerts.rules.file = Some(path);
     let ctx = substrate::app::AppContext::build(cfg).await.expect("build");
-    let e = substrate::alerts::rules::load_configured(&ctx).await.err().expect("refused");
+    let e = substrate::alerts::rules::load_configured(&ctx)
+        .await
+        .expect_err("refused");
     assert!(e.to_string().contains("rule file"), "{e}");
     store.drop_db().await;
 }
@@ -459,7 +671,9 @@ async fn builtin_rules_load_validate_and_self_scrape() {
     })
     .await;
     let cfg = app.ctx.config.alerts.rules.clone();
-    let b = substrate::alerts::rules::builtin::load(&app.ctx, &cfg).await.expect("builtin");
+    let b = substrate::alerts::rules::builtin::load(&app.ctx, &cfg)
+        .await
+        .expect("builtin");
     let loaded: Vec<&str> = b.rules.iter().map(|r| r.alert.as_str()).collect();
     assert_eq!(
         loaded,
@@ -495,7 +709,13 @@ async fn builtin_rules_load_validate_and_self_scrape() {
         (n == 5).then_some(v)
     })
     .await;
-    assert!(names["rules"].as_array().unwrap().iter().all(|r| r["source"] == "builtin"));
+    assert!(
+        names["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["source"] == "builtin")
+    );
     let reader = app.api_key("r", &["telemetry:read", "org:_system"]).await;
     eventually(60, || async {
         let r = app

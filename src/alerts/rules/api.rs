@@ -120,10 +120,7 @@ fn not_ours(s: &Stored) -> ApiError {
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
-async fn list_rules(
-    State(ctx): State<AppContext>,
-    admin: Admin,
-) -> Result<Json<Value>, ApiError> {
+async fn list_rules(State(ctx): State<AppContext>, admin: Admin) -> Result<Json<Value>, ApiError> {
     let org = org(&admin)?;
     let rules: Vec<Value> = store::list(&ctx.store, &org)
         .await?
@@ -165,8 +162,10 @@ async fn create_rule(
                 .with("rule", rule.alert.clone()));
         }
         Inserted::Full(max) => {
-            return Err(ApiError::new(StatusCode::CONFLICT, "too_many_rules")
-                .with("reason", format!("the org has {max} rules, the most allowed")));
+            return Err(ApiError::new(StatusCode::CONFLICT, "too_many_rules").with(
+                "reason",
+                format!("the org has {max} rules, the most allowed"),
+            ));
         }
     }
     let stored = store::get(&ctx.store, &org, &rule.alert)
@@ -338,7 +337,10 @@ impl HistoryQuery {
         let before = self
             .cursor
             .as_deref()
-            .map(|c| c.parse::<i64>().map_err(|_| bad_param("cursor", "not a cursor")))
+            .map(|c| {
+                c.parse::<i64>()
+                    .map_err(|_| bad_param("cursor", "not a cursor"))
+            })
             .transpose()?;
         Ok(Filter {
             org,

@@ -88,9 +88,7 @@ fn family(f: &MetricFamily, ts: i64, out: &mut Vec<TimeSeries>) {
             .map(|l| label(l.name(), l.value()))
             .collect();
         match f.get_field_type() {
-            MetricType::COUNTER => {
-                out.push(series(name, &base, None, m.get_counter().value(), ts))
-            }
+            MetricType::COUNTER => out.push(series(name, &base, None, m.get_counter().value(), ts)),
             MetricType::GAUGE => out.push(series(name, &base, None, m.get_gauge().value(), ts)),
             MetricType::HISTOGRAM => {
                 let h = m.get_histogram();
@@ -102,7 +100,13 @@ fn family(f: &MetricFamily, ts: i64, out: &mut Vec<TimeSeries>) {
                 let count = h.get_sample_count() as f64;
                 let inf = Some(label("le", "+Inf"));
                 out.push(series(&bucket, &base, inf, count, ts));
-                out.push(series(&format!("{name}_sum"), &base, None, h.get_sample_sum(), ts));
+                out.push(series(
+                    &format!("{name}_sum"),
+                    &base,
+                    None,
+                    h.get_sample_sum(),
+                    ts,
+                ));
                 out.push(series(&format!("{name}_count"), &base, None, count, ts));
             }
             MetricType::SUMMARY => {
@@ -111,7 +115,13 @@ fn family(f: &MetricFamily, ts: i64, out: &mut Vec<TimeSeries>) {
                     let ql = Some(label("quantile", &bound(q.quantile())));
                     out.push(series(name, &base, ql, q.value(), ts));
                 }
-                out.push(series(&format!("{name}_sum"), &base, None, s.sample_sum(), ts));
+                out.push(series(
+                    &format!("{name}_sum"),
+                    &base,
+                    None,
+                    s.sample_sum(),
+                    ts,
+                ));
                 let n = s.sample_count() as f64;
                 out.push(series(&format!("{name}_count"), &base, None, n, ts));
             }

@@ -77,17 +77,29 @@ fn holding(
                 let mut a = fresh(org, rule, labels, v, now);
                 a.state = FIRING.into();
                 a.fired_at = Some(now);
-                d.changes.push(Change { from: INACTIVE, to: FIRING, alert: a });
+                d.changes.push(Change {
+                    from: INACTIVE,
+                    to: FIRING,
+                    alert: a,
+                });
             }
             None => {
                 let a = fresh(org, rule, labels, v, now);
-                d.changes.push(Change { from: INACTIVE, to: PENDING, alert: a });
+                d.changes.push(Change {
+                    from: INACTIVE,
+                    to: PENDING,
+                    alert: a,
+                });
             }
             Some(a) if a.state == PENDING && now - a.active_since >= rule.for_ms() => {
                 let mut a = refreshed(a, rule, v, now);
                 a.state = FIRING.into();
                 a.fired_at = Some(now);
-                d.changes.push(Change { from: PENDING, to: FIRING, alert: a });
+                d.changes.push(Change {
+                    from: PENDING,
+                    to: FIRING,
+                    alert: a,
+                });
             }
             Some(a) if a.state == FIRING => d.still_true.push((a.fingerprint.clone(), v)),
             Some(_) => {} // pending, `for` not reached yet
@@ -114,7 +126,10 @@ pub fn decide(
         None => Vec::new(),
     };
     let keep = rule.map(Rule::keep_firing_ms).unwrap_or(0);
-    let mut gone: Vec<&Active> = by_fp.values().filter(|a| !seen.contains(&a.fingerprint)).collect();
+    let mut gone: Vec<&Active> = by_fp
+        .values()
+        .filter(|a| !seen.contains(&a.fingerprint))
+        .collect();
     gone.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
     for a in gone {
         let to = if a.state == FIRING {
@@ -197,7 +212,8 @@ mod tests {
     fn pending_clears_and_zero_for_fires_at_once() {
         let r = rule(Some("1m"), None);
         let mut cur = Vec::new();
-        apply(&mut cur, &decide("o", Some(&r), out(5.0), cur.clone(), 0));
+        let d = decide("o", Some(&r), out(5.0), cur.clone(), 0);
+        apply(&mut cur, &d);
         let d = decide("o", Some(&r), vec![], cur.clone(), 1_000);
         assert_eq!(steps(&d), vec![(PENDING, INACTIVE)]);
         let r0 = rule(None, None);
@@ -209,7 +225,8 @@ mod tests {
     fn keep_firing_for_and_deleted_rule() {
         let r = rule(None, Some("30s"));
         let mut cur = Vec::new();
-        apply(&mut cur, &decide("o", Some(&r), out(5.0), cur.clone(), 0));
+        let d = decide("o", Some(&r), out(5.0), cur.clone(), 0);
+        apply(&mut cur, &d);
         assert!(steps(&decide("o", Some(&r), vec![], cur.clone(), 10_000)).is_empty());
         let d = decide("o", Some(&r), vec![], cur.clone(), 30_000);
         assert_eq!(steps(&d), vec![(FIRING, RESOLVED)]);

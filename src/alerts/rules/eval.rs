@@ -77,7 +77,14 @@ impl Evaluator {
         let cfg = &ctx.config.alerts.rules;
         let ttl = Duration::from_secs(cfg.lease_ttl_secs.max(1));
         let leases = (0..cfg.shards.max(1))
-            .map(|n| Lease::new(ctx.store.clone(), format!("alerts.rules.shard.{n}"), owner, ttl))
+            .map(|n| {
+                Lease::new(
+                    ctx.store.clone(),
+                    format!("alerts.rules.shard.{n}"),
+                    owner,
+                    ttl,
+                )
+            })
             .collect();
         Evaluator {
             ctx,
@@ -138,7 +145,10 @@ impl Evaluator {
             work.entry(key).or_default().0 = Some(rule);
         }
         for a in active {
-            work.entry((a.org.clone(), a.rule.clone())).or_default().1.push(a);
+            work.entry((a.org.clone(), a.rule.clone()))
+                .or_default()
+                .1
+                .push(a);
         }
         for ((org, name), (rule, current)) in work {
             let Some(fence) = held.get(&shard_of(&org, &name, shards)) else {

@@ -82,12 +82,22 @@ pub enum StartError {
 /// error naming the rule and the problem).
 pub async fn load_configured(ctx: &AppContext) -> Result<(), StartError> {
     let cfg = &ctx.config.alerts.rules;
-    for (key, org) in [("file_org", &cfg.file_org), ("builtin_org", &cfg.builtin_org)] {
+    for (key, org) in [
+        ("file_org", &cfg.file_org),
+        ("builtin_org", &cfg.builtin_org),
+    ] {
         if !crate::telemetry::tenant::valid_org(org) {
             return Err(StartError::Config(format!(
                 "{key} {org:?} is not an org id (1-64 of A-Z a-z 0-9 _ . -)"
             )));
         }
+    }
+    if cfg.lease_ttl_secs <= cfg.interval_secs {
+        // The shard lease is renewed once per round: it must outlast one.
+        return Err(StartError::Config(format!(
+            "lease_ttl_secs ({}) must be longer than interval_secs ({})",
+            cfg.lease_ttl_secs, cfg.interval_secs
+        )));
     }
     let builtin = if cfg.builtin {
         let b = builtin::load(ctx, cfg).await?;

@@ -170,7 +170,10 @@ pub async fn sync(
             .fetch_all(&mut *c)
             .await?
     });
-    for name in existing.iter().filter(|n| !rules.iter().any(|r| &r.alert == *n)) {
+    for name in existing
+        .iter()
+        .filter(|n| !rules.iter().any(|r| &r.alert == *n))
+    {
         on_tx!(tx, c => {
             sqlx::query("DELETE FROM alert_rules WHERE org = $1 AND name = $2")
                 .bind(org)

@@ -126,7 +126,10 @@ pub fn check_shape(rule: &Rule, cfg: &RulesConfig) -> Result<(), Invalid> {
         return Err(invalid("severity", "1-32 of A-Z a-z 0-9 _ -"));
     }
     if rule.targets.len() > MAX_ENTRIES {
-        return Err(invalid("targets", format!("more than {MAX_ENTRIES} targets")));
+        return Err(invalid(
+            "targets",
+            format!("more than {MAX_ENTRIES} targets"),
+        ));
     }
     if let Some(t) = rule.targets.iter().find(|t| !valid_target(t)) {
         return Err(invalid(
