@@ -31,6 +31,8 @@ struct Args {
     series: usize,
     per_request: usize,
     rounds: usize,
+    /// Send the rest of a day of data (untimed) before the query part.
+    fill_day: bool,
 }
 
 fn args() -> Args {
@@ -43,6 +45,7 @@ fn args() -> Args {
         series: 1000,
         per_request: 500,
         rounds: 50,
+        fill_day: true,
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -57,6 +60,7 @@ fn args() -> Args {
             "--series" => a.series = x.parse().expect("--series N"),
             "--per-request" => a.per_request = x.parse().expect("--per-request N"),
             "--rounds" => a.rounds = x.parse().expect("--rounds N"),
+            "--fill-day" => a.fill_day = x != "0",
             other => panic!("unknown argument {other}"),
         }
         i += 2;
@@ -108,11 +112,19 @@ fn body(k: u64, series: usize, per_request: usize, start_ms: i64) -> Vec<u8> {
         .expect("snappy")
 }
 
-/// `clients` concurrent senders POST requests for `secs`; returns (requests, seconds).
-async fn drive(url: &str, key: &str, a: &Args, start_ms: i64, next: Arc<AtomicU64>) -> (u64, f64) {
+/// `clients` concurrent senders POST requests `next..last` for at most `secs`; returns
+/// (requests, seconds).
+async fn drive(
+    url: &str,
+    key: &str,
+    a: &Args,
+    start_ms: i64,
+    next: Arc<AtomicU64>,
+    (secs, last): (u64, u64),
+) -> (u64, f64) {
     let http = reqwest::Client::new();
     let t = Instant::now();
-    let stop = t + Duration::from_secs(a.secs);
+    let stop = t + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for _ in 0..a.clients {
         let (http, url, key, next) = (http.clone(), url.to_string(), key.to_string(), next.clone());
@@ -121,6 +133,9 @@ async fn drive(url: &str, key: &str, a: &Args, start_ms: i64, next: Arc<AtomicU6
             let mut done = 0u64;
             while Instant::now() < stop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= last {
+                    break;
+                }
                 let r = http
                     .post(&url)
                     .header("x-api-key", &key)
@@ -333,24 +348,34 @@ async fn column(name: &str, a: &Args, bare_url: &str) -> Option<Value> {
         now - now.rem_euclid(MINUTE) - DAY
     };
     let t0 = Instant::now();
-    let (requests, secs) = drive(
-        &format!("{base}/prometheus/api/v1/write"),
-        &key,
-        a,
-        start_ms,
-        Arc::new(AtomicU64::new(0)),
-    )
-    .await;
+    let write = format!("{base}/prometheus/api/v1/write");
+    let next = Arc::new(AtomicU64::new(0));
+    let (requests, secs) = drive(&write, &key, a, start_ms, next.clone(), (a.secs, u64::MAX)).await;
     stored(&ctx).await;
     let e2e = t0.elapsed().as_secs_f64();
     let samples = requests as usize * a.per_request;
+    // The query part needs a full day of 1-minute data: the rest of it is sent untimed.
+    let day = (a.series as u64 * (DAY / MINUTE) as u64).div_ceil(a.per_request as u64);
+    if a.fill_day && requests < day {
+        next.store(requests, Ordering::Relaxed);
+        drive(&write, &key, a, start_ms, next, (86_400, day)).await;
+        stored(&ctx).await;
+    }
     let q = query(&base, &key, a, start_ms).await;
     // The raw baseline writes the store's table; with ClickHouse the samples live elsewhere.
     let raw = match ch {
         None => json!(raw_insert(&ctx, a, requests, start_ms).await),
         Some(_) => Value::Null,
     };
-    let ceiling = drive(bare_url, &key, a, start_ms, Arc::new(AtomicU64::new(0))).await;
+    let ceiling = drive(
+        bare_url,
+        &key,
+        a,
+        start_ms,
+        Arc::new(AtomicU64::new(0)),
+        (a.secs, u64::MAX),
+    )
+    .await;
     running.stop().await.expect("stop");
     if let Some(c) = ctx.analytics.clickhouse() {
         let _ = c.drop_database().await;

@@ -7,7 +7,8 @@
 # answers; baselines from the same run: a bare axum handler that only decodes the same bodies,
 # and a raw multi-row insert of the same samples. Prints one JSON object (build output: stderr).
 #   SECS=10 CLIENTS=8 ROUNDS=50 bench/telemetry.sh
-# Smoke run (seconds, debug build): PROFILE=dev SECS=1 ROUNDS=2 COLUMNS=sqlite bench/telemetry.sh
+# The query part first sends the rest of a day of 1-minute data (untimed); FILL_DAY=0 skips it.
+# Smoke run (seconds, debug build): PROFILE=dev SECS=1 ROUNDS=2 FILL_DAY=0 COLUMNS=sqlite bench/telemetry.sh
 # Needs PostgreSQL at SUBSTRATE_TEST_PG (scripts/services.sh starts the test services).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,6 @@ else
 fi
 exec "$bin" --secs "${SECS:-10}" --clients "${CLIENTS:-8}" --rounds "${ROUNDS:-50}" \
   --series "${SERIES:-1000}" --per-request "${PER_REQUEST:-500}" \
-  --columns "${COLUMNS:-sqlite postgres clickhouse}" \
+  --columns "${COLUMNS:-sqlite postgres clickhouse}" --fill-day "${FILL_DAY:-1}" \
   --clickhouse "${CLICKHOUSE_URL-http://127.0.0.1:8123}" \
   --pg "${SUBSTRATE_TEST_PG:-postgres://postgres@127.0.0.1:5432/postgres}"
