@@ -135,6 +135,7 @@ impl AppContext {
             .set(1);
         let realtime = Arc::new(crate::realtime::Realtime::new(
             &config.realtime,
+            &config.telemetry.tail,
             store.clone(),
         ));
         let analytics = Arc::new(

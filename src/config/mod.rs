@@ -687,6 +687,8 @@ pub struct TelemetryConfig {
     pub storage: crate::telemetry::store::StorageConfig,
     /// Bounds of the Prometheus query API and the log search.
     pub query: crate::telemetry::query::QueryConfig,
+    /// Bounds of the live tails of log lines and alert transitions.
+    pub tail: crate::telemetry::tail::TailConfig,
 }
 
 impl Default for TelemetryConfig {
@@ -701,6 +703,7 @@ impl Default for TelemetryConfig {
             ingest: Default::default(),
             storage: Default::default(),
             query: Default::default(),
+            tail: Default::default(),
         }
     }
 }

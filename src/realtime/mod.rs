@@ -3,7 +3,8 @@
 //! (`/api/v1/notifications/stream`) or WebSocket (`/api/v1/notifications/ws`), and stream tokens
 //! for browsers. Every path reads by the cursor (`<epoch>:<id>`, `cursor.rs`), filters by the
 //! caller's visibility in the server, and shows each row in the form the caller may see. See
-//! `docs/realtime.md`.
+//! `docs/realtime.md`. The same transports also carry the telemetry tails
+//! (`crate::telemetry::tail`, opened with [`Realtime::open_tail`]).
 
 pub mod cursor;
 pub mod history;
@@ -35,19 +36,25 @@ use hub::Hub;
 use stream::{Conn, Pump, Shared, Transport};
 use token::{StreamTokens, TokenError};
 
+use crate::telemetry::store::read::LogFilter;
+use crate::telemetry::tail::{Kind, TailConfig, TailError, TailHub};
+
 /// The realtime component of a process: the fan-out hub, the stream tokens, and the signal
 /// that closes every stream when the process shuts down.
 pub struct Realtime {
     pub hub: Arc<Hub>,
     pub tokens: StreamTokens,
+    /// The live tails of telemetry (log lines, alert transitions).
+    pub tail: Arc<TailHub>,
     cfg: RealtimeConfig,
     closing: CancellationToken,
 }
 
 impl Realtime {
-    pub fn new(cfg: &RealtimeConfig, store: Store) -> Self {
+    pub fn new(cfg: &RealtimeConfig, tail: &TailConfig, store: Store) -> Self {
         let closing = CancellationToken::new();
         Self {
+            tail: Arc::new(TailHub::new(tail, closing.clone())),
             hub: Arc::new(Hub::new(
                 store.clone(),
                 cfg.hub_buffer,
@@ -103,6 +110,40 @@ impl Realtime {
         };
         tokio::spawn(pump.run());
         Ok(Conn { rx, shared, after })
+    }
+
+    /// Opens a live tail of `org`'s `kind` (log lines passing `filter`, or alert
+    /// transitions): frames come from the tail hub; a watcher task sends heartbeats, passes on
+    /// a pending `lagged` note, and ends the stream at its lifetime or on shutdown, as the
+    /// notification pump does.
+    pub async fn open_tail(
+        &self,
+        ctx: &AppContext,
+        org: String,
+        kind: Kind,
+        filter: LogFilter,
+        transport: Transport,
+    ) -> Result<Conn, TailError> {
+        let opened = self.tail.subscribe(ctx, org, kind, filter).await?;
+        let shared = Arc::new(Shared::default());
+        let (heartbeat, _, lifetime) = Pump::from_config(&self.cfg);
+        let watch = stream::TailWatch {
+            hub: self.tail.clone(),
+            id: opened.id,
+            tx: opened.tx,
+            shared: shared.clone(),
+            transport,
+            closing: self.closing.clone(),
+            metrics: ctx.metrics.clone(),
+            heartbeat,
+            lifetime,
+        };
+        tokio::spawn(watch.run());
+        Ok(Conn {
+            rx: opened.rx,
+            shared,
+            after: Cursor::start(0),
+        })
     }
 
     pub fn retry_ms(&self) -> u64 {
@@ -189,6 +230,7 @@ pub fn router() -> OpenApiRouter<AppContext> {
         .routes(routes!(sse::stream))
         .routes(routes!(ws::upgrade))
         .routes(routes!(issue_token))
+        .merge(crate::telemetry::tail::http::router())
 }
 
 crate::doc_schema!(

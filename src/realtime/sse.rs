@@ -38,6 +38,7 @@ fn event(frame: Frame) -> Event {
             .id(cursor.to_string())
             .event("reset")
             .data(super::cursor::reset_body(cursor).to_string()),
+        Frame::Event { event, json } => Event::default().event(event).data(&*json),
         Frame::Heartbeat => Event::default().comment("heartbeat"),
     }
 }
@@ -67,6 +68,12 @@ pub async fn stream(
         .realtime
         .open(&ctx, viewer, after, Transport::Sse)
         .await?;
+    Ok(respond(&ctx, conn))
+}
+
+/// The SSE answer for an open stream: `retry:`, then its frames until it ends. Shared by every
+/// stream of the process (notifications, the telemetry tails).
+pub fn respond(ctx: &AppContext, conn: Conn) -> Response {
     let retry = Event::default().retry(Duration::from_millis(ctx.realtime.retry_ms()));
     let frames = futures::stream::unfold(conn, |mut c: Conn| async move {
         c.next().await.map(|f| (event(f), c))
@@ -80,5 +87,5 @@ pub async fn stream(
         "x-accel-buffering",
         axum::http::HeaderValue::from_static("no"),
     );
-    Ok(resp)
+    resp
 }

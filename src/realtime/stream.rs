@@ -74,6 +74,13 @@ pub enum Frame {
     Reset {
         cursor: Cursor,
     },
+    /// A named event without a cursor (the live tails of `crate::telemetry::tail`: log lines,
+    /// alert transitions, `lagged`): sent as SSE `event: <event>`, or as WebSocket
+    /// `{"type": <event>, "data": <json>}`.
+    Event {
+        event: &'static str,
+        json: Arc<str>,
+    },
     Heartbeat,
 }
 
@@ -258,6 +265,54 @@ impl Pump {
                 _ = self.closing.cancelled() => return Some(DropReason::Shutdown),
                 _ = self.tx.closed() => return None,
             }
+        }
+    }
+}
+
+/// The watcher of one telemetry tail (`crate::telemetry::tail`), whose frames the tail hub
+/// offers without waiting: heartbeats when due (skipped when the buffer is full: the client is
+/// behind anyway), a pending `lagged` note, and the end of the stream at its lifetime or on
+/// shutdown; it forgets the tail when the client leaves.
+pub(crate) struct TailWatch {
+    pub hub: Arc<crate::telemetry::tail::TailHub>,
+    pub id: u64,
+    pub tx: mpsc::Sender<Frame>,
+    pub shared: Arc<Shared>,
+    pub transport: Transport,
+    pub closing: CancellationToken,
+    pub metrics: Arc<Metrics>,
+    pub heartbeat: Duration,
+    pub lifetime: Duration,
+}
+
+impl TailWatch {
+    pub async fn run(self) {
+        let gauge = self
+            .metrics
+            .realtime_connections
+            .with_label_values(&[self.transport.as_str()]);
+        gauge.inc();
+        let deadline = Instant::now() + self.lifetime;
+        let outcome = loop {
+            tokio::select! {
+                _ = self.tx.closed() => break None,
+                _ = tokio::time::sleep(self.heartbeat) => {
+                    self.hub.flush(self.id);
+                    let _ = self.tx.try_send(Frame::Heartbeat);
+                }
+                _ = tokio::time::sleep_until(deadline) => break Some(DropReason::Lifetime),
+                _ = self.closing.cancelled() => break Some(DropReason::Shutdown),
+            }
+        };
+        self.hub.remove(self.id);
+        gauge.dec();
+        if let Some(reason) = outcome {
+            let _ = self.shared.reason.set(reason);
+            self.metrics
+                .realtime_dropped
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            self.shared.dropped.cancel();
         }
     }
 }

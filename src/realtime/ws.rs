@@ -42,6 +42,7 @@ fn text(frame: Frame) -> Message {
             body["type"] = json!("reset");
             body.to_string()
         }
+        Frame::Event { event, json } => format!(r#"{{"type":"{event}","data":{json}}}"#),
         Frame::Heartbeat => r#"{"type":"heartbeat"}"#.to_string(),
     };
     Message::Text(s.into())
@@ -76,18 +77,20 @@ pub async fn upgrade(
         .realtime
         .open(&ctx, viewer, after, Transport::WebSocket)
         .await?;
-    let heartbeat = ctx.realtime.heartbeat_secs();
-    Ok(upgrade.on_upgrade(move |socket| run(socket, conn, heartbeat)))
-}
-
-async fn run(socket: WebSocket, mut conn: Conn, heartbeat_secs: u64) {
-    let (mut sink, mut incoming) = socket.split();
     let hello = json!({
         "type": "hello",
         "after": conn.after.to_string(),
         "epoch": conn.after.epoch,
-        "heartbeat_secs": heartbeat_secs,
+        "heartbeat_secs": ctx.realtime.heartbeat_secs(),
     });
+    Ok(upgrade.on_upgrade(move |socket| run(socket, conn, hello)))
+}
+
+/// Serves an open stream on `socket`: `hello`, then the stream's frames, answering pings, and
+/// a close frame saying why when the server ends it. Shared by every stream of the process
+/// (notifications, the telemetry tails).
+pub async fn run(socket: WebSocket, mut conn: Conn, hello: Value) {
+    let (mut sink, mut incoming) = socket.split();
     if sink
         .send(Message::Text(hello.to_string().into()))
         .await

@@ -30,4 +30,5 @@ mod stats;
 mod status;
 mod telemetry;
 mod telemetry_query;
+mod telemetry_tail;
 mod tracing;

@@ -83,15 +83,20 @@ impl Sse {
             let s = r.status().as_u16();
             return Err((s, r.json().await.unwrap_or(Value::Null)));
         }
+        Ok(Sse::from_response(r))
+    }
+
+    /// A client reading an event-stream answer (any SSE endpoint).
+    pub fn from_response(r: reqwest::Response) -> Sse {
         assert_eq!(
             r.headers()["content-type"].to_str().unwrap(),
             "text/event-stream"
         );
-        Ok(Sse {
+        Sse {
             body: r.bytes_stream().boxed(),
             buf: String::new(),
             scanned: 0,
-        })
+        }
     }
 
     /// The next event (notification, heartbeat comment or retry), `None` at the end.

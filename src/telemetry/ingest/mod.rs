@@ -3,7 +3,7 @@
 //! `internal.telemetry.batches`, keyed by org), committed before the `202`:
 //! - `POST /prometheus/api/v1/write`: Prometheus remote write 1.0 (protobuf, snappy block);
 //! - `POST /api/v1/ingest/metrics` and `/api/v1/ingest/logs`: native JSON (seed 003);
-//! - `POST /loki/api/v1/push`: the Loki push API, JSON;
+//! - `POST /loki/api/v1/push`: the Loki push API, JSON, or protobuf (snappy) (`loki.rs`);
 //! - `POST /v1/metrics` and `POST /v1/logs`: OTLP/HTTP, protobuf or JSON, gzip or not.
 //!
 //! Every request is authenticated and its org taken from the credentials (`tenant.rs`).
@@ -15,6 +15,7 @@
 pub mod config;
 pub mod decode;
 pub mod formats;
+pub mod loki;
 pub mod otlp;
 pub mod validate;
 
@@ -176,8 +177,8 @@ async fn native_logs(
     path = "/loki/api/v1/push",
     tag = "telemetry",
     operation_id = "loki_push",
-    summary = "The Loki push API (JSON)",
-    request_body(content = Object, content_type = "application/json"),
+    summary = "The Loki push API (JSON, or snappy-compressed protobuf)",
+    request_body(content = Object, content_type = "application/json", description = "A JSON push; or, as application/x-protobuf, a snappy block holding a logproto.PushRequest"),
     responses(IngestAnswers),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -190,12 +191,9 @@ async fn loki_push(
     let org = tenant(&p, Access::Write)?;
     let ct = crate::gateway::ingest::header_str(&headers, "content-type").unwrap_or("");
     if ct.starts_with("application/x-protobuf") {
-        return Err(
-            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").with(
-                "reason",
-                "the Loki push API is accepted as JSON (application/json)",
-            ),
-        );
+        let limit = ctx.config.telemetry.ingest.decoded_limit_bytes;
+        let batch = loki::push(&body, limit)?;
+        return accept(&ctx, &p, &headers, &org, "loki", batch).await;
     }
     let batch = formats::loki(json_body(&ctx, &headers, body)?)?;
     accept(&ctx, &p.id, &headers, &org, "loki", batch).await

@@ -501,7 +501,7 @@ fn log_time(v: &Option<Value>, field: &str, default: i64) -> Result<i64, ApiErro
     }
 }
 
-fn rfc3339_nanos(ns: i64) -> String {
+pub(crate) fn rfc3339_nanos(ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 

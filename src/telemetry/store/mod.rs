@@ -187,23 +187,30 @@ impl TelemetryWriter {
             .str_field("org")
             .ok_or_else(|| HandlerError::Reject("a telemetry batch without an org".into()))?
             .to_string();
-        let bytes: Vec<u8> = match ev.str_field("claim") {
-            Some(key) => self
-                .ctx
-                .objects
-                .get(key)
-                .await
-                .map_err(|e| HandlerError::Retry(format!("fetching claim {key}: {e}")))?
-                .ok_or_else(|| HandlerError::Reject(format!("claim {key} is missing")))?
-                .to_vec(),
-            None => base64::engine::general_purpose::STANDARD
-                .decode(ev.str_field("batch").unwrap_or(""))
-                .map_err(|e| HandlerError::Reject(format!("batch is not base64: {e}")))?,
-        };
-        let batch = Batch::decode(bytes.as_slice())
-            .map_err(|e| HandlerError::Reject(format!("batch does not decode: {e}")))?;
-        Ok((org, batch))
+        Ok((org, load_batch(&self.ctx.objects, &ev.payload).await?))
     }
+}
+
+/// The batch an `internal.telemetry.batches` payload (its JSON form) carries: inline, or
+/// fetched from the object store when claim-checked. Shared by the writer and the live tail.
+pub async fn load_batch(
+    objects: &crate::objects::Objects,
+    payload: &serde_json::Value,
+) -> Result<Batch, HandlerError> {
+    let field = |name: &str| payload.get(name).and_then(serde_json::Value::as_str);
+    let bytes: Vec<u8> = match field("claim") {
+        Some(key) => objects
+            .get(key)
+            .await
+            .map_err(|e| HandlerError::Retry(format!("fetching claim {key}: {e}")))?
+            .ok_or_else(|| HandlerError::Reject(format!("claim {key} is missing")))?
+            .to_vec(),
+        None => base64::engine::general_purpose::STANDARD
+            .decode(field("batch").unwrap_or(""))
+            .map_err(|e| HandlerError::Reject(format!("batch is not base64: {e}")))?,
+    };
+    Batch::decode(bytes.as_slice())
+        .map_err(|e| HandlerError::Reject(format!("batch does not decode: {e}")))
 }
 
 #[async_trait]
