@@ -6,6 +6,7 @@ mod support;
 
 mod analytics;
 mod auth;
+mod bench_smoke;
 mod browser;
 mod cli;
 mod consumers;
