@@ -41,7 +41,10 @@ impl LiteSpan {
 /// tracing-opentelemetry's `set_parent`): the layer hands out this function from
 /// `downcast_raw`, typed for the subscriber it was built for.
 #[derive(Clone, Copy)]
-struct WithLite(fn(&Dispatch, &Id, &mut dyn FnMut(&mut LiteSpan)));
+struct WithLite(WithLiteFn);
+
+/// Calls its closure on the `LiteSpan` of span `Id` of the subscriber behind `Dispatch`.
+type WithLiteFn = fn(&Dispatch, &Id, &mut dyn FnMut(&mut LiteSpan));
 
 /// The layer: a [`LiteSpan`] for every span it sees (filter it like the OpenTelemetry layer).
 pub struct LiteLayer<S> {
