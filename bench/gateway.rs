@@ -5,7 +5,12 @@
 //! `--compare "before=PATH after=PATH"` measures several builds in the same run, interleaved
 //! (`--rounds` times each, the bare ceiling again every round), so before/after figures share
 //! the machine's state; the summary holds the median of each build's rounds.
+//! `--seed000 BROKER` adds the seed-000 pattern (bench/seed000/app.py: FastAPI + aiokafka under
+//! two uvicorn workers, 202 after the broker's ack, on the Kafka broker at BROKER) as a peer,
+//! measured every round with the same single-event load; substrate's single-event rate is then
+//! also given as a ratio to it.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +39,10 @@ struct Args {
     warmup_secs: u64,
     batch: usize,
     pg: String,
+    /// The Kafka broker (host:port) of the seed-000 peer; `None` leaves the peer out.
+    seed000: Option<String>,
+    /// The Python that runs the seed-000 peer.
+    python: String,
 }
 
 fn args() -> Args {
@@ -49,6 +58,8 @@ fn args() -> Args {
         warmup_secs: 1,
         batch: 100,
         pg: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+        seed000: None,
+        python: "python3".into(),
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     for pair in v.chunks(2) {
@@ -71,6 +82,8 @@ fn args() -> Args {
             "--warmup-secs" => a.warmup_secs = val.parse().expect("--warmup-secs"),
             "--batch" => a.batch = val.parse().expect("--batch"),
             "--pg" => a.pg = val,
+            "--seed000" => a.seed000 = Some(val),
+            "--python" => a.python = val,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -105,10 +118,16 @@ struct Server {
     store_url: String,
     _dir: tempfile::TempDir,
     pg_db: Option<(String, String)>,
+    /// The child leads a process group of its own (uvicorn and its workers): kill the group.
+    group: bool,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.group {
+            // SAFETY: kill(2) on the process group this benchmark created for the child.
+            unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -154,6 +173,50 @@ async fn start_hello() -> Server {
         store_url: String::new(),
         _dir: tempfile::tempdir().expect("tempdir"),
         pg_db: None,
+        group: false,
+    }
+}
+
+/// The topic the seed-000 peer produces to.
+const SEED000_TOPIC: &str = "seed000.events";
+
+/// The seed-000 peer: bench/seed000/app.py under `uvicorn --workers 2`, producing to `broker`
+/// (the topic is created first: the broker does not create topics on first use).
+async fn start_seed000(a: &Args, broker: &str) -> Server {
+    let cfg = substrate::config::LogConfig {
+        url: format!("kafka://{broker}"),
+        ..substrate::config::LogConfig::default()
+    };
+    substrate::log::kafka::topics::create(&cfg, &[SEED000_TOPIC.to_string()])
+        .await
+        .expect("seed-000 topic");
+    let port = free_port();
+    let app_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/seed000");
+    let mut child = std::process::Command::new(&a.python)
+        .args([
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            app_dir,
+            "app:app",
+            "--workers",
+            "2",
+        ])
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--log-level", "warning", "--no-access-log"])
+        .env("SEED000_BROKER", broker)
+        .env("SEED000_TOPIC", SEED000_TOPIC)
+        .process_group(0)
+        .spawn()
+        .expect("spawn uvicorn (python3 -m uvicorn; scripts/setup.sh installs it)");
+    wait_ready(&mut child, port, "/healthz").await;
+    Server {
+        child,
+        port,
+        store_url: String::new(),
+        _dir: tempfile::tempdir().expect("tempdir"),
+        pg_db: None,
+        group: true,
     }
 }
 
@@ -190,6 +253,7 @@ async fn start_gateway(a: &Args, bin: &std::path::Path, backend: &str) -> Server
         store_url: url,
         _dir: dir,
         pg_db,
+        group: false,
     }
 }
 
@@ -319,6 +383,29 @@ fn cpu_secs(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU seconds of `pid` and its direct children (uvicorn's workers are its children).
+fn tree_cpu_secs(pid: u32) -> f64 {
+    let children = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|p| parent_of(*p) == Some(pid))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    cpu_secs(pid) + children.into_iter().map(cpu_secs).sum::<f64>()
+}
+
+/// The parent pid of `pid`, from /proc (the field after the state, after `(comm)`).
+fn parent_of(pid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// `drive`, plus the server's CPU time per request over the whole run: a figure that holds
 /// up better than rates on a machine shared with other work.
 async fn drive_measured(
@@ -330,9 +417,9 @@ async fn drive_measured(
     warmup: Duration,
     secs: Duration,
 ) -> (Run, f64) {
-    let cpu0 = cpu_secs(pid);
+    let cpu0 = tree_cpu_secs(pid);
     let run = drive(port, path, bodies, concurrency, warmup, secs).await;
-    let cpu = cpu_secs(pid) - cpu0;
+    let cpu = tree_cpu_secs(pid) - cpu0;
     let per_request_us = cpu / run.ok_all.max(1) as f64 * 1e6;
     (run, per_request_us)
 }
@@ -413,6 +500,7 @@ async fn main() {
     );
 
     let mut bare_runs = Vec::new();
+    let mut seed_runs = Vec::new();
     let mut results = Vec::new();
     for round in 0..a.rounds {
         // The ceiling again every round: the machine's state drifts between rounds.
@@ -420,6 +508,11 @@ async fn main() {
         bare["round"] = json!(round);
         let bare_rps = bare["requests_per_s"].as_f64().unwrap_or(0.0).max(1.0);
         bare_runs.push(bare);
+        if let Some(broker) = &a.seed000 {
+            let mut seed = measure_seed000(&singles, &a, broker, warmup, secs).await;
+            seed["round"] = json!(round);
+            seed_runs.push(seed);
+        }
         for backend in &a.backends {
             for (label, bin) in &a.bins {
                 for mut r in
@@ -436,7 +529,7 @@ async fn main() {
             }
         }
     }
-    let out = summary(&a, bare_runs, results);
+    let out = summary(&a, bare_runs, seed_runs, results);
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
 }
 
@@ -462,6 +555,31 @@ async fn measure_hello(
     let mut bare = report(&mut ceiling, 1);
     bare["server_cpu_us_per_request"] = json!(r2(hello_cpu_us));
     bare
+}
+
+/// One run of the seed-000 peer (single events only: the pattern has no batch endpoint).
+async fn measure_seed000(
+    singles: &Arc<Vec<(String, Bytes)>>,
+    a: &Args,
+    broker: &str,
+    warmup: Duration,
+    secs: Duration,
+) -> Value {
+    let peer = start_seed000(a, broker).await;
+    let (mut run, cpu_us) = drive_measured(
+        peer.child.id(),
+        peer.port,
+        "/api/v1/events/message",
+        singles.clone(),
+        a.concurrency,
+        warmup,
+        secs,
+    )
+    .await;
+    drop(peer);
+    let mut r = report(&mut run, 1);
+    r["server_cpu_us_per_request"] = json!(r2(cpu_us));
+    r
 }
 
 /// Single and batch ingest against one fresh gateway of build `bin` on `backend`.
@@ -528,10 +646,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// The JSON document: every run, and per build the median of its rounds with the ratios
 /// (single-event req/s over the median bare-axum req/s) and the targets.
-fn summary(a: &Args, bare_runs: Vec<Value>, results: Vec<Value>) -> Value {
+fn summary(a: &Args, bare_runs: Vec<Value>, seed_runs: Vec<Value>, results: Vec<Value>) -> Value {
     let field = |r: &Value, k: &str| r[k].as_f64().unwrap_or(0.0);
     let bare_rps = median(
         bare_runs
+            .iter()
+            .map(|r| field(r, "requests_per_s"))
+            .collect(),
+    );
+    let seed_rps = median(
+        seed_runs
             .iter()
             .map(|r| field(r, "requests_per_s"))
             .collect(),
@@ -552,6 +676,9 @@ fn summary(a: &Args, bare_runs: Vec<Value>, results: Vec<Value>) -> Value {
                     .collect();
                 let med = |k: &str| r2(median(runs.iter().map(|r| field(r, k)).collect()));
                 let ratio = (med("requests_per_s") / bare_rps.max(1.0) * 1000.0).round() / 1000.0;
+                // Against the seed-000 peer (single events; absent without the peer).
+                let to_seed = (mode == "single" && seed_rps > 0.0)
+                    .then(|| (med("requests_per_s") / seed_rps * 100.0).round() / 100.0);
                 if mode == "single" {
                     single_ratio = single_ratio.min(ratio);
                 } else {
@@ -566,6 +693,7 @@ fn summary(a: &Args, bare_runs: Vec<Value>, results: Vec<Value>) -> Value {
                         "p99_ms": med("p99_ms"),
                         "server_cpu_us_per_event": med("server_cpu_us_per_event"),
                         "ratio_to_bare_axum": ratio,
+                        "ratio_to_seed000": to_seed,
                         "errors": runs.iter().map(|r| r["errors"].as_u64().unwrap_or(0)).sum::<u64>(),
                     }),
                 );
@@ -578,6 +706,7 @@ fn summary(a: &Args, bare_runs: Vec<Value>, results: Vec<Value>) -> Value {
                 "single_ratio_worst": single_ratio,
                 "batch_events_per_s_min": { "sqlite": 200_000, "postgres": 150_000 },
                 "batch_events_per_s_worst": batch_eps,
+                "single_ratio_to_seed000_min": 10,
             }),
         );
         builds.insert(label.clone(), Value::Object(rows));
@@ -594,6 +723,12 @@ fn summary(a: &Args, bare_runs: Vec<Value>, results: Vec<Value>) -> Value {
         "bare_axum": {
             "requests_per_s_median": r2(bare_rps),
             "runs": bare_runs,
+        },
+        "seed000": {
+            "what": "FastAPI + aiokafka (bench/seed000/app.py), 2 uvicorn workers, idempotent acks=all producer, 202 after the broker ack; no JWT, no schema",
+            "broker": a.seed000,
+            "requests_per_s_median": (!seed_runs.is_empty()).then_some(r2(seed_rps)),
+            "runs": seed_runs,
         },
         "summary": builds,
         "runs": results,

@@ -3,7 +3,11 @@
 //! the same run, then projection throughput of the notifications group alone on each backend
 //! column (`--part relay`); and the whole `consumers` role — every projection group
 //! running, as `--roles consumers` runs them — draining the same events, next to each group
-//! alone (`--part consumers`). Prints JSON.
+//! alone (`--part consumers`); and how cost grows (`--part sweep`): relay throughput at several
+//! backlogs, the notifications group with rows already in its table, and outbox appends with
+//! relayed rows already in the outbox. Each figure comes with its same-run baseline: the raw
+//! producer for the relay, a raw multi-row `INSERT` of the same rows into the same table for
+//! the projection. Prints JSON.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,8 +28,13 @@ struct Args {
     broker: String,
     pg: String,
     events: usize,
-    /// `relay` (relay, then the notifications group alone) or `consumers` (the whole role).
+    /// `relay` (relay, then the notifications group alone), `consumers` (the whole role) or
+    /// `sweep` (how cost grows).
     part: String,
+    /// Sweep: the outbox backlogs the relay drains.
+    sweep_pending: Vec<usize>,
+    /// Sweep: rows already in the read model / relayed rows already in the outbox.
+    sweep_rows: Vec<usize>,
 }
 
 fn args() -> Args {
@@ -34,6 +43,14 @@ fn args() -> Args {
         pg: "postgres://postgres@127.0.0.1:5432/postgres".into(),
         events: 50_000,
         part: "relay".into(),
+        sweep_pending: vec![10_000, 100_000],
+        sweep_rows: vec![0, 1_000_000],
+    };
+    let sizes = |v: &str| -> Vec<usize> {
+        v.split([' ', ','])
+            .filter(|x| !x.is_empty())
+            .map(|x| x.parse().expect("a size"))
+            .collect()
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -43,6 +60,8 @@ fn args() -> Args {
             "--pg" => a.pg = v[i + 1].clone(),
             "--events" => a.events = v[i + 1].parse().expect("--events N"),
             "--part" => a.part = v[i + 1].clone(),
+            "--sweep-pending" => a.sweep_pending = sizes(&v[i + 1]),
+            "--sweep-rows" => a.sweep_rows = sizes(&v[i + 1]),
             other => panic!("unknown argument {other}"),
         }
         i += 2;
@@ -189,7 +208,14 @@ async fn projection(ctx: &AppContext, n: usize, fill: bool) -> f64 {
         h,
         stop.clone(),
     ));
-    let took = wait_for(ctx, "SELECT COUNT(*) FROM notifications", n as i64).await;
+    // The group's inbox, not the table: the table may hold rows from before (the sweep), and
+    // counting a large table every 50 ms would slow down what is measured.
+    let took = wait_for(
+        ctx,
+        "SELECT COUNT(*) FROM inbox WHERE group_name = 'notifications'",
+        n as i64,
+    )
+    .await;
     stop.cancel();
     let _ = task.await;
     n as f64 / took.as_secs_f64()
@@ -286,6 +312,17 @@ async fn consumers_part(a: &Args, dbs: &mut Vec<(String, String)>) -> serde_json
             let ctx = filled(a, dir.path(), pg, dbs).await;
             col.insert(format!("{g}_alone"), role(&ctx, &[g], a.events).await);
         }
+        // The baseline of this column: as many rows by raw multi-row INSERTs into the
+        // notifications table of a fresh store (Kafka → PostgreSQL shares PostgreSQL's).
+        let ctx = filled(a, dir.path(), pg, dbs).await;
+        col.insert(
+            "raw_insert_rows_per_sec".into(),
+            json!(
+                raw_insert(&ctx, a.events, PROJECTION_BATCH, "raw")
+                    .await
+                    .round()
+            ),
+        );
         out.insert(name.into(), json!(col));
     }
     if a.broker == "none" {
@@ -315,7 +352,10 @@ async fn main() {
         "consumers" => {
             out.insert("consumers".into(), consumers_part(&a, &mut dbs).await);
         }
-        other => panic!("--part relay|consumers, not {other}"),
+        "sweep" => {
+            out.insert("sweep".into(), sweep_part(&a, &mut dbs).await);
+        }
+        other => panic!("--part relay|consumers|sweep, not {other}"),
     }
     out.insert("events".into(), json!(a.events));
     for db in dbs {
@@ -396,6 +436,21 @@ async fn relay_part(
         "embedded_sqlite_events_per_sec".into(),
         json!(projection(&sq, n, true).await.round()),
     );
+    // The baseline: the same number of rows, by raw multi-row INSERTs in the projection's
+    // batch size, into the same table of another fresh store.
+    let raw_dir = tempfile::tempdir().expect("tempdir");
+    let raw_sq = AppContext::build(config(
+        raw_dir.path(),
+        &format!("sqlite://{}/raw.db", raw_dir.path().display()),
+        "embedded",
+    ))
+    .await
+    .expect("build");
+    let raw_sq_rate = raw_insert(&raw_sq, n, PROJECTION_BATCH, "raw").await;
+    proj.insert(
+        "raw_insert_sqlite_rows_per_sec".into(),
+        json!(raw_sq_rate.round()),
+    );
     let pg = AppContext::build(config(
         dir.path(),
         &{
@@ -411,10 +466,230 @@ async fn relay_part(
         "embedded_postgres_events_per_sec".into(),
         json!(projection(&pg, n, true).await.round()),
     );
+    let raw_pg = AppContext::build(config(
+        dir.path(),
+        &{
+            let (url, db) = common::create_db(&a.pg, "bench_log").await;
+            dbs.push(db);
+            url
+        },
+        "embedded",
+    ))
+    .await
+    .expect("build");
+    let raw_pg_rate = raw_insert(&raw_pg, n, PROJECTION_BATCH, "raw").await;
+    proj.insert(
+        "raw_insert_postgres_rows_per_sec".into(),
+        json!(raw_pg_rate.round()),
+    );
     // The relayed topic above: the group reads n events from Kafka into PostgreSQL.
     proj.insert(
         "kafka_postgres_events_per_sec".into(),
         json!(projection(&pg_ctx, n, false).await.round()),
     );
     out.insert("projection".into(), json!(proj));
+}
+
+/// The consumer runtime's batch size (`consumers.batch`'s default): the raw baseline inserts
+/// in transactions of this many rows.
+const PROJECTION_BATCH: usize = 500;
+
+/// The projection's baseline: `n` notification rows like the group writes (same table, same
+/// columns), by raw multi-row INSERTs of `batch` rows per transaction, with no inbox, no
+/// decoding and no consumer runtime. Returns rows/s. `tag` keeps event ids unique per call.
+async fn raw_insert(ctx: &AppContext, n: usize, batch: usize, tag: &str) -> f64 {
+    use substrate::store::bulk::{self, Val};
+    let now = substrate::store::now_micros();
+    let rows: Vec<(String, String, String)> = (0..n)
+        .map(|i| {
+            (
+                format!("{tag}-{i}-{}", uuid::Uuid::now_v7()),
+                format!("user{}", i % 1000),
+                json!({"user_id": format!("user{}", i % 1000), "message": format!("message number {i}")})
+                    .to_string(),
+            )
+        })
+        .collect();
+    let t = Instant::now();
+    for chunk in rows.chunks(batch.max(1)) {
+        let vals: Vec<Vec<Val>> = chunk
+            .iter()
+            .map(|(id, user, payload)| {
+                vec![
+                    Val::Str(id),
+                    Val::Str(user),
+                    Val::Str("user.message"),
+                    Val::Str(payload),
+                    Val::Str("private"),
+                    Val::OptStr(None),
+                    Val::I64(now),
+                    Val::I64(now),
+                ]
+            })
+            .collect();
+        let mut tx = ctx.store.begin().await.expect("tx");
+        bulk::insert(
+            &mut tx,
+            "INSERT INTO notifications (event_id, user_id, event_type, payload, visibility, recipient_id, event_time, created_at) ",
+            &vals,
+            "",
+        )
+        .await
+        .expect("raw insert");
+        tx.commit().await.expect("commit");
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Runs one statement (no result) on the store of `ctx`.
+async fn exec(ctx: &AppContext, sql: &str) {
+    match ctx.store.pg_pool() {
+        Some(p) => {
+            sqlx::query(sql).execute(p).await.expect("statement");
+        }
+        None => {
+            use sqlx::Connection;
+            let url = ctx.config.store.url.expose().to_string();
+            let mut c = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
+            sqlx::query(sql).execute(&mut c).await.expect("statement");
+        }
+    }
+}
+
+/// Appends `n` message events to the outbox, built and appended 10,000 at a time (a million
+/// built events at once would hold gigabytes).
+async fn fill_outbox(ctx: &AppContext, n: usize) {
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(10_000);
+        append(ctx, &events(ctx, k)).await;
+        left -= k;
+    }
+}
+
+/// A fresh store (SQLite in `dir` or a new PostgreSQL database) with log `log`.
+async fn fresh(
+    a: &Args,
+    dir: &std::path::Path,
+    pg: bool,
+    log: &str,
+    dbs: &mut Vec<(String, String)>,
+) -> AppContext {
+    let url = if pg {
+        let (url, db) = common::create_db(&a.pg, "bench_log").await;
+        dbs.push(db);
+        url
+    } else {
+        format!(
+            "sqlite://{}/s{}.db",
+            dir.display(),
+            uuid::Uuid::new_v4().simple()
+        )
+    };
+    AppContext::build(config(dir, &url, log))
+        .await
+        .expect("build")
+}
+
+/// Relay throughput with `pending` rows waiting in a fresh outbox (the relay starts after
+/// they are all appended).
+async fn relay_at(ctx: &AppContext, pending: usize) -> f64 {
+    fill_outbox(ctx, pending).await;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(substrate::relay::run(ctx.clone(), stop.clone()));
+    let took = wait_for(
+        ctx,
+        "SELECT COUNT(*) FROM outbox WHERE published_at IS NOT NULL",
+        pending as i64,
+    )
+    .await;
+    stop.cancel();
+    let _ = task.await;
+    pending as f64 / took.as_secs_f64()
+}
+
+/// Outbox appends (transactions of 100 events, as a batch POST stores them) per second,
+/// `n` events, on a store whose outbox already holds `relayed` published rows.
+async fn append_with_relayed(ctx: &AppContext, relayed: usize, n: usize) -> f64 {
+    if relayed > 0 {
+        fill_outbox(ctx, relayed).await;
+        exec(
+            ctx,
+            "UPDATE outbox SET published_at = created_at WHERE published_at IS NULL",
+        )
+        .await;
+    }
+    let evs = events(ctx, n);
+    let t = Instant::now();
+    for chunk in evs.chunks(100) {
+        let refs: Vec<&NewEvent> = chunk.iter().collect();
+        let mut tx = ctx.store.begin().await.expect("tx");
+        ctx.outbox.append(&mut tx, &refs).await.expect("append");
+        tx.commit().await.expect("commit");
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// How cost grows, per store: the relay at each backlog of `--sweep-pending` (next to the raw
+/// producer, measured once: it has no backlog), the notifications group draining `--events`
+/// events with each count of `--sweep-rows` rows already in its table (next to a raw INSERT
+/// of as many rows into that same table), and outbox appends with that many relayed rows.
+async fn sweep_part(a: &Args, dbs: &mut Vec<(String, String)>) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut out = serde_json::Map::new();
+    let kafka = (a.broker != "none").then(|| format!("kafka://{}", a.broker));
+    if let Some(kafka) = &kafka {
+        let probe = fresh(a, dir.path(), false, "embedded", dbs).await;
+        let biggest = a
+            .sweep_pending
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .min(100_000);
+        let raw_rate = raw(&a.broker, &events(&probe, biggest)).await;
+        out.insert("raw_rdkafka_events_per_sec".into(), json!(raw_rate.round()));
+        out.insert("raw_rdkafka_events".into(), json!(biggest));
+        for (name, pg) in [("sqlite", false), ("postgres", true)] {
+            let mut rows = Vec::new();
+            for &pending in &a.sweep_pending {
+                let ctx = fresh(a, dir.path(), pg, kafka, dbs).await;
+                let rate = relay_at(&ctx, pending).await;
+                rows.push(json!({
+                    "pending": pending,
+                    "events_per_sec": rate.round(),
+                    "ratio_to_raw": (rate / raw_rate * 100.0).round() / 100.0,
+                }));
+            }
+            out.insert(format!("relay_{name}"), json!(rows));
+        }
+    }
+    for (name, pg) in [("sqlite", false), ("postgres", true)] {
+        let mut proj = Vec::new();
+        let mut ingest = Vec::new();
+        for &rows in &a.sweep_rows {
+            let ctx = fresh(a, dir.path(), pg, "embedded", dbs).await;
+            if rows > 0 {
+                raw_insert(&ctx, rows, 5_000, "prefill").await;
+            }
+            let rate = projection(&ctx, a.events, true).await;
+            // The baseline next, into the same table (now holding rows + events rows).
+            let raw_rate = raw_insert(&ctx, a.events, PROJECTION_BATCH, "raw").await;
+            proj.push(json!({
+                "rows_before": rows,
+                "events_per_sec": rate.round(),
+                "raw_insert_rows_per_sec": raw_rate.round(),
+                "raw_insert_rows_before": rows + a.events,
+                "ratio_to_raw_insert": (rate / raw_rate * 100.0).round() / 100.0,
+            }));
+            let ctx = fresh(a, dir.path(), pg, "embedded", dbs).await;
+            ingest.push(json!({
+                "relayed_rows_before": rows,
+                "append_events_per_sec": append_with_relayed(&ctx, rows, a.events).await.round(),
+            }));
+        }
+        out.insert(format!("projection_{name}"), json!(proj));
+        out.insert(format!("outbox_append_{name}"), json!(ingest));
+    }
+    json!(out)
 }

@@ -64,5 +64,11 @@ if ! python3 -c 'import schemathesis, openapi_spec_validator, openapi_core' 2>/d
   log "pip install schemathesis openapi-spec-validator openapi-core"
   python3 -m pip install -q 'schemathesis>=4,<5' 'openapi-core>=0.19' openapi-spec-validator
 fi
+# The seed-000 peer of the gateway benchmark (bench/seed000/app.py): FastAPI + aiokafka under
+# uvicorn.
+if ! python3 -c 'import fastapi, uvicorn, aiokafka' 2>/dev/null; then
+  log "pip install fastapi uvicorn aiokafka"
+  python3 -m pip install -q fastapi 'uvicorn[standard]' aiokafka
+fi
 for p in "${pids[@]}"; do wait "$p"; done
 log "done"

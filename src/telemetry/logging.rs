@@ -1,8 +1,9 @@
 //! Log output: JSON lines (or human-readable on a terminal), filtered by
 //! `telemetry.log_filter`. A JSON line carries the event's fields plus `trace_id`/`span_id` of
 //! the innermost traced span and the `request_id`/`event_id` of the spans it happened in.
-//! The same subscriber feeds the OpenTelemetry layer (`telemetry::tracing`), which sees
-//! substrate's spans whatever the log filter says.
+//! The same subscriber feeds the trace layer (`telemetry::tracing`: OpenTelemetry when an
+//! exporter is configured, else the lite layer that only gives spans their W3C ids), which
+//! sees substrate's spans whatever the log filter says.
 
 use std::io::IsTerminal;
 
@@ -30,17 +31,19 @@ const CORRELATION_FIELDS: [&str; 3] = ["request_id", "event_id", "correlation_id
 pub fn init(cfg: &TelemetryConfig) {
     let provider = otel::provider(cfg).unwrap_or_else(|e| {
         eprintln!("traces will not be exported: {e}");
-        otel::base_provider(cfg).build()
+        None
     });
-    if subscriber(cfg, &provider).try_init().is_ok() {
+    if subscriber(cfg, provider.as_ref()).try_init().is_ok() {
         otel::install_global(provider);
     }
 }
 
-/// The subscriber `init` installs, with spans going to `provider` (tests install their own).
+/// The subscriber `init` installs, with spans going to `provider` (tests install their own);
+/// without one, spans only get their W3C ids (`tracing::lite`): no OpenTelemetry span data is
+/// built for spans nothing would export.
 pub fn subscriber(
     cfg: &TelemetryConfig,
-    provider: &SdkTracerProvider,
+    provider: Option<&SdkTracerProvider>,
 ) -> impl Subscriber + Send + Sync + for<'a> LookupSpan<'a> {
     let env = EnvFilter::try_new(&cfg.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match cfg.log_format.as_str() {
@@ -59,9 +62,16 @@ pub fn subscriber(
             .with_writer(std::io::stderr)
             .boxed()
     };
+    let exporting =
+        provider.map(|p| otel::layer(p).with_filter(tracing_subscriber::filter::filter_fn(traced)));
+    let lite = provider.is_none().then(|| {
+        otel::lite::LiteLayer::new(cfg.trace_sample_ratio)
+            .with_filter(tracing_subscriber::filter::filter_fn(traced))
+    });
     tracing_subscriber::registry()
         .with(CorrelationLayer)
-        .with(otel::layer(provider).with_filter(tracing_subscriber::filter::filter_fn(traced)))
+        .with(exporting)
+        .with(lite)
         .with(fmt.with_filter(LogFilter(env)))
 }
 

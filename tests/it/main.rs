@@ -7,6 +7,7 @@ mod support;
 mod alerts_rules;
 mod analytics;
 mod auth;
+mod bench_smoke;
 mod browser;
 mod cli;
 mod consumers;

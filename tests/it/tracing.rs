@@ -548,7 +548,7 @@ fn emitted_events_continue_the_handler_span(b: Backend) {
     let provider = substrate::telemetry::tracing::base_provider(&cfg)
         .with_simple_exporter(spans.clone())
         .build();
-    let subscriber = substrate::telemetry::logging::subscriber(&cfg, &provider);
+    let subscriber = substrate::telemetry::logging::subscriber(&cfg, Some(&provider));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -564,4 +564,139 @@ fn emitted_events_continue_the_handler_span_sqlite() {
 #[test]
 fn emitted_events_continue_the_handler_span_postgres() {
     emitted_events_continue_the_handler_span(Backend::Postgres)
+}
+
+both!(without_an_exporter_the_trace_still_propagates);
+
+/// Without `telemetry.otlp_endpoint` no OpenTelemetry span is built (`tracing::lite`), yet
+/// the W3C context still flows: the outbox row's `traceparent` continues the caller's trace
+/// under a span of its own (the publish span), the gateway's log line names that trace and
+/// span, and the consumer's log line for the event is in the same trace.
+async fn without_an_exporter_the_trace_still_propagates(b: Backend) {
+    let store = TestStore::new(b).await;
+    let routes = store.dir.path().join("routes.yaml");
+    std::fs::write(&routes, ROUTES).unwrap();
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_substrate"));
+    if let Some(k) = &store.kafka {
+        cmd.env("SUBSTRATE_LOG__URL", k.url());
+    }
+    let mut child = cmd
+        .args(["serve", "--roles", "gateway,relay,consumers"])
+        .current_dir(repo())
+        .env("SUBSTRATE_STORE__URL", &store.url)
+        .env("SUBSTRATE_STORE__MIGRATE_ON_START", "true")
+        .env("SUBSTRATE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("SUBSTRATE_AUTH__HS256_SECRET", SECRET)
+        .env("SUBSTRATE_GATEWAY__ROUTES_FILE", routes.to_str().unwrap())
+        .env(
+            "SUBSTRATE_OBJECTS__URL",
+            format!("file://{}/objects", store.dir.path().display()),
+        )
+        .env_remove("SUBSTRATE_TELEMETRY__OTLP_ENDPOINT")
+        .env("SUBSTRATE_TELEMETRY__LOG_FORMAT", "json")
+        .env("SUBSTRATE_TELEMETRY__LOG_FILTER", "warn,substrate=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stderr = child.stderr.take().unwrap();
+    let sink = logs.clone();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().push(line);
+        }
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    eventually(30, || async {
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+
+    let trace = hex::encode(rand::random::<[u8; 16]>());
+    let caller = hex::encode(rand::random::<[u8; 8]>());
+    let r = http
+        .post(format!("{base}/api/v1/events/message"))
+        .bearer_auth(token_with("alice", &[], None))
+        .header("traceparent", format!("00-{trace}-{caller}-01"))
+        .json(&message("untraced export"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let event_id = r.json::<Value>().await.unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually(30, || async {
+        scalar(
+            &store.url,
+            "SELECT event_id FROM notifications WHERE event_id = $1",
+            &event_id,
+        )
+        .await
+    })
+    .await;
+    let headers = scalar(
+        &store.url,
+        "SELECT headers FROM outbox WHERE event_id = $1",
+        &event_id,
+    )
+    .await
+    .unwrap();
+    // The handled line is written after the commit the notification row is visible from.
+    let handled_logged = || {
+        logs.lock().iter().any(|l| {
+            l.contains("event handled") && l.contains(&event_id) && l.contains("notifications")
+        })
+    };
+    eventually(30, || async { handled_logged().then_some(()) }).await;
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    reader.join().unwrap();
+
+    // The row continues the caller's trace, under a new span (not the caller's), sampled.
+    let tp = outbox_traceparent(&headers);
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "{tp}");
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", trace.as_str(), "01"));
+    assert_ne!(parts[2], caller, "the publish span is a span of its own");
+    assert_ne!(parts[2], "0000000000000000");
+
+    let lines: Vec<Value> = logs
+        .lock()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let built = lines
+        .iter()
+        .find(|l| l["message"] == "event built" && l["event_id"] == event_id.as_str())
+        .unwrap_or_else(|| panic!("no \"event built\" line in {lines:#?}"));
+    assert_eq!(built["trace_id"], trace.as_str());
+    assert_eq!(built["span_id"], parts[2]);
+    let handled = lines
+        .iter()
+        .find(|l| {
+            l["message"] == "event handled"
+                && l["event_id"] == event_id.as_str()
+                && l["group"] == "notifications"
+        })
+        .unwrap_or_else(|| panic!("no notifications \"event handled\" line in {lines:#?}"));
+    assert_eq!(handled["trace_id"], trace.as_str());
+    let process_span = handled["span_id"].as_str().unwrap_or_default();
+    assert_eq!(process_span.len(), 16, "{handled}");
+    assert_ne!(
+        process_span, parts[2],
+        "the consumer's process span is its own"
+    );
+    store.drop_db().await;
 }

@@ -193,7 +193,7 @@ async fn loki_push(
     if ct.starts_with("application/x-protobuf") {
         let limit = ctx.config.telemetry.ingest.decoded_limit_bytes;
         let batch = loki::push(&body, limit)?;
-        return accept(&ctx, &p, &headers, &org, "loki", batch).await;
+        return accept(&ctx, &p.id, &headers, &org, "loki", batch).await;
     }
     let batch = formats::loki(json_body(&ctx, &headers, body)?)?;
     accept(&ctx, &p.id, &headers, &org, "loki", batch).await

@@ -30,13 +30,24 @@ pub fn extract(traceparent: &str, tracestate: Option<&str>) -> Option<openteleme
 /// first entered.
 pub fn continue_from(span: &Span, traceparent: Option<&str>) {
     if let Some(cx) = traceparent.and_then(|tp| extract(tp, None)) {
-        span.set_parent(cx);
+        set_parent(span, cx);
     }
 }
 
+/// Makes `span` a child of the remote context `cx`, under whichever trace layer is installed
+/// (the OpenTelemetry one when exporting, else `lite`; each call is a no-op for the other).
+pub fn set_parent(span: &Span, cx: opentelemetry::Context) {
+    let sc = cx.span().span_context().clone();
+    super::lite::set_parent(span, &sc);
+    span.set_parent(cx);
+}
+
 /// The `traceparent` naming `span` as parent; `None` when the span is not traced (disabled,
-/// or no OpenTelemetry layer installed).
+/// or no trace layer installed).
 pub fn traceparent(span: &Span) -> Option<String> {
+    if let Some(lite) = super::lite::get(span) {
+        return Some(lite.traceparent());
+    }
     let cx = span.context();
     let sc = cx.span().span_context().clone();
     sc.is_valid().then(|| {
@@ -54,8 +65,12 @@ pub fn current_traceparent() -> Option<String> {
     traceparent(&Span::current())
 }
 
-/// The trace and span id (hex) of a span, from its OpenTelemetry data — for log lines.
+/// The trace and span id (hex) of a span, from its `lite` identity or its OpenTelemetry data —
+/// for log lines.
 pub fn ids(ext: &tracing_subscriber::registry::Extensions<'_>) -> Option<(String, String)> {
+    if let Some(lite) = ext.get::<super::lite::LiteSpan>() {
+        return Some((lite.trace_id.to_string(), lite.span_id.to_string()));
+    }
     let data = ext.get::<OtelData>()?;
     let span_id = data.builder.span_id?;
     let trace_id = if data.parent_cx.has_active_span() {

@@ -73,8 +73,7 @@ pub async fn trace_request(mut req: Request, next: Next) -> Response {
             .get("tracestate")
             .and_then(|v| v.to_str().ok());
         if let Some(cx) = parent.and_then(|p| context::extract(p.trim(), state)) {
-            use tracing_opentelemetry::OpenTelemetrySpanExt;
-            span.set_parent(cx);
+            context::set_parent(&span, cx);
         }
         span
     };

@@ -1,12 +1,14 @@
-//! Traces: `tracing` spans become OpenTelemetry spans (tracing-opentelemetry), exported over
-//! OTLP (HTTP/protobuf or gRPC) when `telemetry.otlp_endpoint` is set. Trace and span ids are
-//! made and propagated either way, so logs carry trace ids and events carry `traceparent`
-//! even when nothing is exported. `context.rs`: the W3C `traceparent` in and out;
+//! Traces: when `telemetry.otlp_endpoint` is set, `tracing` spans become OpenTelemetry spans
+//! (tracing-opentelemetry), exported over OTLP (HTTP/protobuf or gRPC). Without an endpoint no
+//! span data is built at all (`lite.rs`: a W3C identity per span, nothing more). Trace and span
+//! ids are made and propagated either way, so logs carry trace ids and events carry
+//! `traceparent` even when nothing is exported. `context.rs`: the W3C `traceparent` in and out;
 //! `spans.rs`: the spans of the event path (messaging conventions); `http.rs`: request ids
 //! and server spans.
 
 pub mod context;
 pub mod http;
+pub mod lite;
 pub mod spans;
 
 use std::sync::OnceLock;
@@ -78,19 +80,22 @@ fn exporter(
     built.map_err(|e| TracingError::Exporter(e.to_string()))
 }
 
-/// The tracer provider for `cfg`: sampling by `trace_sample_ratio` (an incoming decision is
-/// followed), the service name as resource, and the OTLP exporter when an endpoint is set.
-pub fn provider(cfg: &TelemetryConfig) -> Result<SdkTracerProvider, TracingError> {
-    let builder = base_provider(cfg);
+/// The tracer provider for `cfg` when an endpoint is set: sampling by `trace_sample_ratio`
+/// (an incoming decision is followed), the service name as resource, and the OTLP exporter.
+/// `None` without an endpoint: nothing would export, so no OpenTelemetry span is built
+/// (`lite`).
+pub fn provider(cfg: &TelemetryConfig) -> Result<Option<SdkTracerProvider>, TracingError> {
     match cfg
         .otlp_endpoint
         .as_deref()
         .filter(|e| !e.trim().is_empty())
     {
-        Some(endpoint) => Ok(builder
-            .with_batch_exporter(exporter(cfg, endpoint)?)
-            .build()),
-        None => Ok(builder.build()),
+        Some(endpoint) => Ok(Some(
+            base_provider(cfg)
+                .with_batch_exporter(exporter(cfg, endpoint)?)
+                .build(),
+        )),
+        None => Ok(None),
     }
 }
 
@@ -121,13 +126,16 @@ where
         .with_tracked_inactivity(false)
 }
 
-/// Keeps the provider of the global subscriber for `shutdown`, and makes the W3C trace
-/// context the global propagator (for libraries that inject or extract by themselves).
-pub fn install_global(provider: SdkTracerProvider) {
+/// Keeps the provider of the global subscriber (if it exports) for `shutdown`, and makes the
+/// W3C trace context the global propagator (for libraries that inject or extract by
+/// themselves).
+pub fn install_global(provider: Option<SdkTracerProvider>) {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
-    let _ = PROVIDER.set(provider);
+    if let Some(p) = provider {
+        let _ = PROVIDER.set(p);
+    }
 }
 
 /// Exports the spans still buffered and stops the exporter (at process exit).
@@ -160,5 +168,11 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(provider(&cfg), Err(TracingError::Endpoint(_))));
+    }
+
+    #[test]
+    fn no_endpoint_no_provider() {
+        let cfg = TelemetryConfig::default();
+        assert!(matches!(provider(&cfg), Ok(None)));
     }
 }
