@@ -44,6 +44,12 @@ pub fn tenant(p: &Principal, access: Access) -> Result<String, ApiError> {
             )));
         }
     }
+    org_scope(p)
+}
+
+/// The one org named by the caller's `org:<id>` scope (telemetry, alert rules and targets are
+/// all scoped by it).
+pub fn org_scope(p: &Principal) -> Result<String, ApiError> {
     let mut orgs = p.scopes.iter().filter_map(|s| s.strip_prefix("org:"));
     match (orgs.next(), orgs.next()) {
         (Some(org), None) if valid_org(org) => Ok(org.to_string()),
@@ -51,7 +57,7 @@ pub fn tenant(p: &Principal, access: Access) -> Result<String, ApiError> {
             "the org scope must be org:<id> with 1-64 of A-Z a-z 0-9 _ . -",
         )),
         (Some(_), Some(_)) => Err(ApiError::forbidden(
-            "the credentials name more than one org; telemetry needs exactly one",
+            "the credentials name more than one org; exactly one is needed",
         )),
         (None, _) => Err(ApiError::forbidden(
             "no tenant: the API key or token needs an org:<id> scope",

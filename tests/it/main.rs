@@ -4,6 +4,7 @@
 #[macro_use]
 mod support;
 
+mod alerts_notify;
 mod analytics;
 mod auth;
 mod browser;
