@@ -54,7 +54,7 @@ CREATE TABLE alert_deliveries (
     created_at      BIGINT  NOT NULL,
     updated_at      BIGINT  NOT NULL,
     UNIQUE (transition_id, target),
-    UNIQUE (org, target, fingerprint, sequence)        -- a repeated transition is not sent again
+    UNIQUE (org, target, rule, fingerprint, sequence)  -- a repeated transition is not sent again
 );
 CREATE INDEX alert_deliveries_ungrouped ON alert_deliveries (org, target, state, notification_id);
 CREATE INDEX alert_deliveries_notification ON alert_deliveries (notification_id);

@@ -185,9 +185,19 @@ async fn start(backend: Backend) -> TestApp {
     TestApp::start_with(backend, tweak).await
 }
 
-async fn admin_key(app: &TestApp, org: &str) -> String {
-    app.api_key(&format!("ops-{org}"), &["admin", &format!("org:{org}")])
-        .await
+/// A bearer token with the `roles` and `scope` claims given.
+fn jwt(roles: &[&str], scope: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({
+        "sub": "operator", "exp": now + 600, "iat": now, "nbf": now,
+        "roles": roles, "scope": scope, "email": "ops@example.com",
+    });
+    sign_hs256(&claims, SECRET.as_bytes())
+}
+
+/// An admin of `org` (the org from the token's `org:<id>` scope).
+async fn admin_key(_app: &TestApp, org: &str) -> String {
+    jwt(&["admin"], &format!("org:{org}"))
 }
 
 /// Creates target `name` of the org behind `key` pointing at the receiver, which learns its
@@ -428,7 +438,7 @@ async fn rate_limit_and_grouping(backend: Backend) {
 
     // Four rules: four notifications (nothing to group), at most 2 at once, then 1 per second.
     let ts: Vec<Transition> = (0..4)
-        .map(|i| transition("acme", &format!("Rate{i}"), "x", 1, "firing", &["slowrate"]))
+        .map(|i| transition("acme", &format!("Rate{i}"), &format!("r{i}"), 1, "firing", &["slowrate"]))
         .collect();
     emit(&app, &ts.iter().collect::<Vec<_>>()).await;
 
@@ -476,7 +486,7 @@ async fn hanging_target_does_not_delay_another(backend: Backend) {
     target(&app, &key, &rx, "fast", json!({})).await;
     rx.set("hang", Behaviour::Hang);
     let ts: Vec<Transition> = (0..6)
-        .map(|i| transition("acme", &format!("H{i}"), "x", 1, "firing", &["hang", "fast"]))
+        .map(|i| transition("acme", &format!("H{i}"), &format!("h{i}"), 1, "firing", &["hang", "fast"]))
         .collect();
     emit(&app, &ts.iter().collect::<Vec<_>>()).await;
     let fast = rx.wait("fast", 6).await;
@@ -564,8 +574,8 @@ async fn target_api_and_isolation(backend: Backend) {
     let app = start(backend).await;
     let acme = admin_key(&app, "acme").await;
     let beta = admin_key(&app, "beta").await;
-    let plain = app.api_key("plain", &["org:acme"]).await;
-    let no_org = app.api_key("noorg", &["admin"]).await;
+    let plain = jwt(&[], "org:acme");
+    let no_org = jwt(&["admin"], "");
     let post = |key: String, body: Value| {
         let app = &app;
         async move { app.post_json("/api/v1/alerts/targets", &key, &body).await }

@@ -35,8 +35,8 @@ fn micros(d: Duration) -> i64 {
 }
 
 /// Records the delivery of `t` to `target` (dead with `reason` when given). Idempotent per
-/// (transition, target), and a transition of the same alert and sequence seen before for this
-/// target is not recorded again. Returns whether a row was added.
+/// (transition, target), and a transition of the same alert (rule, fingerprint) and sequence
+/// seen before for this target is not recorded again. Returns whether a row was added.
 pub async fn insert(
     tx: &mut Tx,
     t: &Transition,
@@ -183,11 +183,16 @@ async fn ungrouped(tx: &mut Tx, org: &str, target: &str) -> Result<Vec<Ungrouped
     Ok(rows)
 }
 
-/// Alerts (fingerprints) with a transition in a notification still being sent to the target.
-async fn in_flight(tx: &mut Tx, org: &str, target: &str) -> Result<HashSet<String>, StoreError> {
-    let v: Vec<String> = on_tx!(tx, c => {
-        sqlx::query_scalar(
-            "SELECT DISTINCT fingerprint FROM alert_deliveries WHERE org = $1 AND target = $2 \
+/// Alerts (rule, fingerprint) with a transition in a notification still being sent to the
+/// target.
+async fn in_flight(
+    tx: &mut Tx,
+    org: &str,
+    target: &str,
+) -> Result<HashSet<(String, String)>, StoreError> {
+    let v: Vec<(String, String)> = on_tx!(tx, c => {
+        sqlx::query_as(
+            "SELECT DISTINCT rule, fingerprint FROM alert_deliveries WHERE org = $1 AND target = $2 \
              AND state = 'pending' AND notification_id IS NOT NULL",
         )
         .bind(org).bind(target).fetch_all(&mut *c).await?
@@ -198,13 +203,13 @@ async fn in_flight(tx: &mut Tx, org: &str, target: &str) -> Result<HashSet<Strin
 /// The members of the next notification (see `form`), in arrival order.
 fn pick(
     rows: Vec<Ungrouped>,
-    busy: &HashSet<String>,
+    busy: &HashSet<(String, String)>,
     grouping: &Grouping,
     now: i64,
 ) -> Option<Vec<Ungrouped>> {
     let eligible: Vec<Ungrouped> = rows
         .into_iter()
-        .filter(|r| !busy.contains(&r.fingerprint))
+        .filter(|r| !busy.contains(&(r.rule.clone(), r.fingerprint.clone())))
         .collect();
     let first = eligible.first()?;
     if first.created_at + micros(grouping.wait) > now {
