@@ -83,6 +83,16 @@ fn admin_org(p: &Admin) -> Result<String, ApiError> {
     org_scope(&p.0)
 }
 
+/// A name no target can have is not looked up (nor handed to the store, which may refuse its
+/// bytes): there is no such target.
+fn known_name(name: &str) -> Result<(), ApiError> {
+    if targets::valid_name(name) {
+        Ok(())
+    } else {
+        Err(TargetError::NotFound(name.to_string()).into())
+    }
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/alerts/targets",
@@ -169,6 +179,7 @@ pub async fn show_target(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let org = admin_org(&admin)?;
+    known_name(&name)?;
     let t = targets::resolve(&ctx, &org, &name)
         .await?
         .ok_or(TargetError::NotFound(name))?;
@@ -200,6 +211,7 @@ pub async fn update_target(
     StrictJson(spec): StrictJson<TargetSpec>,
 ) -> Result<Json<Value>, ApiError> {
     let org = admin_org(&admin)?;
+    known_name(&name)?;
     if spec.name.as_deref().is_some_and(|n| n != name) {
         return Err(TargetError::Invalid {
             field: "name",
@@ -210,7 +222,13 @@ pub async fn update_target(
     let old = targets::get(&ctx.store, &org, &name)
         .await?
         .ok_or_else(|| TargetError::NotFound(name.clone()))?;
-    let t = targets::build(&ctx.config.alerts.notify, &name, &spec, Some(old.secret), "api")?;
+    let t = targets::build(
+        &ctx.config.alerts.notify,
+        &name,
+        &spec,
+        Some(old.secret),
+        "api",
+    )?;
     targets::update(&ctx.store, &org, &t).await?;
     Ok(Json(t.public_json()))
 }
@@ -235,6 +253,7 @@ pub async fn delete_target(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let org = admin_org(&admin)?;
+    known_name(&name)?;
     if !targets::delete(&ctx.store, &org, &name).await? {
         return Err(TargetError::NotFound(name).into());
     }
@@ -263,7 +282,7 @@ pub struct DeliveriesQuery {
     params(DeliveriesQuery),
     responses(
         (status = 200, description = "Deliveries", body = DeliveriesDoc),
-        (status = 400, description = "An unknown state or a limit out of range (`invalid_request`)", body = crate::http::openapi::ErrorBody),
+        (status = 400, description = "An unknown state, a target name no target can have, or a limit out of range (`invalid_request`, naming the field)", body = crate::http::openapi::ErrorBody),
         (status = 403, description = "Not an admin, or no org:<id> scope", body = crate::http::openapi::ErrorBody),
     ),
     security(("bearer" = []), ("api_key" = []))
@@ -280,6 +299,13 @@ pub async fn list_deliveries(
         return Err(ApiError::bad_request("invalid_request")
             .with("field", "state")
             .with("reason", "one of pending, delivered, dead"));
+    }
+    if let Some(t) = &q.target
+        && !targets::valid_name(t)
+    {
+        return Err(ApiError::bad_request("invalid_request")
+            .with("field", "target")
+            .with("reason", "1-64 of A-Z a-z 0-9 _ . -"));
     }
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {

@@ -43,7 +43,7 @@ impl Handler for NotifyHandler {
     ) -> Result<(), HandlerError> {
         let t: Transition = ev.payload_as()?;
         let cfg = &self.ctx.config.alerts.notify;
-        if !cfg.notify_on.iter().any(|s| *s == t.to) {
+        if !cfg.notify_on.contains(&t.to) {
             return Ok(());
         }
         let mut fresh = false;

@@ -85,7 +85,8 @@ pub async fn targets_with_work(store: &Store) -> Result<Vec<(String, String)>, S
          UNION SELECT org, target FROM alert_notifications WHERE state = 'pending' AND next_at <= {now} \
          AND (claimed_until IS NULL OR claimed_until < {now})"
     );
-    let keys: Vec<(String, String)> = on_read!(store, p => { sqlx::query_as(&sql).fetch_all(p).await? });
+    let keys: Vec<(String, String)> =
+        on_read!(store, p => { sqlx::query_as(&sql).fetch_all(p).await? });
     Ok(keys)
 }
 
@@ -159,7 +160,17 @@ pub async fn form(
     let rule = members[0].rule.clone();
     let webhook_id = members[0].transition_id.clone();
     let body = payload::body(org, &rule, &transitions);
-    let n = insert_notification(&mut tx, org, &rule, target, &webhook_id, &body, owner, lease).await?;
+    let n = insert_notification(
+        &mut tx,
+        org,
+        &rule,
+        target,
+        &webhook_id,
+        &body,
+        owner,
+        lease,
+    )
+    .await?;
     for m in &members {
         on_tx!(tx, c => {
             sqlx::query("UPDATE alert_deliveries SET notification_id = $1, updated_at = $2 WHERE id = $3")
@@ -262,13 +273,22 @@ async fn insert_notification(
 pub enum Outcome {
     Delivered,
     /// Try again at this time (unix micros).
-    Retry { at: i64, error: String },
-    Dead { error: String },
+    Retry {
+        at: i64,
+        error: String,
+    },
+    Dead {
+        error: String,
+    },
 }
 
 /// Records an attempt's outcome, if `n`'s claim still holds (false: it was lost, nothing
 /// written).
-pub async fn record(store: &Store, n: &Notification, outcome: &Outcome) -> Result<bool, StoreError> {
+pub async fn record(
+    store: &Store,
+    n: &Notification,
+    outcome: &Outcome,
+) -> Result<bool, StoreError> {
     let mut tx = store.begin().await?;
     let now = now_micros();
     let (state, next_at, error) = match outcome {
@@ -301,7 +321,11 @@ pub async fn record(store: &Store, n: &Notification, outcome: &Outcome) -> Resul
 }
 
 /// Dead-letters what is still pending for (org, target): the target is gone.
-pub async fn dead_unknown_target(store: &Store, org: &str, target: &str) -> Result<u64, StoreError> {
+pub async fn dead_unknown_target(
+    store: &Store,
+    org: &str,
+    target: &str,
+) -> Result<u64, StoreError> {
     let mut tx = store.begin().await?;
     // Its pending notifications and every delivery still pending (grouped or not) are dead.
     let n = on_tx!(tx, c => {
@@ -418,4 +442,60 @@ pub async fn counts(store: &Store) -> Result<Vec<(String, i64)>, StoreError> {
         sqlx::query_as("SELECT state, COUNT(*) FROM alert_deliveries GROUP BY state").fetch_all(p).await?
     });
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, rule: &str, fp: &str, seq: i64, created_at: i64) -> Ungrouped {
+        Ungrouped {
+            id,
+            transition_id: format!("t{id}"),
+            rule: rule.into(),
+            fingerprint: fp.into(),
+            sequence: seq,
+            transition: "{}".into(),
+            created_at,
+        }
+    }
+
+    fn ids(v: Option<Vec<Ungrouped>>) -> Option<Vec<i64>> {
+        v.map(|m| m.iter().map(|r| r.id).collect())
+    }
+
+    #[test]
+    fn groups_one_rule_one_transition_per_alert_in_order() {
+        let g = Grouping {
+            wait: Duration::from_millis(100),
+            max_size: 10,
+        };
+        let now = 1_000_000;
+        let rows = || {
+            vec![
+                row(1, "disk", "a", 1, now - 200_000),
+                row(2, "cpu", "x", 1, now - 150_000),
+                row(3, "disk", "a", 2, now - 150_000),
+                row(4, "disk", "b", 1, now),
+            ]
+        };
+        // The oldest is due: its rule's alerts, the lowest sequence of each.
+        assert_eq!(
+            ids(pick(rows(), &HashSet::new(), &g, now)),
+            Some(vec![1, 4])
+        );
+        // Not due yet.
+        assert_eq!(ids(pick(rows(), &HashSet::new(), &g, now - 150_000)), None);
+        // Alert a of disk still being sent: its later transitions wait, b goes.
+        let busy = HashSet::from([("disk".to_string(), "a".to_string())]);
+        assert_eq!(ids(pick(rows(), &busy, &g, now)), Some(vec![2]));
+        let small = Grouping {
+            wait: g.wait,
+            max_size: 1,
+        };
+        assert_eq!(
+            ids(pick(rows(), &HashSet::new(), &small, now)),
+            Some(vec![1])
+        );
+    }
 }

@@ -139,7 +139,9 @@ impl Sender {
             let target = match targets::resolve(&self.ctx, org, name).await {
                 Ok(Some(t)) => t,
                 Ok(None) => {
-                    if let Err(e) = deliveries::dead_unknown_target(&self.ctx.store, org, name).await {
+                    if let Err(e) =
+                        deliveries::dead_unknown_target(&self.ctx.store, org, name).await
+                    {
                         tracing::warn!(%org, target = %name, error = %e, "cannot dead-letter deliveries to an unknown target");
                     }
                     return;
@@ -225,7 +227,9 @@ impl Sender {
                 self.metrics.count(&t.name, m::CLAIM_LOST);
             }
             // The claim runs out and the notification is sent again (same webhook-id).
-            Err(e) => tracing::warn!(id = n.id, error = %e, "cannot record an alert notification's outcome"),
+            Err(e) => {
+                tracing::warn!(id = n.id, error = %e, "cannot record an alert notification's outcome")
+            }
         }
         if let Outcome::Dead { error } = &outcome {
             tracing::warn!(id = n.id, org = %n.org, rule = %n.rule, target = %t.name, %error,
@@ -346,7 +350,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
