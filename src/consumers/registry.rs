@@ -1,5 +1,6 @@
 //! Which handlers run where: projections and sinks in the `consumers` role, saga supervisors
-//! in the `sagas` role. Add a handler here to have it run.
+//! in the `sagas` role, alert notifications in the `alerts` role. Add a handler here to have it
+//! run.
 
 use std::sync::Arc;
 
@@ -27,11 +28,19 @@ pub fn saga_handlers(ctx: &AppContext) -> Vec<Arc<dyn Handler>> {
     ]
 }
 
+/// Alert notifications (the `alerts` role): transitions into webhook deliveries.
+pub fn alert_handlers(ctx: &AppContext) -> Vec<Arc<dyn Handler>> {
+    vec![Arc::new(
+        crate::alerts::notify::consume::NotifyHandler::new(ctx.clone()),
+    )]
+}
+
 /// Every consumer group with its topics (for `replay` without `--group`, and lag).
 pub fn all_groups(ctx: &AppContext) -> Vec<(String, Vec<String>)> {
     projection_handlers(ctx)
         .into_iter()
         .chain(saga_handlers(ctx))
+        .chain(alert_handlers(ctx))
         .map(|h| (h.group().to_string(), h.topics()))
         .collect()
 }

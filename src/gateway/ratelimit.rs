@@ -35,12 +35,28 @@ impl Bucket {
 
     /// Takes `cost` if a token is there, else says in how many seconds one will be.
     pub(crate) fn take(&mut self, now: Instant, rate: f64, cap: f64, cost: f64) -> Result<(), u64> {
+        self.take_exact(now, rate, cap, cost)
+            .map_err(|wait| wait.as_secs_f64().ceil().max(1.0) as u64)
+    }
+
+    /// `take`, saying exactly how long until a token is there (senders that wait for it,
+    /// e.g. alert notifications, rather than answer 429).
+    pub(crate) fn take_exact(
+        &mut self,
+        now: Instant,
+        rate: f64,
+        cap: f64,
+        cost: f64,
+    ) -> Result<(), std::time::Duration> {
         self.refill(now, rate, cap);
         if self.tokens >= 1.0 {
             self.tokens = (self.tokens - cost).max(-cap);
             Ok(())
         } else {
-            Err(((1.0 - self.tokens) / rate).ceil().max(1.0) as u64)
+            // A zero rate never refills: as good as never.
+            let secs = ((1.0 - self.tokens) / rate).max(0.001);
+            Err(std::time::Duration::try_from_secs_f64(secs)
+                .unwrap_or(std::time::Duration::from_secs(u64::from(u32::MAX))))
         }
     }
 

@@ -57,7 +57,7 @@ pub fn org_of(p: &Principal) -> Result<String, ApiError> {
             "the org scope must be org:<id> with 1-64 of A-Z a-z 0-9 _ . -",
         )),
         (Some(_), Some(_)) => Err(ApiError::forbidden(
-            "the credentials name more than one org; telemetry needs exactly one",
+            "the credentials name more than one org; exactly one is needed",
         )),
         (None, _) => Err(ApiError::forbidden(
             "no tenant: the API key or token needs an org:<id> scope",

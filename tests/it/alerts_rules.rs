@@ -23,6 +23,14 @@ fn token(org: &str, admin: bool) -> String {
     )
 }
 
+/// Creates the webhook target `name` for the org of `bearer` (its URL answers nothing: these
+/// tests look at rules and transitions, not deliveries).
+async fn make_target(app: &TestApp, bearer: &str, name: &str) {
+    let body = json!({"name": name, "url": "http://127.0.0.1:9/hook"});
+    let (s, v) = app.post_json("/api/v1/alerts/targets", bearer, &body).await;
+    assert_eq!(s, 201, "{v}");
+}
+
 fn fast(c: &mut Config) {
     c.alerts.rules.interval_secs = 1;
     c.alerts.rules.lease_ttl_secs = 3;
@@ -169,6 +177,15 @@ async fn crud_and_validation(backend: Backend) {
     let rule = json!({"alert": "HighTemp", "expr": "temp > 50", "for": "1m",
                       "labels": {"team": "ops"}, "annotations": {"summary": "hot {{ $labels.job }}"},
                       "targets": ["ops-hook"]});
+    // A rule naming a target the org does not have is refused, naming it; nothing stored.
+    let (s, v) = app.post_json("/api/v1/alerts/rules", &a, &rule).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("targets")), "{v}");
+    assert!(
+        v["reason"].as_str().unwrap_or("").contains("ops-hook"),
+        "{v}"
+    );
+    assert!(rule_names(&app, &a).await.is_empty());
+    make_target(&app, &a, "ops-hook").await;
     let (s, v) = app.post_json("/api/v1/alerts/rules", &a, &rule).await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(
@@ -304,6 +321,7 @@ async fn fires_and_resolves_once(backend: Backend) {
     let rule = json!({"alert": "HighTemp", "expr": "max by (job) (temp) > 50", "for": "1s",
                       "severity": "critical", "annotations": {"summary": "{{ $labels.job }} at {{ $value }}"},
                       "targets": ["ops"], "public": true});
+    make_target(&app, &a, "ops").await;
     assert_eq!(
         app.post_json("/api/v1/alerts/rules", &a, &rule).await.0,
         201

@@ -4,6 +4,7 @@
 #[macro_use]
 mod support;
 
+mod alerts_notify;
 mod alerts_rules;
 mod analytics;
 mod auth;

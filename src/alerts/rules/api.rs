@@ -80,8 +80,10 @@ fn stored_json(s: &Stored) -> Value {
     v
 }
 
-/// Reads a rule body (the same shape as a rules file's entry) and validates it whole.
-async fn read_rule(ctx: &AppContext, body: Value) -> Result<Rule, ApiError> {
+/// Reads a rule body (the same shape as a rules file's entry) and validates it whole,
+/// including that every target it names exists for `org` (its own or a configured one): a
+/// rule saved with a typo in a target would otherwise fire into a dead letter.
+async fn read_rule(ctx: &AppContext, org: &str, body: Value) -> Result<Rule, ApiError> {
     let rule: Rule = serde_json::from_value(body).map_err(|e| {
         ApiError::bad_request("invalid_rule")
             .with("field", "$")
@@ -90,6 +92,16 @@ async fn read_rule(ctx: &AppContext, body: Value) -> Result<Rule, ApiError> {
     validate::check(ctx, &rule, &ctx.config.alerts.rules)
         .await
         .map_err(invalid)?;
+    for t in &rule.targets {
+        if !crate::alerts::notify::target_exists(ctx, org, t).await? {
+            return Err(ApiError::bad_request("invalid_rule")
+                .with("field", "targets")
+                .with(
+                    "reason",
+                    format!("no target {t:?}: create it with POST /api/v1/alerts/targets or under alerts.notify.targets"),
+                ));
+        }
+    }
     Ok(rule)
 }
 
@@ -153,7 +165,7 @@ async fn create_rule(
     StrictJson(body): StrictJson<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let org = org(&admin)?;
-    let rule = read_rule(&ctx, body).await?;
+    let rule = read_rule(&ctx, &org, body).await?;
     let max = ctx.config.alerts.rules.max_rules_per_org;
     match store::insert(&ctx.store, &org, &rule, max).await? {
         Inserted::Created => {}
@@ -226,7 +238,7 @@ async fn replace_rule(
     StrictJson(body): StrictJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let org = org(&admin)?;
-    let rule = read_rule(&ctx, body).await?;
+    let rule = read_rule(&ctx, &org, body).await?;
     if rule.alert != name {
         return Err(ApiError::bad_request("invalid_rule")
             .with("field", "alert")
