@@ -17,8 +17,6 @@ pub mod payload;
 pub mod sender;
 pub mod targets;
 
-use std::sync::Arc;
-
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
@@ -26,7 +24,6 @@ use utoipa_axum::router::OpenApiRouter;
 pub use config::{NotifyConfig, TargetConfig};
 
 use crate::app::AppContext;
-use crate::consumers::Handler;
 use crate::consumers::runtime::{self, ConsumerError};
 use crate::store::StoreError;
 
