@@ -281,11 +281,12 @@ impl Evaluator<'_> {
     async fn call(&self, c: &Call) -> Result<Value, QueryError> {
         let name = c.func.name;
         let args = &c.args.args;
+        let arg = |i: usize| args.get(i).map(|a| a.as_ref());
         match name {
             "rate" | "increase" | "delta" | "deriv" | "irate" | "idelta" | "changes" | "resets"
             | "avg_over_time" | "min_over_time" | "max_over_time" | "sum_over_time"
             | "count_over_time" | "last_over_time" => {
-                let Some(Expr::MatrixSelector(ms)) = args.first().map(|a| a.as_ref()) else {
+                let Some(Expr::MatrixSelector(ms)) = arg(0) else {
                     return Err(QueryError::BadData(format!(
                         "{name} expects a range vector"
                     )));
@@ -298,28 +299,28 @@ impl Evaluator<'_> {
                     .collect(),
             )),
             "vector" => {
-                let values = self.scalar_arg(name, args.first()).await?;
+                let values = self.scalar_arg(name, arg(0)).await?;
                 Ok(Value::Vector(vec![Series {
                     labels: Labels::new(),
                     values: values.into_iter().map(Some).collect(),
                 }]))
             }
             "scalar" => {
-                let v = self.vector_arg(name, args.first()).await?;
+                let v = self.vector_arg(name, arg(0)).await?;
                 Ok(Value::Scalar(super::ops::scalar_of(&v, self.steps.len())))
             }
             "abs" | "clamp_min" | "clamp_max" => {
-                let v = self.vector_arg(name, args.first()).await?;
+                let v = self.vector_arg(name, arg(0)).await?;
                 let bound = if name == "abs" {
                     Vec::new()
                 } else {
-                    self.scalar_arg(name, args.get(1)).await?
+                    self.scalar_arg(name, arg(1)).await?
                 };
                 Ok(Value::Vector(super::ops::map_values(name, v, &bound)))
             }
             "histogram_quantile" => {
-                let q = self.scalar_arg(name, args.first()).await?;
-                let v = self.vector_arg(name, args.get(1)).await?;
+                let q = self.scalar_arg(name, arg(0)).await?;
+                let v = self.vector_arg(name, arg(1)).await?;
                 Ok(Value::Vector(super::ops::histogram_quantile(&q, v)))
             }
             other => Err(QueryError::Unsupported(format!("the function {other}"))),
@@ -327,11 +328,7 @@ impl Evaluator<'_> {
     }
 
     /// A function's argument that must be a scalar (one value per step).
-    async fn scalar_arg(
-        &self,
-        func: &str,
-        arg: Option<&Box<Expr>>,
-    ) -> Result<Vec<f64>, QueryError> {
+    async fn scalar_arg(&self, func: &str, arg: Option<&Expr>) -> Result<Vec<f64>, QueryError> {
         match arg {
             Some(e) => match self.eval(e).await? {
                 Value::Scalar(s) => Ok(s),
@@ -344,11 +341,7 @@ impl Evaluator<'_> {
     }
 
     /// A function's argument that must be an instant vector.
-    async fn vector_arg(
-        &self,
-        func: &str,
-        arg: Option<&Box<Expr>>,
-    ) -> Result<Vec<Series>, QueryError> {
+    async fn vector_arg(&self, func: &str, arg: Option<&Expr>) -> Result<Vec<Series>, QueryError> {
         match arg {
             Some(e) => match self.eval(e).await? {
                 Value::Vector(v) => Ok(v),

@@ -340,11 +340,26 @@ impl Matching {
     }
 }
 
+/// Per-step output values by series labels; the labels are borrowed from the operands so
+/// they are cloned once per output series, not once per step.
+type Gathered<'a> = BTreeMap<&'a Labels, Vec<Option<f64>>>;
+
+fn slot<'a, 'b>(
+    out: &'b mut Gathered<'a>,
+    labels: &'a Labels,
+    n: usize,
+) -> &'b mut Vec<Option<f64>> {
+    out.entry(labels).or_insert_with(|| vec![None; n])
+}
+
 /// Series from per-step values gathered by labels, those with no value at all left out.
-fn collect(out: BTreeMap<Labels, Vec<Option<f64>>>) -> Vec<Series> {
+fn collect(out: Gathered<'_>) -> Vec<Series> {
     out.into_iter()
         .filter(|(_, v)| v.iter().any(Option::is_some))
-        .map(|(labels, values)| Series { labels, values })
+        .map(|(labels, values)| Series {
+            labels: labels.clone(),
+            values,
+        })
         .collect()
 }
 
@@ -369,7 +384,7 @@ fn vector_vector(
         .iter()
         .map(|s| m.result_labels(&s.labels, !cmp || boolean))
         .collect();
-    let mut out: BTreeMap<Labels, Vec<Option<f64>>> = BTreeMap::new();
+    let mut out = Gathered::new();
     for i in 0..n {
         let mut right: HashMap<&Labels, f64> = HashMap::new();
         for (s, sig) in rhs.iter().zip(&rsig) {
@@ -401,8 +416,7 @@ fn vector_vector(
                 (true, false) => a,
                 _ => r,
             };
-            let slot = out.entry(lres[j].clone()).or_insert_with(|| vec![None; n]);
-            if slot[i].replace(v).is_some() {
+            if slot(&mut out, &lres[j], n)[i].replace(v).is_some() {
                 return Err(QueryError::Execution(
                     "vector cannot contain metrics with the same labelset".into(),
                 ));
@@ -427,7 +441,7 @@ fn present<'a>(side: &[Series], sigs: &'a [Labels], i: usize) -> HashSet<&'a Lab
 pub fn set_op(op: &str, m: &Matching, lhs: Vec<Series>, rhs: Vec<Series>, n: usize) -> Vec<Series> {
     let lsig: Vec<Labels> = lhs.iter().map(|s| m.signature(&s.labels)).collect();
     let rsig: Vec<Labels> = rhs.iter().map(|s| m.signature(&s.labels)).collect();
-    let mut out: BTreeMap<Labels, Vec<Option<f64>>> = BTreeMap::new();
+    let mut out = Gathered::new();
     for i in 0..n {
         let in_right = present(&rhs, &rsig, i);
         for (s, sig) in lhs.iter().zip(&lsig) {
@@ -437,14 +451,14 @@ pub fn set_op(op: &str, m: &Matching, lhs: Vec<Series>, rhs: Vec<Series>, n: usi
                 _ => true,
             };
             if let Some(v) = s.values[i].filter(|_| keep) {
-                out.entry(s.labels.clone()).or_insert_with(|| vec![None; n])[i] = Some(v);
+                slot(&mut out, &s.labels, n)[i] = Some(v);
             }
         }
         if op == "or" {
             let in_left = present(&lhs, &lsig, i);
             for (s, sig) in rhs.iter().zip(&rsig) {
                 if let Some(v) = s.values[i].filter(|_| !in_left.contains(sig)) {
-                    out.entry(s.labels.clone()).or_insert_with(|| vec![None; n])[i] = Some(v);
+                    slot(&mut out, &s.labels, n)[i] = Some(v);
                 }
             }
         }
