@@ -176,6 +176,15 @@ async fn prometheus_api_answers_the_subset(b: Backend) {
     assert!(close(v[0].1, t as f64 / 1000.0 - 10.0), "{v:?}");
     let v = instant(&app, &key, "temp * scalar(temp)", t).await;
     assert!(close(v[0].1, 100.0), "{v:?}");
+    // timestamp(): the sample's own time for a selector (the 10:00 sample, 7 s before
+    // the query), the evaluation time for anything computed.
+    let v = instant(&app, &key, "timestamp(temp)", t + 7_000).await;
+    assert_eq!(
+        v,
+        vec![(json!({"job": "api", "room": "a"}), t as f64 / 1000.0)]
+    );
+    let v = instant(&app, &key, "timestamp(temp * 1)", t + 7_000).await;
+    assert!(close(v[0].1, (t + 7_000) as f64 / 1000.0), "{v:?}");
     let v = instant(&app, &key, "abs(temp - 25)", t).await;
     assert!(close(v[0].1, 15.0), "{v:?}");
     let v = instant(&app, &key, "clamp_max(temp, 3) + clamp_min(temp, 12)", t).await;
@@ -702,6 +711,7 @@ async fn a_prometheus_server_remote_writes(b: Backend) {
         format!("{x}{{route=\"/metrics\"}} or sum by (route) ({x})"),
         format!("abs(-{x}) + clamp_max({x}, 2) - clamp_min({x}, 3)"),
         format!("vector(scalar(sum({x}))) - time() + time()"),
+        format!("timestamp({x})"),
     ] {
         let theirs: Value = app
             .http

@@ -5,7 +5,7 @@
 //! `max`, `count` with `by`/`without`; arithmetic and comparison (with or without `bool`)
 //! between scalars and vectors and between two vectors (one-to-one, `on`/`ignoring`); the
 //! set operators `and`, `or`, `unless`; `time()`, `vector`, `scalar`, `abs`, `clamp_min`,
-//! `clamp_max`, `histogram_quantile`; unary minus and parentheses. Anything else (e.g.
+//! `clamp_max`, `timestamp`, `histogram_quantile`; unary minus and parentheses. Anything else (e.g.
 //! `group_left`) is refused with [`QueryError::Unsupported`], never answered wrongly.
 //!
 //! The planner reads the coarsest rollup whose resolution divides the step, the start and
@@ -149,7 +149,7 @@ impl Evaluator<'_> {
                 Expr::NumberLiteral(n) => Ok(Value::Scalar(vec![n.val; self.steps.len()])),
                 Expr::Paren(p) => self.eval(&p.expr).await,
                 Expr::Unary(u) => Ok(super::ops::negate(self.eval(&u.expr).await?)),
-                Expr::VectorSelector(vs) => Ok(Value::Vector(self.instant(vs).await?)),
+                Expr::VectorSelector(vs) => Ok(Value::Vector(self.instant(vs, false).await?)),
                 Expr::Aggregate(a) => self.aggregate(a).await,
                 Expr::Binary(b) => self.binary(b).await,
                 Expr::Call(c) => self.call(c).await,
@@ -231,8 +231,10 @@ impl Evaluator<'_> {
         Ok(by_series(rows, |b| b.series_id))
     }
 
-    /// An instant selector: the latest sample within the lookback at each step.
-    async fn instant(&self, vs: &VectorSelector) -> Result<Vec<Series>, QueryError> {
+    /// An instant selector: the latest sample within the lookback at each step; with
+    /// `stamp`, that sample's timestamp in seconds instead of its value (`timestamp()`).
+    async fn instant(&self, vs: &VectorSelector, stamp: bool) -> Result<Vec<Series>, QueryError> {
+        let secs = |ms: i64| ms as f64 / 1000.0;
         let picked = self.select(vs).await?;
         let n = self.steps.len();
         let mut out = Vec::with_capacity(picked.len());
@@ -247,7 +249,7 @@ impl Evaluator<'_> {
                         let k = rows.partition_point(|b| b.bucket_ms < t - r);
                         rows.get(k)
                             .filter(|b| b.bucket_ms == t - r && b.last_ts_ms > t - self.lookback)
-                            .map(|b| b.last_v)
+                            .map(|b| if stamp { secs(b.last_ts_ms) } else { b.last_v })
                     })
                     .collect();
                 out.push(Series {
@@ -267,7 +269,7 @@ impl Evaluator<'_> {
                     k.checked_sub(1)
                         .map(|j| pts[j])
                         .filter(|p| p.ts_ms > t - self.lookback)
-                        .map(|p| p.value)
+                        .map(|p| if stamp { secs(p.ts_ms) } else { p.value })
                 })
                 .collect();
             out.push(Series {
@@ -318,6 +320,7 @@ impl Evaluator<'_> {
                 };
                 Ok(Value::Vector(super::ops::map_values(name, v, &bound)))
             }
+            "timestamp" => self.timestamp(arg(0)).await,
             "histogram_quantile" => {
                 let q = self.scalar_arg(name, arg(0)).await?;
                 let v = self.vector_arg(name, arg(1)).await?;
@@ -325,6 +328,28 @@ impl Evaluator<'_> {
             }
             other => Err(QueryError::Unsupported(format!("the function {other}"))),
         }
+    }
+
+    /// `timestamp(v)`: for a selector, the timestamp of each series' sample; for any other
+    /// expression, the evaluation time (its samples are computed at the step). The metric
+    /// name is dropped, as Prometheus does.
+    async fn timestamp(&self, arg: Option<&Expr>) -> Result<Value, QueryError> {
+        let mut v = match arg {
+            Some(Expr::VectorSelector(vs)) => self.instant(vs, true).await?,
+            other => {
+                let mut v = self.vector_arg("timestamp", other).await?;
+                for s in &mut v {
+                    for (i, x) in s.values.iter_mut().enumerate() {
+                        *x = x.map(|_| self.steps.at(i) as f64 / 1000.0);
+                    }
+                }
+                v
+            }
+        };
+        for s in &mut v {
+            s.labels.remove(NAME);
+        }
+        Ok(Value::Vector(v))
     }
 
     /// A function's argument that must be a scalar (one value per step).
