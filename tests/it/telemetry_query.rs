@@ -1,8 +1,9 @@
 //! Reading telemetry back on both columns: the Prometheus HTTP API (instant and range
 //! queries of the PromQL subset, with the range planner on rollups; series, labels and label
 //! values; Prometheus-style errors for what is outside the subset), the real `promtool query`
-//! client against it, the log search with filters and a cursor, and tenant isolation (one
-//! org's queries never return another's series or lines).
+//! client against it (and, for the added functions and operators, Prometheus' own engine),
+//! the built-in alert rules' expressions on crafted data, the log search with filters and a
+//! cursor, and tenant isolation (one org's queries never return another's series or lines).
 
 use serde_json::{Value, json};
 use substrate::telemetry::model::TimeSeries;
@@ -747,6 +748,91 @@ async fn a_prometheus_server_remote_writes(b: Backend) {
                 (a - b).abs() <= 1e-9 * a.abs().max(1.0),
                 "{q} {k}: Prometheus {a}, substrate {b}"
             );
+        }
+    }
+    stop(app).await;
+}
+
+both!(the_builtin_alert_expressions_answer);
+/// The built-in rules' expressions (deploy/prometheus/alerts.yml, read as the alerts role
+/// reads it), evaluated on crafted data: the four that use `time()`, `and` + `deriv`, `delta`
+/// and vector/vector division give the hand-computed answer; every rule answers.
+async fn the_builtin_alert_expressions_answer(b: Backend) {
+    let app = TestApp::start_with(b, |c| analytics_backend(b, c)).await;
+    let key = app.api_key("acme", &["telemetry:write", "org:acme"]).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let t = now - now.rem_euclid(MIN) - 60 * MIN;
+    let minutes = |f: &dyn Fn(i64) -> f64| -> Vec<(i64, f64)> {
+        (-20..=0).map(|m| (t + m * MIN, f(m))).collect()
+    };
+    let every15s = |per_sec: f64| -> Vec<(i64, f64)> {
+        (-40..=0)
+            .map(|i| (t + i * 15_000, per_sec * (15 * (i + 40)) as f64))
+            .collect()
+    };
+    let lag = |group: &str, instance: &str, f: &dyn Fn(i64) -> f64| {
+        let l = [
+            ("group", group),
+            ("topic", "orders"),
+            ("partition", "0"),
+            ("instance", instance),
+        ];
+        labeled("substrate_consumer_lag", &l, minutes(f))
+    };
+    let http = |route: &str, status: &str, per_sec: f64| {
+        let l = [("route", route), ("status", status)];
+        labeled("substrate_http_requests_total", &l, every15s(per_sec))
+    };
+    let data = vec![
+        // Last success 200 s before t.
+        labeled(
+            "substrate_probe_last_success_timestamp_seconds",
+            &[("instance", "a")],
+            vec![(t - MIN, (t / 1000 - 200) as f64)],
+        ),
+        // g gains 4 dead letters at t-10m; h stays at 7.
+        labeled(
+            "substrate_dlq_depth",
+            &[("group", "g")],
+            minutes(&|m| if m < -10 { 0.0 } else { 4.0 }),
+        ),
+        labeled("substrate_dlq_depth", &[("group", "h")], minutes(&|_| 7.0)),
+        // g's lag grows 30/min, reported by two members; h's is high but flat.
+        lag("g", "a", &|m| 200.0 + 30.0 * (m + 20) as f64),
+        lag("g", "b", &|m| 200.0 + 30.0 * (m + 20) as f64),
+        lag("h", "a", &|_| 500.0),
+        // 1 of 10 API requests fails; the health check's failures do not count.
+        http("/api/x", "500", 1.0),
+        http("/api/x", "200", 9.0),
+        http("/healthz", "503", 100.0),
+    ];
+    let (s, r) = remote_write(&app, &key, data).await;
+    assert_eq!(s, 202, "{r}");
+    caught_up(&app).await;
+    let rules = substrate::alerts::rules::file::parse(
+        substrate::alerts::rules::builtin::ALERTS_YML,
+        &app.ctx.config.alerts.rules,
+    )
+    .expect("the built-in rules parse");
+    assert_eq!(rules.len(), 9);
+    let expect: [(&str, Value, f64); 4] = [
+        ("SubstrateProbeStale", json!({}), 200.0),
+        // +4 over 14 min of samples, extrapolated 1 min back to the 15 min window's start.
+        (
+            "SubstrateDLQGrowing",
+            json!({"group": "g"}),
+            4.0 * 15.0 / 14.0,
+        ),
+        // `and` keeps the left side: g's lag at t, counted once per partition.
+        ("SubstrateConsumerLagGrowing", json!({"group": "g"}), 800.0),
+        ("SubstrateHigh5xxRate", json!({}), 0.1),
+    ];
+    for loc in &rules {
+        let v = instant(&app, &key, &loc.rule.expr, t).await;
+        if let Some((_, labels, value)) = expect.iter().find(|e| e.0 == loc.rule.alert) {
+            assert_eq!(v.len(), 1, "{}: {v:?}", loc.rule.alert);
+            assert_eq!(&v[0].0, labels, "{}", loc.rule.alert);
+            assert!(close(v[0].1, *value), "{}: {v:?}", loc.rule.alert);
         }
     }
     stop(app).await;
