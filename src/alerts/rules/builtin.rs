@@ -4,10 +4,10 @@
 //! own metric registry is gathered and ingested as one telemetry batch for that org, through
 //! the same path the ingest endpoints take (`crate::telemetry::ingest::accept`).
 //!
-//! Some of those rules use PromQL outside the supported subset (`time()`, `deriv`, `delta`,
-//! `and`, vector/vector arithmetic). They are skipped with a warning naming them and the
-//! reason, not loaded half-working; an external Prometheus can still evaluate the file
-//! whole.
+//! Every rule of the file is inside the supported PromQL subset (the test
+//! `builtin_rules_load_validate_and_self_scrape` holds it so). Should a later rule not be, it
+//! is skipped with a warning naming it and the reason, not loaded half-working; an external
+//! Prometheus can still evaluate the file whole.
 
 use axum::http::HeaderMap;
 use prometheus::proto::{MetricFamily, MetricType};

@@ -1,15 +1,18 @@
 //! The PromQL subset, evaluated over an org's stored series for every step of a query at
 //! once. Parsing is `promql-parser`'s; this evaluates: selectors with `=`, `!=`, `=~`, `!~`
-//! matchers; `rate`, `increase` and `avg|min|max|sum|count_over_time`; `sum`, `avg`, `min`,
+//! matchers; the range functions `rate`, `increase`, `delta`, `deriv`, `irate`, `idelta`,
+//! `changes`, `resets` and `avg|min|max|sum|count|last_over_time`; `sum`, `avg`, `min`,
 //! `max`, `count` with `by`/`without`; arithmetic and comparison (with or without `bool`)
-//! between scalars and vectors; `histogram_quantile`; unary minus and parentheses. Anything
-//! else is refused with [`QueryError::Unsupported`], never answered wrongly.
+//! between scalars and vectors and between two vectors (one-to-one, `on`/`ignoring`); the
+//! set operators `and`, `or`, `unless`; `time()`, `vector`, `scalar`, `abs`, `clamp_min`,
+//! `clamp_max`, `timestamp`, `histogram_quantile`; unary minus and parentheses. Anything else (e.g.
+//! `group_left`) is refused with [`QueryError::Unsupported`], never answered wrongly.
 //!
 //! The planner reads the coarsest rollup whose resolution divides the step, the start and
 //! the range (`resolution`): instant selectors then take the `last` of the bucket ending at
 //! each step, `*_over_time` combine the buckets' min/max/sum/count. `rate` and `increase`
-//! need individual samples (counter resets) and always read raw samples, as do instant
-//! queries. Range windows are left-open, `(t - range, t]`, as in Prometheus 3; over rollups
+//! and the other range functions need individual samples and always read raw samples, as
+//! do instant queries. Range windows are left-open, `(t - range, t]`, as in Prometheus 3; over rollups
 //! they are `[t - range, t)`, the buckets inside the window.
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,9 +20,11 @@ use std::collections::{BTreeMap, HashMap};
 use futures::future::BoxFuture;
 use promql_parser::label::{Matcher, Matchers};
 use promql_parser::parser::{
-    AggregateExpr, BinaryExpr, Call, Expr, LabelModifier, MatrixSelector, VectorSelector,
+    AggregateExpr, BinModifier, BinaryExpr, Call, Expr, LabelModifier, MatrixSelector,
+    VectorMatchCardinality, VectorSelector,
 };
 
+use super::ops::Matching;
 use crate::telemetry::store::read::{Bucket, Point, SeriesInfo};
 use crate::telemetry::store::{RESOLUTIONS, Telemetry, TelemetryError};
 
@@ -144,13 +149,13 @@ impl Evaluator<'_> {
                 Expr::NumberLiteral(n) => Ok(Value::Scalar(vec![n.val; self.steps.len()])),
                 Expr::Paren(p) => self.eval(&p.expr).await,
                 Expr::Unary(u) => Ok(super::ops::negate(self.eval(&u.expr).await?)),
-                Expr::VectorSelector(vs) => Ok(Value::Vector(self.instant(vs).await?)),
+                Expr::VectorSelector(vs) => Ok(Value::Vector(self.instant(vs, false).await?)),
                 Expr::Aggregate(a) => self.aggregate(a).await,
                 Expr::Binary(b) => self.binary(b).await,
                 Expr::Call(c) => self.call(c).await,
                 Expr::MatrixSelector(_) => Err(QueryError::Unsupported(
-                    "a range vector is accepted only as the argument of rate, increase or \
-                     *_over_time"
+                    "a range vector is accepted only as the argument of a range function \
+                     (rate, delta, *_over_time, …)"
                         .into(),
                 )),
                 Expr::StringLiteral(_) => Err(QueryError::Unsupported("string values".into())),
@@ -226,8 +231,10 @@ impl Evaluator<'_> {
         Ok(by_series(rows, |b| b.series_id))
     }
 
-    /// An instant selector: the latest sample within the lookback at each step.
-    async fn instant(&self, vs: &VectorSelector) -> Result<Vec<Series>, QueryError> {
+    /// An instant selector: the latest sample within the lookback at each step; with
+    /// `stamp`, that sample's timestamp in seconds instead of its value (`timestamp()`).
+    async fn instant(&self, vs: &VectorSelector, stamp: bool) -> Result<Vec<Series>, QueryError> {
+        let secs = |ms: i64| ms as f64 / 1000.0;
         let picked = self.select(vs).await?;
         let n = self.steps.len();
         let mut out = Vec::with_capacity(picked.len());
@@ -242,7 +249,7 @@ impl Evaluator<'_> {
                         let k = rows.partition_point(|b| b.bucket_ms < t - r);
                         rows.get(k)
                             .filter(|b| b.bucket_ms == t - r && b.last_ts_ms > t - self.lookback)
-                            .map(|b| b.last_v)
+                            .map(|b| if stamp { secs(b.last_ts_ms) } else { b.last_v })
                     })
                     .collect();
                 out.push(Series {
@@ -262,7 +269,7 @@ impl Evaluator<'_> {
                     k.checked_sub(1)
                         .map(|j| pts[j])
                         .filter(|p| p.ts_ms > t - self.lookback)
-                        .map(|p| p.value)
+                        .map(|p| if stamp { secs(p.ts_ms) } else { p.value })
                 })
                 .collect();
             out.push(Series {
@@ -276,37 +283,103 @@ impl Evaluator<'_> {
     async fn call(&self, c: &Call) -> Result<Value, QueryError> {
         let name = c.func.name;
         let args = &c.args.args;
+        let arg = |i: usize| args.get(i).map(|a| a.as_ref());
         match name {
-            "rate" | "increase" | "avg_over_time" | "min_over_time" | "max_over_time"
-            | "sum_over_time" | "count_over_time" => {
-                let Some(Expr::MatrixSelector(ms)) = args.first().map(|a| a.as_ref()) else {
+            "rate" | "increase" | "delta" | "deriv" | "irate" | "idelta" | "changes" | "resets"
+            | "avg_over_time" | "min_over_time" | "max_over_time" | "sum_over_time"
+            | "count_over_time" | "last_over_time" => {
+                let Some(Expr::MatrixSelector(ms)) = arg(0) else {
                     return Err(QueryError::BadData(format!(
                         "{name} expects a range vector"
                     )));
                 };
                 Ok(Value::Vector(self.range_fn(name, ms).await?))
             }
+            "time" => Ok(Value::Scalar(
+                (0..self.steps.len())
+                    .map(|i| self.steps.at(i) as f64 / 1000.0)
+                    .collect(),
+            )),
+            "vector" => {
+                let values = self.scalar_arg(name, arg(0)).await?;
+                Ok(Value::Vector(vec![Series {
+                    labels: Labels::new(),
+                    values: values.into_iter().map(Some).collect(),
+                }]))
+            }
+            "scalar" => {
+                let v = self.vector_arg(name, arg(0)).await?;
+                Ok(Value::Scalar(super::ops::scalar_of(&v, self.steps.len())))
+            }
+            "abs" | "clamp_min" | "clamp_max" => {
+                let v = self.vector_arg(name, arg(0)).await?;
+                let bound = if name == "abs" {
+                    Vec::new()
+                } else {
+                    self.scalar_arg(name, arg(1)).await?
+                };
+                Ok(Value::Vector(super::ops::map_values(name, v, &bound)))
+            }
+            "timestamp" => self.timestamp(arg(0)).await,
             "histogram_quantile" => {
-                let (Some(q), Some(v)) = (args.first(), args.get(1)) else {
-                    return Err(QueryError::BadData("histogram_quantile(φ, buckets)".into()));
-                };
-                let Value::Scalar(q) = self.eval(q).await? else {
-                    return Err(QueryError::BadData(
-                        "histogram_quantile's φ is a scalar".into(),
-                    ));
-                };
-                let Value::Vector(v) = self.eval(v).await? else {
-                    return Err(QueryError::BadData(
-                        "histogram_quantile expects a vector".into(),
-                    ));
-                };
+                let q = self.scalar_arg(name, arg(0)).await?;
+                let v = self.vector_arg(name, arg(1)).await?;
                 Ok(Value::Vector(super::ops::histogram_quantile(&q, v)))
             }
             other => Err(QueryError::Unsupported(format!("the function {other}"))),
         }
     }
 
-    /// `rate`, `increase` and `*_over_time` over each step's window.
+    /// `timestamp(v)`: for a selector, the timestamp of each series' sample; for any other
+    /// expression, the evaluation time (its samples are computed at the step). The metric
+    /// name is dropped, as Prometheus does.
+    async fn timestamp(&self, arg: Option<&Expr>) -> Result<Value, QueryError> {
+        let mut v = match arg {
+            Some(Expr::VectorSelector(vs)) => self.instant(vs, true).await?,
+            other => {
+                let mut v = self.vector_arg("timestamp", other).await?;
+                for s in &mut v {
+                    for (i, x) in s.values.iter_mut().enumerate() {
+                        *x = x.map(|_| self.steps.at(i) as f64 / 1000.0);
+                    }
+                }
+                v
+            }
+        };
+        for s in &mut v {
+            s.labels.remove(NAME);
+        }
+        Ok(Value::Vector(v))
+    }
+
+    /// A function's argument that must be a scalar (one value per step).
+    async fn scalar_arg(&self, func: &str, arg: Option<&Expr>) -> Result<Vec<f64>, QueryError> {
+        match arg {
+            Some(e) => match self.eval(e).await? {
+                Value::Scalar(s) => Ok(s),
+                Value::Vector(_) => Err(QueryError::BadData(format!(
+                    "{func} expects a scalar argument"
+                ))),
+            },
+            None => Err(QueryError::BadData(format!("{func}: missing argument"))),
+        }
+    }
+
+    /// A function's argument that must be an instant vector.
+    async fn vector_arg(&self, func: &str, arg: Option<&Expr>) -> Result<Vec<Series>, QueryError> {
+        match arg {
+            Some(e) => match self.eval(e).await? {
+                Value::Vector(v) => Ok(v),
+                Value::Scalar(_) => Err(QueryError::BadData(format!(
+                    "{func} expects an instant vector argument"
+                ))),
+            },
+            None => Err(QueryError::BadData(format!("{func}: missing argument"))),
+        }
+    }
+
+    /// A range function over each step's window. Only `avg|min|max|sum|count_over_time`
+    /// can be answered from rollup buckets; the others need the individual samples.
     async fn range_fn(&self, name: &str, ms: &MatrixSelector) -> Result<Vec<Series>, QueryError> {
         let w = i64::try_from(ms.range.as_millis()).unwrap_or(i64::MAX);
         if w <= 0 {
@@ -314,9 +387,24 @@ impl Evaluator<'_> {
         }
         let picked = self.select(&ms.vs).await?;
         let n = self.steps.len();
-        let counter = matches!(name, "rate" | "increase");
+        let raw_only = !matches!(
+            name,
+            "avg_over_time"
+                | "min_over_time"
+                | "max_over_time"
+                | "sum_over_time"
+                | "count_over_time"
+        );
+        // Prometheus keeps the metric name only for last_over_time.
+        let labels = |l: Labels| {
+            if name == "last_over_time" {
+                l
+            } else {
+                without_name(l)
+            }
+        };
         let mut out = Vec::with_capacity(picked.len());
-        if let Some(r) = (!counter).then(|| self.resolution(w, i64::MAX)).flatten() {
+        if let Some(r) = (!raw_only).then(|| self.resolution(w, i64::MAX)).flatten() {
             let data = self.buckets(&picked, r, w).await?;
             for s in picked {
                 let rows = data.get(&s.id).map(Vec::as_slice).unwrap_or(&[]);
@@ -343,16 +431,11 @@ impl Evaluator<'_> {
                     let t = self.steps.at(i);
                     let lo = pts.partition_point(|p| p.ts_ms <= t - w);
                     let hi = pts.partition_point(|p| p.ts_ms <= t);
-                    let window = &pts[lo..hi];
-                    if counter {
-                        super::ops::extrapolated_rate(window, t - w, t, name == "rate")
-                    } else {
-                        super::ops::over_samples(name, window)
-                    }
+                    super::ops::over_window(name, &pts[lo..hi], t - w, t)
                 })
                 .collect();
             out.push(Series {
-                labels: without_name(s.labels),
+                labels: labels(s.labels),
                 values,
             });
         }
@@ -394,17 +477,83 @@ impl Evaluator<'_> {
 
     async fn binary(&self, b: &BinaryExpr) -> Result<Value, QueryError> {
         let op = b.op.to_string();
-        if b.op.is_set_operator() {
-            return Err(QueryError::Unsupported(format!("the set operator {op}")));
-        }
+        let m = matching(b.modifier.as_ref())?;
         let lhs = self.eval(&b.lhs).await?;
         let rhs = self.eval(&b.rhs).await?;
+        let n = self.steps.len();
+        if b.op.is_set_operator() {
+            let (Value::Vector(l), Value::Vector(r)) = (lhs, rhs) else {
+                return Err(QueryError::BadData(format!(
+                    "the set operator {op} is only allowed between two instant vectors"
+                )));
+            };
+            return Ok(Value::Vector(super::ops::set_op(&op, &m, l, r, n)));
+        }
         super::ops::binary(
             &op,
             b.op.is_comparison_operator(),
             b.return_bool(),
+            &m,
             lhs,
             rhs,
+            n,
         )
+    }
+}
+
+/// The vector matching of a binary operation: `on(…)`, `ignoring(…)` or the default; only
+/// one-to-one (and the set operators' many-to-many) is supported.
+fn matching(modifier: Option<&BinModifier>) -> Result<Matching, QueryError> {
+    let Some(m) = modifier else {
+        return Ok(Matching::Ignoring(Vec::new()));
+    };
+    if matches!(
+        m.card,
+        VectorMatchCardinality::ManyToOne(_) | VectorMatchCardinality::OneToMany(_)
+    ) {
+        return Err(QueryError::Unsupported(
+            "group_left / group_right (many-to-one matching)".into(),
+        ));
+    }
+    if m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some() {
+        return Err(QueryError::Unsupported("fill modifiers".into()));
+    }
+    Ok(match &m.matching {
+        Some(LabelModifier::Include(ls)) => Matching::On(ls.labels.clone()),
+        Some(LabelModifier::Exclude(ls)) => Matching::Ignoring(ls.labels.clone()),
+        None => Matching::Ignoring(Vec::new()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn modifier(q: &str) -> Result<Matching, QueryError> {
+        match promql_parser::parser::parse(q) {
+            Ok(Expr::Binary(b)) => matching(b.modifier.as_ref()),
+            other => panic!("{q}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn vector_matching_modifiers() {
+        assert_eq!(modifier("a / b").unwrap(), Matching::Ignoring(vec![]));
+        assert_eq!(
+            modifier("a / on(job) b").unwrap(),
+            Matching::On(vec!["job".into()])
+        );
+        assert_eq!(
+            modifier("a and ignoring(x, y) b").unwrap(),
+            Matching::Ignoring(vec!["x".into(), "y".into()])
+        );
+        assert_eq!(modifier("a > bool b").unwrap(), Matching::Ignoring(vec![]));
+        for q in [
+            "a / on(job) group_left b",
+            "a * ignoring(x) group_right(y) b",
+        ] {
+            let e = modifier(q).unwrap_err();
+            assert!(matches!(e, QueryError::Unsupported(_)), "{q}: {e}");
+        }
     }
 }
