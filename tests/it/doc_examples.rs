@@ -1,7 +1,7 @@
 //! Examples that run: every `curl` in a shell block of README.md and docs/*.md is run, in
 //! order, against a fresh embedded server, so the docs cannot rot. The documented address
-//! becomes the server's; `$TOKEN` (alice, with an email), `$ADMIN_TOKEN` and the telemetry `$KEY`
-//! are minted;
+//! becomes the server's; `$TOKEN` (alice, with an email), `$ADMIN_TOKEN`, the alerts
+//! `$ALERTS_KEY` and the telemetry `$KEY` are minted;
 //! `$UPLOAD_URL` and the `0193…` request id come from the upload the README's own
 //! upload-intent example started (once the saga has signed its URL); `@cat.png` is a file of the announced size. The status a
 //! comment names (`(HTTP 400)`, `# 202 {…}`) is the one expected, else a 2xx, and an error code
@@ -158,10 +158,13 @@ async fn every_curl_in_the_docs_runs() {
     // `$KEY`: the README's telemetry agent key (`substrate apikey create … --scopes
     // "telemetry:write org:acme"`).
     let key = app.api_key("agent", &["telemetry:write", "org:acme"]).await;
+    // `$ALERTS_KEY`: the README's alerts admin key (`--scopes "admin org:acme"`).
+    let alerts_key = app.api_key("alerts", &["admin", "org:acme"]).await;
     let mut env = vec![
         ("TOKEN", token.clone()),
         ("ADMIN_TOKEN", app.admin_token()),
         ("KEY", key),
+        ("ALERTS_KEY", alerts_key),
     ];
     for ex in &examples {
         if ex.command.contains("upload-intent") {

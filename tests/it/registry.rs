@@ -22,7 +22,8 @@ async fn registry_api_and_backward_compatibility(b: Backend) {
     assert!(subjects.contains(&SUBJECT.to_string()));
     assert!(subjects.contains(&"internal.platform.probe-value".to_string()));
     assert!(subjects.contains(&"internal.telemetry.batches-value".to_string()));
-    assert_eq!(subjects.len(), 21);
+    assert!(subjects.contains(&"internal.alerts.transitions-value".to_string()));
+    assert_eq!(subjects.len(), 22);
     let (_, versions) = app
         .get_json(&format!("/subjects/{SUBJECT}/versions"), None)
         .await;
