@@ -171,40 +171,53 @@ async fn schemathesis_finds_no_failures(b: Backend) {
         )
         .await;
     let started = Instant::now();
-    let run = tokio::process::Command::new("schemathesis")
-        .args([
-            "--no-color",
-            "run",
-            &app.url("/openapi.json"),
-            "--url",
-            &app.base,
-            "--header",
-            &format!("Authorization: Bearer {}", app.admin_token()),
-            "--header",
-            &format!("X-API-Key: {key}"),
-            "--checks",
-            "not_a_server_error,response_schema_conformance,status_code_conformance",
-            "--max-examples",
-            "12",
-            "--seed",
-            "20261207",
-            "--workers",
-            "2",
-            "--phases",
-            "examples,coverage,fuzzing",
-            "--request-timeout",
-            "20",
-            "--exclude-path-regex",
-            "^/api/v1/(notifications/(stream|ws)|tail/(logs|alerts))$",
-            "--suppress-health-check",
-            "all",
-        ])
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(600), run)
-        .await
-        .expect("schemathesis finished in time")
-        .expect("schemathesis (pip install schemathesis; scripts/setup.sh)");
+    // Hypothesis (under Schemathesis) can fail inside itself on CPython 3.11 with "AST
+    // constructor recursion depth mismatch" while describing a lambda: a tool bug, not an
+    // answer of ours. Such a run is repeated (twice at most); any other failure stands.
+    let mut attempt = 0;
+    let out = loop {
+        let run = tokio::process::Command::new("schemathesis")
+            .args([
+                "--no-color",
+                "run",
+                &app.url("/openapi.json"),
+                "--url",
+                &app.base,
+                "--header",
+                &format!("Authorization: Bearer {}", app.admin_token()),
+                "--header",
+                &format!("X-API-Key: {key}"),
+                "--checks",
+                "not_a_server_error,response_schema_conformance,status_code_conformance",
+                "--max-examples",
+                "12",
+                "--seed",
+                "20261207",
+                "--workers",
+                "2",
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--request-timeout",
+                "20",
+                "--exclude-path-regex",
+                "^/api/v1/(notifications/(stream|ws)|tail/(logs|alerts))$",
+                "--suppress-health-check",
+                "all",
+            ])
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(600), run)
+            .await
+            .expect("schemathesis finished in time")
+            .expect("schemathesis (pip install schemathesis; scripts/setup.sh)");
+        attempt += 1;
+        let tool_bug = String::from_utf8_lossy(&out.stdout)
+            .contains("AST constructor recursion depth mismatch");
+        if out.status.success() || !tool_bug || attempt > 2 {
+            break out;
+        }
+        eprintln!("schemathesis hit Hypothesis' AST recursion bug; running it again");
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let summary: Vec<&str> = stdout
         .lines()
