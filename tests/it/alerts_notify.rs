@@ -940,24 +940,8 @@ async fn rule_fires_to_webhook_across_kill9(backend: Backend) {
         (d.len() == 2).then_some(())
     })
     .await;
-    // Two more evaluation rounds of the restarted role (its shard lease renewed twice, by
-    // 1 s rounds) and two sender polls later, nothing else arrives.
-    let expiry = || async {
-        substrate::on_read!(app.ctx.store, p => {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT expires_at FROM leases WHERE name = 'alerts.rules.shard.0'",
-            )
-            .fetch_optional(p)
-            .await
-            .ok()
-            .flatten()
-        })
-    };
-    let e0 = eventually(30, expiry).await;
-    eventually(30, || async {
-        expiry().await.filter(|e| *e >= e0 + 1_900_000).map(|_| ())
-    })
-    .await;
+    // Two more evaluation rounds of the restarted role, and nothing else arrives.
+    alert_rounds_pass(&app).await;
     let (s, v) = app
         .get_json("/api/v1/alerts/history?rule=OvenHot", Some(&admin))
         .await;

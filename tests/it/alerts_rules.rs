@@ -141,29 +141,6 @@ fn full_cycle() -> Vec<(String, String)> {
     ]
 }
 
-/// The shard lease's expiry (unix micros), renewed by every evaluation round.
-async fn lease_expiry(app: &TestApp) -> Option<i64> {
-    substrate::on_read!(app.ctx.store, p => {
-        sqlx::query_scalar("SELECT expires_at FROM leases WHERE name = 'alerts.rules.shard.0'")
-            .fetch_optional(p)
-            .await
-            .ok()
-            .flatten()
-    })
-}
-
-/// Waits until the evaluator has run at least two more rounds (its lease renewed twice).
-async fn rounds_pass(app: &TestApp) {
-    let e0 = eventually(30, || lease_expiry(app)).await;
-    eventually(30, || async {
-        lease_expiry(app)
-            .await
-            .filter(|e| *e >= e0 + 1_900_000)
-            .map(|_| ())
-    })
-    .await;
-}
-
 async fn wait_history(app: &TestApp, bearer: &str, rule: &str, n: usize) {
     eventually(60, || async {
         (history(app, bearer, rule).await.len() >= n).then_some(())
@@ -390,7 +367,7 @@ async fn fires_and_resolves_once(backend: Backend) {
     ingest(&app, &key, "temp", "oven", 10.0).await;
     wait_history(&app, &a, "HighTemp", 3).await;
     // More rounds change nothing.
-    rounds_pass(&app).await;
+    alert_rounds_pass(&app).await;
     assert_eq!(history(&app, &a, "HighTemp").await, full_cycle());
     let ids = history_ids(&app, &a, "HighTemp").await;
     let events = transition_events(&app).await;
@@ -484,7 +461,7 @@ async fn failing_rule_does_not_stop_others(backend: Backend) {
             .then_some(())
     })
     .await;
-    rounds_pass(&app).await;
+    alert_rounds_pass(&app).await;
     assert!(history(&app, &a, "Broad").await.is_empty());
     assert_eq!(
         history(&app, &a, "Hot").await,
@@ -532,7 +509,7 @@ async fn kill_while_firing(backend: Backend) {
     let before = transition_events(&app).await.len();
     ingest(&app, &key, "temp", "oven", 12.0).await;
     // The new process keeps evaluating without new events.
-    rounds_pass(&app).await;
+    alert_rounds_pass(&app).await;
     assert_eq!(history(&app, &a, "HighTemp").await, full_cycle());
     assert_eq!(transition_events(&app).await.len(), before);
     assert_eq!(before, 3);

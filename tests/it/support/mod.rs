@@ -499,3 +499,26 @@ pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
+
+/// The shard lease's expiry (unix micros), renewed by every evaluation round.
+pub async fn alert_lease_expiry(app: &TestApp) -> Option<i64> {
+    substrate::on_read!(app.ctx.store, p => {
+        sqlx::query_scalar("SELECT expires_at FROM leases WHERE name = 'alerts.rules.shard.0'")
+            .fetch_optional(p)
+            .await
+            .ok()
+            .flatten()
+    })
+}
+
+/// Waits until the evaluator has run at least two more rounds (its lease renewed twice).
+pub async fn alert_rounds_pass(app: &TestApp) {
+    let e0 = eventually(30, || alert_lease_expiry(app)).await;
+    eventually(30, || async {
+        alert_lease_expiry(app)
+            .await
+            .filter(|e| *e >= e0 + 1_900_000)
+            .map(|_| ())
+    })
+    .await;
+}
