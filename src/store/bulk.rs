@@ -1,7 +1,8 @@
 //! Bulk inserts: many rows in one statement, written once for both backends. Two shapes:
-//! - [`insert_columns`], given column by column, for plain appends (the outbox), in the
-//!   fastest form each backend offers through sqlx (one of the places where the SQL must
-//!   differ, next to `dialect`):
+//! - [`insert_columns`], given column by column, for appends (the outbox; with a free
+//!   `ON CONFLICT …` tail, [`insert_columns_tail`], and typed `RETURNING` rows,
+//!   [`insert_columns_returning`]: the telemetry writer), in the fastest form each backend
+//!   offers through sqlx (one of the places where the SQL must differ, next to `dialect`):
 //!   - PostgreSQL: one `INSERT … SELECT … FROM UNNEST($1::text[], $2::bytea[], …)`, one array
 //!     per column. Its text never changes with the row count, so it is prepared once per
 //!     connection, and it is one round trip with no bind-parameter limit (a multi-row `VALUES`
@@ -26,6 +27,8 @@ pub enum Column<'a> {
     BigInt(Vec<i64>),
     /// A nullable BIGINT.
     OptBigInt(Vec<Option<i64>>),
+    /// A DOUBLE PRECISION.
+    Float(Vec<f64>),
 }
 
 impl Column<'_> {
@@ -35,6 +38,7 @@ impl Column<'_> {
             Column::Bytes(v) => v.len(),
             Column::BigInt(v) => v.len(),
             Column::OptBigInt(v) => v.len(),
+            Column::Float(v) => v.len(),
         }
     }
 
@@ -44,6 +48,7 @@ impl Column<'_> {
             Column::Text(_) => "text[]",
             Column::Bytes(_) => "bytea[]",
             Column::BigInt(_) | Column::OptBigInt(_) => "int8[]",
+            Column::Float(_) => "float8[]",
         }
     }
 }
@@ -59,9 +64,52 @@ pub async fn insert_columns(
     table: &str,
     columns: &[(&str, Column<'_>)],
 ) -> Result<(), StoreError> {
+    insert_columns_tail(tx, table, columns, "").await
+}
+
+/// [`insert_columns`] with `tail` after the rows (`ON CONFLICT …`; trusted SQL).
+pub async fn insert_columns_tail(
+    tx: &mut Tx,
+    table: &str,
+    columns: &[(&str, Column<'_>)],
+    tail: &str,
+) -> Result<(), StoreError> {
+    columns_run::<(i64,)>(tx, table, columns, tail, false).await?;
+    Ok(())
+}
+
+/// [`insert_columns_tail`] whose `tail` ends in `RETURNING …`: the rows it returns, as `R`
+/// (on PostgreSQL in one statement; on SQLite chunk by chunk, in order).
+pub async fn insert_columns_returning<R>(
+    tx: &mut Tx,
+    table: &str,
+    columns: &[(&str, Column<'_>)],
+    tail: &str,
+) -> Result<Vec<R>, StoreError>
+where
+    R: Send + Unpin,
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+{
+    columns_run::<R>(tx, table, columns, tail, true).await
+}
+
+/// The statements of the `insert_columns*` family; `returning` fetches rows as `R`.
+async fn columns_run<R>(
+    tx: &mut Tx,
+    table: &str,
+    columns: &[(&str, Column<'_>)],
+    tail: &str,
+    returning: bool,
+) -> Result<Vec<R>, StoreError>
+where
+    R: Send + Unpin,
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+{
     let rows = columns.first().map_or(0, |(_, c)| c.len());
     if rows == 0 {
-        return Ok(());
+        return Ok(Vec::new());
     }
     if columns.iter().any(|(_, c)| c.len() != rows) {
         return Err(StoreError::Data(format!(
@@ -70,30 +118,22 @@ pub async fn insert_columns(
     }
     let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
     let names = names.join(", ");
+    let mut out = Vec::new();
     match tx.raw() {
         RawTx::Postgres(t) => {
-            let arrays: Vec<String> = columns
-                .iter()
-                .enumerate()
-                .map(|(i, (_, c))| format!("${}::{}", i + 1, c.pg_array()))
-                .collect();
-            // ORDER BY the ordinality: the serial key follows the order given, whatever plan
-            // PostgreSQL picks.
-            let sql = format!(
-                "INSERT INTO {table} ({names}) SELECT {names} FROM UNNEST({}) WITH ORDINALITY \
-                 AS u({names}, ord) ORDER BY ord",
-                arrays.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
+            let sql = pg_unnest_sql(table, &names, columns, tail);
+            let mut q = sqlx::query_as::<_, R>(&sql);
             for (_, c) in columns {
                 q = match c {
                     Column::Text(v) => q.bind(v),
                     Column::Bytes(v) => q.bind(v),
                     Column::BigInt(v) => q.bind(v),
                     Column::OptBigInt(v) => q.bind(v),
+                    Column::Float(v) => q.bind(v),
                 };
             }
-            q.execute(&mut **t).await?;
+            // Without `RETURNING` the statement gives no rows, so this is one round trip too.
+            out = q.fetch_all(&mut **t).await?;
         }
         RawTx::Sqlite(t) => {
             let chunk = (SQLITE_MAX_BINDS / columns.len()).max(1);
@@ -108,15 +148,38 @@ pub async fn insert_columns(
                             Column::Bytes(v) => b.push_bind(v[row]),
                             Column::BigInt(v) => b.push_bind(v[row]),
                             Column::OptBigInt(v) => b.push_bind(v[row]),
+                            Column::Float(v) => b.push_bind(v[row]),
                         };
                     }
                 });
-                qb.build().execute(&mut **t).await?;
+                qb.push(tail);
+                if returning {
+                    out.extend(qb.build_query_as::<R>().fetch_all(&mut **t).await?);
+                } else {
+                    qb.build().execute(&mut **t).await?;
+                }
                 start = end;
             }
         }
     }
-    Ok(())
+    Ok(out)
+}
+
+/// PostgreSQL's one-statement form: `INSERT … SELECT … FROM UNNEST($1::type[], …)`, then
+/// `tail`.
+fn pg_unnest_sql(table: &str, names: &str, columns: &[(&str, Column<'_>)], tail: &str) -> String {
+    let arrays: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (_, c))| format!("${}::{}", i + 1, c.pg_array()))
+        .collect();
+    // ORDER BY the ordinality: the serial key follows the order given, whatever plan
+    // PostgreSQL picks.
+    format!(
+        "INSERT INTO {table} ({names}) SELECT {names} FROM UNNEST({}) WITH ORDINALITY \
+         AS u({names}, ord) ORDER BY ord{tail}",
+        arrays.join(", ")
+    )
 }
 
 /// Most bind parameters one statement gets (under both backends' limits).

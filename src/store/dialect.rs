@@ -18,6 +18,15 @@ pub fn now_micros(backend: Backend) -> &'static str {
     }
 }
 
+/// The two-argument scalar maximum (`GREATEST` on PostgreSQL, `MAX` on SQLite) and minimum,
+/// as the names of functions.
+pub fn greatest_least(backend: Backend) -> (&'static str, &'static str) {
+    match backend {
+        Backend::Postgres => ("GREATEST", "LEAST"),
+        Backend::Sqlite => ("MAX", "MIN"),
+    }
+}
+
 /// Suffix of a `SELECT` that claims rows other transactions are not holding (work queues).
 /// SQLite has a single writer, so a claim there never meets a locked row.
 pub fn skip_locked(backend: Backend) -> &'static str {

@@ -157,6 +157,20 @@ async fn telemetry_events(app: &TestApp) -> i64 {
 both!(remote_write_is_stored_with_rollups);
 async fn remote_write_is_stored_with_rollups(b: Backend) {
     let app = TestApp::start_with(b, |c| analytics_backend(b, c)).await;
+    stored_with_rollups(app).await;
+}
+
+/// The PostgreSQL store's own telemetry tables (a production column without ClickHouse):
+/// the bulk `UNNEST` inserts and the rollup merge in PostgreSQL's dialect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_write_is_stored_with_rollups_in_the_postgres_store() {
+    stored_with_rollups(TestApp::start(Backend::Postgres).await).await;
+}
+
+/// Samples, series and 1m/5m/1h rollups of a remote write; a repeated request changes
+/// nothing, a late sample lands in its buckets, and a rebuild by replay ends where the
+/// incremental rollups are.
+async fn stored_with_rollups(app: TestApp) {
     let key = app.api_key("agent", &["telemetry:write", "org:acme"]).await;
     let base = base_ms();
     // Every 15 s for 7 minutes: value i at base + 15 s * i, so each minute holds 4 samples.

@@ -266,6 +266,8 @@ async fn prometheus_api_answers_the_subset(b: Backend) {
         );
     }
 
+    pushdown_agrees(&app, &key, base).await;
+
     // Outside the subset, or malformed: Prometheus-style errors, never an answer.
     for q in [
         "topk(1, temp)",
@@ -382,6 +384,91 @@ async fn prometheus_api_answers_the_subset(b: Backend) {
     // The 1m rollup's `last` of the minute before each step.
     assert_eq!(got, ["9", "10", "11"]);
     stop(app).await;
+}
+
+/// The pushed-down aggregations in the PostgreSQL store's dialect (a production column
+/// without ClickHouse).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushdown_agrees_in_the_postgres_store() {
+    let app = TestApp::start(Backend::Postgres).await;
+    let key = app.api_key("acme", &["telemetry:write", "org:acme"]).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let base = now - now.rem_euclid(3_600_000) - 2 * 3_600_000;
+    let (s, r) = remote_write(&app, &key, dataset(base)).await;
+    assert_eq!(s, 202, "{r}");
+    caught_up(&app).await;
+    pushdown_agrees(&app, &key, base).await;
+    app.stop().await;
+}
+
+/// Aggregations over a plain selector on rollups are computed by the store (pushed down);
+/// the same aggregation over `x + 0` is evaluated in memory. Both must agree at every step,
+/// for every operator, grouping and rollup (1m and 5m steps), on a window that starts before
+/// the data and ends after it.
+async fn pushdown_agrees(app: &TestApp, key: &str, base: i64) {
+    for (q, step) in [
+        ("sum(http_requests_total)", "60"),
+        ("sum by (code) (http_requests_total)", "60"),
+        ("avg(lat_bucket)", "300"),
+        ("min without (le) (lat_bucket)", "60"),
+        ("max(lat_bucket)", "60"),
+        ("count by (le) ((lat_bucket))", "300"),
+    ] {
+        let inner = q.rfind('(').map(|i| i + 1).unwrap();
+        let close_at = q[inner..].find(')').map(|j| inner + j).unwrap();
+        let memory = format!(
+            "{}{} + 0{}",
+            &q[..inner],
+            &q[inner..close_at],
+            &q[close_at..]
+        );
+        let range = |query: String| async move {
+            let params = [
+                ("query", query.clone()),
+                ("start", secs(base - 10 * MIN)),
+                ("end", secs(base + 40 * MIN)),
+                ("step", step.to_string()),
+            ];
+            let (s, r) = prom(app, key, "query_range", &params).await;
+            assert_eq!(s, 200, "{query}: {r}");
+            r["data"]["result"].clone()
+        };
+        let (pushed, evaluated) = (range(q.to_string()).await, range(memory.clone()).await);
+        let series = |v: &Value| -> Vec<(Value, Vec<(f64, f64)>)> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| {
+                    let pts = x["values"].as_array().unwrap().iter().map(|p| {
+                        (
+                            p[0].as_f64().unwrap(),
+                            p[1].as_str().unwrap().parse::<f64>().unwrap(),
+                        )
+                    });
+                    (x["metric"].clone(), pts.collect())
+                })
+                .collect()
+        };
+        let (a, b) = (series(&pushed), series(&evaluated));
+        assert!(
+            !a.is_empty() && a.iter().all(|(_, p)| p.len() > 5),
+            "{q}: {pushed}"
+        );
+        assert_eq!(a.len(), b.len(), "{q} vs {memory}");
+        for ((la, pa), (lb, pb)) in a.iter().zip(&b) {
+            assert_eq!(la, lb, "{q}");
+            assert_eq!(pa.len(), pb.len(), "{q}: {pushed} vs {evaluated}");
+            for (x, y) in pa.iter().zip(pb) {
+                assert!(
+                    x.0 == y.0 && close(x.1, y.1),
+                    "{q} at {}: {} vs {}",
+                    x.0,
+                    x.1,
+                    y.1
+                );
+            }
+        }
+    }
 }
 
 /// Runs promtool, returning its standard output (it must succeed).

@@ -1,9 +1,9 @@
 //! Checks a decoded batch against `telemetry.ingest` before anything is stored: label names
 //! and sizes, one `__name__` per series, timestamps within the accepted window, and the
 //! per-request counts. Labels come out sorted (a series' identity), empty label values are
-//! dropped (Prometheus treats them as absent), and NaN samples (Prometheus staleness markers
-//! among them) are skipped and counted: the stores cannot hold NaN and the query subset does
-//! not use staleness.
+//! dropped (Prometheus treats them as absent), and NaN and infinite samples (Prometheus
+//! staleness markers among them) are skipped and counted: SQLite cannot hold NaN, a bucket
+//! holding both infinities would sum to NaN, and the query subset does not use staleness.
 
 use axum::http::StatusCode;
 
@@ -17,7 +17,7 @@ pub struct Counts {
     pub series: usize,
     pub samples: usize,
     pub lines: usize,
-    /// NaN samples skipped.
+    /// NaN and infinite samples skipped.
     pub dropped: usize,
 }
 
@@ -76,7 +76,7 @@ pub fn check(batch: &mut Batch, cfg: &IngestConfig, w: Window) -> Result<Counts,
             }
         }
         let before = s.samples.len();
-        s.samples.retain(|x| !x.value.is_nan());
+        s.samples.retain(|x| x.value.is_finite());
         dropped += before - s.samples.len();
     }
     batch.timeseries.retain(|s| !s.samples.is_empty());
@@ -220,13 +220,16 @@ mod tests {
             1_500,
             1.0,
         );
-        b.timeseries[0].samples.push(Sample {
-            value: f64::NAN,
-            timestamp: 1_600,
-        });
+        for (value, timestamp) in [
+            (f64::NAN, 1_600),
+            (f64::INFINITY, 1_700),
+            (f64::NEG_INFINITY, 1_800),
+        ] {
+            b.timeseries[0].samples.push(Sample { value, timestamp });
+        }
         let c = check(&mut b, &cfg, W).expect("valid");
         assert_eq!(b.timeseries[0].labels, vec![l(NAME, "up"), l("job", "a")]);
-        assert_eq!((c.series, c.samples, c.dropped), (1, 1, 1));
+        assert_eq!((c.series, c.samples, c.dropped), (1, 1, 3));
     }
 
     #[test]

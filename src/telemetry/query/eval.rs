@@ -137,6 +137,26 @@ fn by_series<T>(rows: Vec<T>, id: impl Fn(&T) -> i64) -> HashMap<i64, Vec<T>> {
     out
 }
 
+/// The most groups an aggregation is pushed down to the store for (one statement each).
+const MAX_PUSHED_GROUPS: usize = 64;
+
+/// The labels of the group a series with `labels` falls into under `by`/`without`.
+fn group_of(modifier: Option<&LabelModifier>, labels: &Labels) -> Labels {
+    match modifier {
+        Some(LabelModifier::Include(ls)) => labels
+            .iter()
+            .filter(|(k, _)| ls.labels.iter().any(|l| l == *k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        Some(LabelModifier::Exclude(ls)) => labels
+            .iter()
+            .filter(|(k, _)| *k != NAME && !ls.labels.iter().any(|l| l == *k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        None => Labels::new(),
+    }
+}
+
 fn without_name(mut labels: Labels) -> Labels {
     labels.remove(NAME);
     labels
@@ -447,32 +467,79 @@ impl Evaluator<'_> {
         if !matches!(op.as_str(), "sum" | "avg" | "min" | "max" | "count") || a.param.is_some() {
             return Err(QueryError::Unsupported(format!("the aggregation {op}")));
         }
+        if let Some(out) = self.pushed_down(a, &op).await? {
+            return Ok(Value::Vector(out));
+        }
         let Value::Vector(input) = self.eval(&a.expr).await? else {
             return Err(QueryError::BadData(format!(
                 "{op} expects an instant vector"
             )));
         };
-        let key = |labels: &Labels| -> Labels {
-            match &a.modifier {
-                Some(LabelModifier::Include(ls)) => labels
-                    .iter()
-                    .filter(|(k, _)| ls.labels.iter().any(|l| l == *k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                Some(LabelModifier::Exclude(ls)) => labels
-                    .iter()
-                    .filter(|(k, _)| *k != NAME && !ls.labels.iter().any(|l| l == *k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                None => Labels::new(),
-            }
-        };
+        let key = |labels: &Labels| group_of(a.modifier.as_ref(), labels);
         Ok(Value::Vector(super::ops::aggregate(
             &op,
             input,
             key,
             self.steps.len(),
         )))
+    }
+
+    /// `op` over an instant selector read from rollups, computed by the store: per group,
+    /// one row per step leaves it instead of one per series and step (a 24 h query at a 1 m
+    /// step over 1,000 series reads 1,440 rows, not 1.44 M). The same values as aggregating
+    /// [`Self::instant`]'s series: the `last` of the bucket ending at each step, when its last
+    /// sample lies within the lookback. `None` when the shape does not fit (no rollup for the
+    /// step, not a plain selector, too many groups): the caller evaluates it in memory.
+    async fn pushed_down(
+        &self,
+        a: &AggregateExpr,
+        op: &str,
+    ) -> Result<Option<Vec<Series>>, QueryError> {
+        let mut inner = a.expr.as_ref();
+        while let Expr::Paren(p) = inner {
+            inner = p.expr.as_ref();
+        }
+        let (Expr::VectorSelector(vs), Some(r)) = (inner, self.resolution(0, self.lookback)) else {
+            return Ok(None);
+        };
+        let mut groups: BTreeMap<Labels, Vec<i64>> = BTreeMap::new();
+        for s in self.select(vs).await? {
+            groups
+                .entry(group_of(a.modifier.as_ref(), &s.labels))
+                .or_default()
+                .push(s.id);
+        }
+        if groups.len() > MAX_PUSHED_GROUPS {
+            return Ok(None);
+        }
+        let span = (self.steps.start - r, self.steps.end);
+        let mut out = Vec::with_capacity(groups.len());
+        for (labels, ids) in groups {
+            let totals = self
+                .tel
+                .last_totals(self.org, &ids, r, span, r - self.lookback)
+                .await?;
+            let values: Vec<Option<f64>> = (0..self.steps.len())
+                .map(|i| {
+                    let b = self.steps.at(i) - r;
+                    let k = totals.partition_point(|t| t.bucket_ms < b);
+                    totals
+                        .get(k)
+                        .filter(|t| t.bucket_ms == b)
+                        .map(|t| match op {
+                            "sum" => t.sum_v,
+                            "avg" => t.sum_v / t.count_v as f64,
+                            "min" => t.min_v,
+                            "max" => t.max_v,
+                            _ => t.count_v as f64,
+                        })
+                })
+                .collect();
+            if values.iter().any(Option::is_some) {
+                out.push(Series { labels, values });
+            }
+        }
+        Ok(Some(out))
     }
 
     async fn binary(&self, b: &BinaryExpr) -> Result<Value, QueryError> {

@@ -11,7 +11,7 @@ use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-use super::read::{Bucket, LogEntry, LogFilter, Point, SeriesInfo};
+use super::read::{Bucket, LastTotals, LogEntry, LogFilter, Point, SeriesInfo};
 use super::{RESOLUTIONS, Touched};
 use crate::analytics::clickhouse::{ChError, ClickHouse};
 use crate::store::now_micros;
@@ -360,6 +360,38 @@ impl ChTelemetry {
                     .query(&sql)
                     .bind(org)
                     .fetch_all::<Bucket>()
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// [`super::Telemetry::last_totals`] in ClickHouse (`FINAL`: a replayed batch's rows
+    /// count once).
+    pub async fn last_totals(
+        &self,
+        org: &str,
+        ids: &[i64],
+        res: i64,
+        (from, to): (i64, i64),
+        fresh_ms: i64,
+    ) -> ChResult<Vec<LastTotals>> {
+        self.ensure_schema().await?;
+        let mut out = Vec::new();
+        for chunk in ids.chunks(1000) {
+            let sql = format!(
+                "SELECT bucket_ms, sum(last_v) AS sum_v, toInt64(count()) AS count_v, \
+                 min(last_v) AS min_v, max(last_v) AS max_v FROM telemetry_rollups FINAL \
+                 WHERE org = ? AND resolution_ms = {res} AND bucket_ms >= {from} \
+                 AND bucket_ms < {to} AND last_ts_ms > bucket_ms + {fresh_ms} \
+                 AND series_id IN ({}) GROUP BY bucket_ms",
+                id_list(chunk)
+            );
+            out.extend(
+                self.client
+                    .query(&sql)
+                    .bind(org)
+                    .fetch_all::<LastTotals>()
                     .await?,
             );
         }

@@ -1,196 +1,177 @@
 //! The embedded column's telemetry tables (migration 0010), written inside the consumer's
 //! transaction so the inbox record, the rows and the log position commit together. Every
-//! write is idempotent: series and samples are inserted with `ON CONFLICT DO NOTHING`, and a
-//! rollup bucket is recomputed whole from its source (raw samples for 1m, 1m rows for 5m, 5m
-//! rows for 1h) for the buckets a batch touched, so a replayed or retried batch, or samples
-//! arriving late, leave exactly the rollups a full rebuild would.
+//! write is idempotent: series, samples and log lines are inserted with `ON CONFLICT DO
+//! NOTHING`, and only the samples an insert actually added (its `RETURNING` rows) are folded
+//! into the 1m/5m/1h buckets and merged into the stored ones (`rollup.rs` says why that is
+//! exact), so a replayed or retried batch changes nothing and late samples land in their
+//! buckets. Each statement is one bulk insert per table (`store::bulk`: one `UNNEST`
+//! statement on PostgreSQL), so a batch costs a handful of statements, not one per row.
 
-use crate::store::{Store, StoreError, Tx, now_micros};
+use crate::store::bulk::{self, Column};
+use crate::store::{Store, StoreError, Tx, dialect, now_micros};
 use crate::telemetry::model::{self, Batch};
 use crate::{on_read, on_tx};
 
-use super::read::{Bucket, LogEntry, LogFilter, Point, SeriesInfo, label_pattern, like_escape};
-use super::{RESOLUTIONS, Touched};
+use super::read::{
+    Bucket, LastTotals, LogEntry, LogFilter, Point, SeriesInfo, label_pattern, like_escape,
+};
+use super::rollup::{self, Agg};
 
-/// Rows per multi-row INSERT (bind parameters stay far below both drivers' limits).
-const CHUNK: usize = 200;
-/// Series ids per rollup statement.
+/// Series ids per read statement.
 const IDS_CHUNK: usize = 400;
 
-/// `($k+1, …, $k+n), …` for `rows` rows of `cols` parameters, starting after `first`.
-fn placeholders(rows: usize, cols: usize, first: usize) -> String {
-    let mut s = String::new();
-    for r in 0..rows {
-        if r > 0 {
-            s.push(',');
-        }
-        s.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                s.push(',');
-            }
-            s.push_str(&format!("${}", first + r * cols + c + 1));
-        }
-        s.push(')');
-    }
-    s
-}
-
-/// Inserts the batch's series, samples and log lines, then refreshes the touched rollups.
+/// Inserts the batch's series, samples and log lines, then merges the new samples into the
+/// rollups.
 pub async fn write(tx: &mut Tx, org: &str, batch: &Batch) -> Result<(), StoreError> {
-    let touched = Touched::of(batch);
     write_series(tx, org, batch).await?;
-    write_samples(tx, org, batch).await?;
+    let fresh = write_samples(tx, org, batch).await?;
     write_logs(tx, org, batch).await?;
-    refresh_rollups(tx, org, &touched).await
+    merge_rollups(tx, org, &rollup::fold(&fresh)).await
 }
 
 async fn write_series(tx: &mut Tx, org: &str, batch: &Batch) -> Result<(), StoreError> {
-    let now = now_micros();
-    for chunk in batch.timeseries.chunks(CHUNK) {
-        let sql = format!(
-            "INSERT INTO telemetry_series (org, series_id, name, labels, created_at) VALUES {} \
-             ON CONFLICT (org, series_id) DO NOTHING",
-            placeholders(chunk.len(), 5, 0)
-        );
-        on_tx!(tx, c => {
-            let mut q = sqlx::query(&sql);
-            for s in chunk {
-                q = q
-                    .bind(org)
-                    .bind(model::series_id(&s.labels))
-                    .bind(model::metric_name(&s.labels))
-                    .bind(model::labels_json(&s.labels))
-                    .bind(now);
-            }
-            q.execute(&mut *c).await?;
-        });
-    }
-    Ok(())
-}
-
-async fn write_samples(tx: &mut Tx, org: &str, batch: &Batch) -> Result<(), StoreError> {
-    let rows: Vec<(i64, i64, f64)> = batch
+    let n = batch.timeseries.len();
+    let ids: Vec<i64> = batch
         .timeseries
         .iter()
-        .flat_map(|s| {
-            let id = model::series_id(&s.labels);
-            s.samples.iter().map(move |x| (id, x.timestamp, x.value))
-        })
+        .map(|s| model::series_id(&s.labels))
         .collect();
-    for chunk in rows.chunks(CHUNK) {
-        let sql = format!(
-            "INSERT INTO telemetry_samples (org, series_id, ts_ms, value) VALUES {} \
-             ON CONFLICT (org, series_id, ts_ms) DO NOTHING",
-            placeholders(chunk.len(), 4, 0)
-        );
-        on_tx!(tx, c => {
-            let mut q = sqlx::query(&sql);
-            for (id, t, v) in chunk {
-                q = q.bind(org).bind(*id).bind(*t).bind(*v);
-            }
-            q.execute(&mut *c).await?;
-        });
+    let labels: Vec<String> = batch
+        .timeseries
+        .iter()
+        .map(|s| model::labels_json(&s.labels))
+        .collect();
+    let names = batch
+        .timeseries
+        .iter()
+        .map(|s| model::metric_name(&s.labels))
+        .collect();
+    let columns = [
+        ("org", Column::Text(vec![org; n])),
+        ("series_id", Column::BigInt(ids)),
+        ("name", Column::Text(names)),
+        (
+            "labels",
+            Column::Text(labels.iter().map(String::as_str).collect()),
+        ),
+        ("created_at", Column::BigInt(vec![now_micros(); n])),
+    ];
+    bulk::insert_columns_tail(
+        tx,
+        "telemetry_series",
+        &columns,
+        " ON CONFLICT (org, series_id) DO NOTHING",
+    )
+    .await
+}
+
+/// Inserts the batch's samples; returns those that were not stored before (series id, unix
+/// ms, value).
+async fn write_samples(
+    tx: &mut Tx,
+    org: &str,
+    batch: &Batch,
+) -> Result<Vec<(i64, i64, f64)>, StoreError> {
+    let (mut ids, mut times, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    for s in &batch.timeseries {
+        let id = model::series_id(&s.labels);
+        for x in &s.samples {
+            ids.push(id);
+            times.push(x.timestamp);
+            values.push(x.value);
+        }
     }
-    Ok(())
+    let n = ids.len();
+    let columns = [
+        ("org", Column::Text(vec![org; n])),
+        ("series_id", Column::BigInt(ids)),
+        ("ts_ms", Column::BigInt(times)),
+        ("value", Column::Float(values)),
+    ];
+    bulk::insert_columns_returning(
+        tx,
+        "telemetry_samples",
+        &columns,
+        " ON CONFLICT (org, series_id, ts_ms) DO NOTHING RETURNING series_id, ts_ms, value",
+    )
+    .await
 }
 
 async fn write_logs(tx: &mut Tx, org: &str, batch: &Batch) -> Result<(), StoreError> {
-    for chunk in batch.logs.chunks(CHUNK) {
-        let sql = format!(
-            "INSERT INTO telemetry_logs (org, line_id, ts_ns, service, level, message, labels, \
-             attributes) VALUES {} ON CONFLICT (org, line_id) DO NOTHING",
-            placeholders(chunk.len(), 8, 0)
-        );
-        on_tx!(tx, c => {
-            let mut q = sqlx::query(&sql);
-            for l in chunk {
-                q = q
-                    .bind(org)
-                    .bind(model::line_id(l))
-                    .bind(l.ts_ns)
-                    .bind(&l.service)
-                    .bind(&l.level)
-                    .bind(&l.message)
-                    .bind(model::labels_json(&l.labels))
-                    .bind(&l.attributes);
-            }
-            q.execute(&mut *c).await?;
-        });
-    }
-    Ok(())
-}
-
-/// The statement recomputing `res` buckets of the series `$4…` over `[$2, $3)` from the
-/// source one step finer (raw samples for the first resolution).
-fn rollup_sql(res: i64, finer: Option<i64>, ids: usize) -> String {
-    let list = (0..ids)
-        .map(|i| format!("${}", i + 4))
-        .collect::<Vec<_>>()
-        .join(",");
-    let (source, last) = match finer {
-        None => (
-            format!(
-                "SELECT org, series_id, ts_ms - (ts_ms % {res}) AS bucket, MIN(value) AS mn, \
-                 MAX(value) AS mx, SUM(value) AS sm, COUNT(*) AS n, MAX(ts_ms) AS lt \
-                 FROM telemetry_samples WHERE org = $1 AND ts_ms >= $2 AND ts_ms < $3 \
-                 AND series_id IN ({list}) GROUP BY 1, 2, 3"
-            ),
-            "(SELECT s.value FROM telemetry_samples s WHERE s.org = g.org \
-             AND s.series_id = g.series_id AND s.ts_ms = g.lt)"
-                .to_string(),
+    let logs = &batch.logs;
+    let n = logs.len();
+    let labels: Vec<String> = logs.iter().map(|l| model::labels_json(&l.labels)).collect();
+    let columns = [
+        ("org", Column::Text(vec![org; n])),
+        (
+            "line_id",
+            Column::BigInt(logs.iter().map(model::line_id).collect()),
         ),
-        Some(f) => (
-            format!(
-                "SELECT org, series_id, bucket_ms - (bucket_ms % {res}) AS bucket, \
-                 MIN(min_v) AS mn, MAX(max_v) AS mx, SUM(sum_v) AS sm, \
-                 CAST(SUM(count_v) AS BIGINT) AS n, MAX(last_ts_ms) AS lt \
-                 FROM telemetry_rollups WHERE org = $1 AND resolution_ms = {f} \
-                 AND bucket_ms >= $2 AND bucket_ms < $3 AND series_id IN ({list}) \
-                 GROUP BY 1, 2, 3"
-            ),
-            format!(
-                "(SELECT r.last_v FROM telemetry_rollups r WHERE r.org = g.org \
-                 AND r.series_id = g.series_id AND r.resolution_ms = {f} \
-                 AND r.last_ts_ms = g.lt ORDER BY r.bucket_ms DESC LIMIT 1)"
-            ),
+        (
+            "ts_ns",
+            Column::BigInt(logs.iter().map(|l| l.ts_ns).collect()),
         ),
-    };
-    // `WHERE true` keeps SQLite from reading ON CONFLICT as a join constraint.
-    format!(
-        "INSERT INTO telemetry_rollups (org, series_id, resolution_ms, bucket_ms, min_v, max_v, \
-         sum_v, count_v, last_ts_ms, last_v) \
-         SELECT g.org, g.series_id, {res}, g.bucket, g.mn, g.mx, g.sm, g.n, g.lt, {last} \
-         FROM ({source}) g WHERE true \
-         ON CONFLICT (org, series_id, resolution_ms, bucket_ms) DO UPDATE SET \
-         min_v = excluded.min_v, max_v = excluded.max_v, sum_v = excluded.sum_v, \
-         count_v = excluded.count_v, last_ts_ms = excluded.last_ts_ms, last_v = excluded.last_v"
+        (
+            "service",
+            Column::Text(logs.iter().map(|l| l.service.as_str()).collect()),
+        ),
+        (
+            "level",
+            Column::Text(logs.iter().map(|l| l.level.as_str()).collect()),
+        ),
+        (
+            "message",
+            Column::Text(logs.iter().map(|l| l.message.as_str()).collect()),
+        ),
+        (
+            "labels",
+            Column::Text(labels.iter().map(String::as_str).collect()),
+        ),
+        (
+            "attributes",
+            Column::Text(logs.iter().map(|l| l.attributes.as_str()).collect()),
+        ),
+    ];
+    bulk::insert_columns_tail(
+        tx,
+        "telemetry_logs",
+        &columns,
+        " ON CONFLICT (org, line_id) DO NOTHING",
     )
+    .await
 }
 
-/// Recomputes every resolution's buckets the batch touched, finest first (each coarser one
-/// reads the finer rows just written).
-async fn refresh_rollups(tx: &mut Tx, org: &str, t: &Touched) -> Result<(), StoreError> {
-    let Some((min_ts, max_ts)) = t.range else {
+/// Merges folded buckets into the stored ones: a new bucket is inserted, an existing one
+/// takes the smaller min, the larger max, both sums and counts, and the later last.
+async fn merge_rollups(tx: &mut Tx, org: &str, aggs: &[Agg]) -> Result<(), StoreError> {
+    if aggs.is_empty() {
         return Ok(());
-    };
-    let mut finer = None;
-    for res in RESOLUTIONS {
-        let from = min_ts - min_ts.rem_euclid(res);
-        let to = max_ts - max_ts.rem_euclid(res) + res;
-        for ids in t.series.chunks(IDS_CHUNK) {
-            let sql = rollup_sql(res, finer, ids.len());
-            on_tx!(tx, c => {
-                let mut q = sqlx::query(&sql).bind(org).bind(from).bind(to);
-                for id in ids {
-                    q = q.bind(*id);
-                }
-                q.execute(&mut *c).await?;
-            });
-        }
-        finer = Some(res);
     }
-    Ok(())
+    let (greatest, least) = dialect::greatest_least(tx.backend());
+    let t = "telemetry_rollups";
+    let tail = format!(
+        " ON CONFLICT (org, series_id, resolution_ms, bucket_ms) DO UPDATE SET \
+         min_v = {least}({t}.min_v, excluded.min_v), max_v = {greatest}({t}.max_v, excluded.max_v), \
+         sum_v = {t}.sum_v + excluded.sum_v, count_v = {t}.count_v + excluded.count_v, \
+         last_ts_ms = {greatest}({t}.last_ts_ms, excluded.last_ts_ms), \
+         last_v = CASE WHEN excluded.last_ts_ms > {t}.last_ts_ms THEN excluded.last_v \
+         ELSE {t}.last_v END"
+    );
+    let col = |f: fn(&Agg) -> i64| Column::BigInt(aggs.iter().map(f).collect());
+    let fcol = |f: fn(&Agg) -> f64| Column::Float(aggs.iter().map(f).collect());
+    let columns = [
+        ("org", Column::Text(vec![org; aggs.len()])),
+        ("series_id", col(|a| a.series_id)),
+        ("resolution_ms", col(|a| a.resolution_ms)),
+        ("bucket_ms", col(|a| a.bucket_ms)),
+        ("min_v", fcol(|a| a.min)),
+        ("max_v", fcol(|a| a.max)),
+        ("sum_v", fcol(|a| a.sum)),
+        ("count_v", col(|a| a.count)),
+        ("last_ts_ms", col(|a| a.last_ts)),
+        ("last_v", fcol(|a| a.last)),
+    ];
+    bulk::insert_columns_tail(tx, t, &columns, &tail).await
 }
 
 /// Deletes what is older than each table's retention (`cutoff_*` in unix milliseconds).
@@ -321,6 +302,37 @@ pub async fn buckets(
     Ok(out)
 }
 
+/// [`super::Telemetry::last_totals`] on the store, one statement per chunk of series.
+pub async fn last_totals(
+    store: &Store,
+    org: &str,
+    ids: &[i64],
+    res: i64,
+    (from, to): (i64, i64),
+    fresh_ms: i64,
+) -> Result<Vec<LastTotals>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(IDS_CHUNK) {
+        let sql = format!(
+            "SELECT bucket_ms, SUM(last_v) AS sum_v, COUNT(*) AS count_v, MIN(last_v) AS min_v, \
+             MAX(last_v) AS max_v FROM telemetry_rollups WHERE org = $1 AND resolution_ms = $2 \
+             AND bucket_ms >= $3 AND bucket_ms < $4 AND last_ts_ms > bucket_ms + $5 \
+             AND series_id IN ({}) GROUP BY bucket_ms",
+            list(chunk.len(), 5)
+        );
+        let rows: Vec<LastTotals> = on_read!(store, p => {
+            let mut q = sqlx::query_as::<_, LastTotals>(&sql)
+                .bind(org).bind(res).bind(from).bind(to).bind(fresh_ms);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.fetch_all(p).await?
+        });
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
 /// Log lines of `org` matching `f`, newest first.
 pub async fn logs(store: &Store, org: &str, f: &LogFilter) -> Result<Vec<LogEntry>, StoreError> {
     // Absent filters become always-true comparisons so the parameters stay numbered alike.
@@ -360,13 +372,4 @@ pub async fn logs(store: &Store, org: &str, f: &LogFilter) -> Result<Vec<LogEntr
         q.fetch_all(p).await?
     });
     Ok(rows)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn placeholders_number_rows() {
-        assert_eq!(super::placeholders(2, 2, 0), "($1,$2),($3,$4)");
-        assert_eq!(super::placeholders(1, 3, 3), "($4,$5,$6)");
-    }
 }

@@ -11,6 +11,7 @@ pub mod clickhouse;
 pub mod config;
 pub mod embedded;
 pub mod read;
+pub mod rollup;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,11 +29,11 @@ use crate::consumers::{Emitter, Envelope, Handler, HandlerError};
 use crate::store::{Store, StoreError, Tx};
 use crate::telemetry::ingest::TOPIC;
 use crate::telemetry::model::Batch;
-use read::{Bucket, LogEntry, LogFilter, Point, SeriesInfo};
+use read::{Bucket, LastTotals, LogEntry, LogFilter, Point, SeriesInfo};
 
 pub const GROUP: &str = "telemetry";
 
-/// Rollup resolutions in milliseconds, finest first (each is built from the one before).
+/// Rollup resolutions in milliseconds, finest first.
 pub const RESOLUTIONS: [i64; 3] = [60_000, 300_000, 3_600_000];
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +161,25 @@ impl Telemetry {
             Some(ch) => Ok(ch.buckets(org, ids, res, from, to).await?),
             None => Ok(embedded::buckets(&self.store, org, ids, res, from, to).await?),
         }
+    }
+
+    /// Per `res` bucket starting in `[from, to)`: the sum, count, min and max of the `last`
+    /// values of `ids`' buckets whose last sample is later than `bucket + fresh_ms` (an
+    /// aggregation over an instant selector, pushed down to the store: one row per bucket
+    /// leaves it instead of one per series and bucket). Buckets without any are absent.
+    pub async fn last_totals(
+        &self,
+        org: &str,
+        ids: &[i64],
+        res: i64,
+        (from, to): (i64, i64),
+        fresh_ms: i64,
+    ) -> Result<Vec<LastTotals>, TelemetryError> {
+        let parts = match &self.clickhouse {
+            Some(ch) => ch.last_totals(org, ids, res, (from, to), fresh_ms).await?,
+            None => embedded::last_totals(&self.store, org, ids, res, (from, to), fresh_ms).await?,
+        };
+        Ok(read::merge_totals(parts))
     }
 
     /// Log lines of `org` by filter, newest first.

@@ -43,6 +43,38 @@ pub struct Bucket {
     pub last_v: f64,
 }
 
+/// The `last` values of chosen series' buckets that start at one time, combined: what an
+/// aggregation of an instant selector over rollups needs per step, computed by the store.
+#[derive(Debug, Clone, Copy, PartialEq, sqlx::FromRow, clickhouse::Row, Serialize, Deserialize)]
+pub struct LastTotals {
+    pub bucket_ms: i64,
+    pub sum_v: f64,
+    pub count_v: i64,
+    pub min_v: f64,
+    pub max_v: f64,
+}
+
+impl LastTotals {
+    /// Both parts together (the same bucket, read for two sets of series).
+    pub fn merge(&mut self, o: &LastTotals) {
+        self.sum_v += o.sum_v;
+        self.count_v += o.count_v;
+        self.min_v = self.min_v.min(o.min_v);
+        self.max_v = self.max_v.max(o.max_v);
+    }
+}
+
+/// Totals read in several parts (chunks of series) merged per bucket, by bucket.
+pub fn merge_totals(parts: Vec<LastTotals>) -> Vec<LastTotals> {
+    let mut by: BTreeMap<i64, LastTotals> = BTreeMap::new();
+    for t in parts {
+        by.entry(t.bucket_ms)
+            .and_modify(|x| x.merge(&t))
+            .or_insert(t);
+    }
+    by.into_values().collect()
+}
+
 /// Which log lines to read. Times are unix nanoseconds, `[from_ns, to_ns)`.
 #[derive(Debug, Clone, Default)]
 pub struct LogFilter {
