@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod compat;
+pub mod datum;
 pub mod json;
 pub mod jsonschema;
 pub mod registry;
@@ -286,9 +287,16 @@ impl SchemaCatalog {
             .map_err(|e| SchemaError::Avro(e.to_string()))
     }
 
-    /// Decodes a framed payload to JSON.
+    /// Decodes a framed payload to JSON: in one pass (`datum`), or through apache-avro for
+    /// what that does not decode (its value or error then stands).
     pub async fn decode_json(&self, bytes: &[u8]) -> Result<Json, SchemaError> {
-        let v = self.decode(bytes).await?;
+        let (id, datum) = wire::unframe(bytes)?;
+        let p = self.parsed(id).await?;
+        if let Some(j) = datum::to_json(&p.schema, &p.names, datum) {
+            return Ok(j);
+        }
+        let v = apache_avro::from_avro_datum(&p.schema, &mut &datum[..], None)
+            .map_err(|e| SchemaError::Avro(e.to_string()))?;
         json::avro_to_json(v).map_err(|e| SchemaError::Avro(e.to_string()))
     }
 }

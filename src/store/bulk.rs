@@ -10,15 +10,19 @@
 //!   - SQLite: multi-row `VALUES` in chunks that stay below SQLite's bind limit (SQLite has no
 //!     arrays; its statements run in-process, so a round trip costs little).
 //! - [`insert`], given row by row as [`Val`]s, with a free `ON CONFLICT …`/`RETURNING …` tail
-//!   (the consumers' inbox claim and projection batches): multi-row `VALUES` on both backends,
-//!   split into as few statements as the bind limit allows (SQLite 32,766 parameters,
-//!   PostgreSQL 65,535).
+//!   (the consumers' inbox claim and projection batches):
+//!   - PostgreSQL: the same `UNNEST` form, the rows turned into one array per column (text or
+//!     int8, by the values' kind): one statement of fixed text per table, prepared once,
+//!     whatever the row count. A multi-row `VALUES` of a 500-event batch bound 1,500–4,000
+//!     parameters, each encoded and described on its own, and its text changed with the row
+//!     count.
+//!   - SQLite: multi-row `VALUES`, split into as few statements as the bind limit allows
+//!     (32,766 parameters).
 //!
 //! Rows are inserted in the order given: a serial key draws its values in that order (the
 //! outbox and the notifications read model rely on it).
 
 use super::{RawTx, StoreError, Tx};
-use crate::on_tx;
 
 /// One column of a bulk insert: a value per row.
 pub enum Column<'a> {
@@ -194,10 +198,11 @@ pub enum Val<'a> {
     OptStr(Option<&'a str>),
 }
 
-/// `head` (`INSERT INTO t (a, b) `), then `VALUES` with one tuple per row, then `tail`
-/// (`ON CONFLICT …`, `RETURNING …`), as chunks within the bind limit. Every row has
-/// `head`'s column count. Returns the rows each chunk's `RETURNING` gave as strings (its
-/// first column), or nothing without one.
+/// `head` (`INSERT INTO t (a, b) `), then the rows, then `tail` (`ON CONFLICT …`,
+/// `RETURNING …`). Every row has `head`'s column count. Returns the rows the `RETURNING` gave
+/// as strings (its first column), or nothing without one. Rows are inserted in the order
+/// given. PostgreSQL: one `UNNEST` statement ([`pg_unnest`]); SQLite: multi-row `VALUES` in
+/// chunks within the bind limit.
 pub async fn insert(
     tx: &mut Tx,
     head: &str,
@@ -207,28 +212,123 @@ pub async fn insert(
     let Some(width) = rows.first().map(Vec::len) else {
         return Ok(Vec::new());
     };
-    let returning = tail.contains("RETURNING");
-    let mut out = Vec::new();
-    for chunk in rows.chunks((MAX_PARAMS / width.max(1)).max(1)) {
-        on_tx!(tx, c => {
-            let mut qb = sqlx::QueryBuilder::new(head);
-            qb.push_values(chunk.iter(), |mut b, row| {
-                for v in row {
-                    match *v {
-                        Val::I64(x) => b.push_bind(x),
-                        Val::OptI64(x) => b.push_bind(x),
-                        Val::Str(x) => b.push_bind(x),
-                        Val::OptStr(x) => b.push_bind(x),
-                    };
-                }
-            });
-            qb.push(tail);
-            if returning {
-                out.extend(qb.build_query_scalar::<String>().fetch_all(&mut *c).await?);
-            } else {
-                qb.build().execute(&mut *c).await?;
-            }
-        });
+    if rows.iter().any(|r| r.len() != width) {
+        return Err(StoreError::Data(format!(
+            "bulk insert `{head}`: rows of different lengths"
+        )));
     }
-    Ok(out)
+    let returning = tail.contains("RETURNING");
+    match tx.raw() {
+        RawTx::Postgres(t) => pg_unnest(t, head, rows, width, tail, returning).await,
+        RawTx::Sqlite(t) => {
+            let mut out = Vec::new();
+            for chunk in rows.chunks((MAX_PARAMS / width.max(1)).max(1)) {
+                let mut qb = sqlx::QueryBuilder::new(head);
+                qb.push_values(chunk.iter(), |mut b, row| {
+                    for v in row {
+                        match *v {
+                            Val::I64(x) => b.push_bind(x),
+                            Val::OptI64(x) => b.push_bind(x),
+                            Val::Str(x) => b.push_bind(x),
+                            Val::OptStr(x) => b.push_bind(x),
+                        };
+                    }
+                });
+                qb.push(tail);
+                if returning {
+                    out.extend(
+                        qb.build_query_scalar::<String>()
+                            .fetch_all(&mut **t)
+                            .await?,
+                    );
+                } else {
+                    qb.build().execute(&mut **t).await?;
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// One column of [`insert`]'s rows as a PostgreSQL array.
+enum PgArray<'a> {
+    Text(Vec<Option<&'a str>>),
+    Int8(Vec<Option<i64>>),
+}
+
+/// [`insert`]'s rows column by column: a column is int8 or text by its first row's value,
+/// and every row must agree.
+fn pg_arrays<'a>(
+    head: &str,
+    rows: &[Vec<Val<'a>>],
+    width: usize,
+) -> Result<Vec<PgArray<'a>>, StoreError> {
+    let mixed = || StoreError::Data(format!("bulk insert `{head}`: a column of mixed kinds"));
+    let mut cols: Vec<PgArray<'a>> = rows[0]
+        .iter()
+        .map(|v| match v {
+            Val::I64(_) | Val::OptI64(_) => PgArray::Int8(Vec::with_capacity(rows.len())),
+            Val::Str(_) | Val::OptStr(_) => PgArray::Text(Vec::with_capacity(rows.len())),
+        })
+        .collect();
+    for row in rows {
+        for (col, v) in cols.iter_mut().zip(row).take(width) {
+            match (col, *v) {
+                (PgArray::Int8(c), Val::I64(x)) => c.push(Some(x)),
+                (PgArray::Int8(c), Val::OptI64(x)) => c.push(x),
+                (PgArray::Text(c), Val::Str(x)) => c.push(Some(x)),
+                (PgArray::Text(c), Val::OptStr(x)) => c.push(x),
+                _ => return Err(mixed()),
+            }
+        }
+    }
+    Ok(cols)
+}
+
+/// `head SELECT c1, … FROM UNNEST($1::text[], …) WITH ORDINALITY AS u(c1, …, ord) ORDER BY
+/// ord tail`: ordered by the ordinality, so a serial key follows the order given whatever
+/// plan PostgreSQL picks (as in [`insert_columns`]).
+async fn pg_unnest(
+    t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    head: &str,
+    rows: &[Vec<Val<'_>>],
+    width: usize,
+    tail: &str,
+    returning: bool,
+) -> Result<Vec<String>, StoreError> {
+    let cols = pg_arrays(head, rows, width)?;
+    let names: Vec<String> = (1..=width).map(|i| format!("c{i}")).collect();
+    let arrays: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match c {
+            PgArray::Text(_) => format!("${}::text[]", i + 1),
+            PgArray::Int8(_) => format!("${}::int8[]", i + 1),
+        })
+        .collect();
+    let names = names.join(", ");
+    let sql = format!(
+        "{head}SELECT {names} FROM UNNEST({}) WITH ORDINALITY AS u({names}, ord) ORDER BY ord{tail}",
+        arrays.join(", ")
+    );
+    if returning {
+        let mut q = sqlx::query_scalar::<_, String>(&sql);
+        for c in &cols {
+            q = match c {
+                PgArray::Text(v) => q.bind(v),
+                PgArray::Int8(v) => q.bind(v),
+            };
+        }
+        Ok(q.fetch_all(&mut **t).await?)
+    } else {
+        let mut q = sqlx::query(&sql);
+        for c in &cols {
+            q = match c {
+                PgArray::Text(v) => q.bind(v),
+                PgArray::Int8(v) => q.bind(v),
+            };
+        }
+        q.execute(&mut **t).await?;
+        Ok(Vec::new())
+    }
 }

@@ -2,7 +2,9 @@
 //! commit after it fails; a schema registry that answers 5xx blocks decoding visibly (metrics,
 //! /status) and the group goes on once it recovers, each event processed once; and embedded
 //! retention never deletes records a known group has not read yet; a batch whose set-based
-//! apply fails is applied again one event at a time, the failing event dead-lettered once.
+//! apply fails is applied again one event at a time, the failing event dead-lettered once; an
+//! undecodable record inside a batch is dead-lettered once per group, and a replay of the
+//! batch changes no read model.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -583,5 +585,212 @@ async fn forgetting_a_removed_group_lets_retention_go_on(b: Backend) {
     );
     substrate::relay::enforce_retention(&app.ctx).await.unwrap();
     assert_eq!(app.outbox_count(None).await, 0);
+    app.stop().await;
+}
+
+/// Counts the records a consumer hands out (to know a replay has gone past the end).
+struct CountsPolls {
+    inner: Box<dyn LogConsumer>,
+    polled: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl LogConsumer for CountsPolls {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError> {
+        let recs = self.inner.poll(max, wait).await?;
+        self.polled.fetch_add(recs.len(), Ordering::SeqCst);
+        Ok(recs)
+    }
+    fn offsets_in_store(&self) -> bool {
+        self.inner.offsets_in_store()
+    }
+    async fn commit_in(&mut self, tx: &mut Tx, positions: &[Position]) -> Result<(), LogError> {
+        self.inner.commit_in(tx, positions).await
+    }
+    async fn commit(&mut self, positions: &[Position]) -> Result<(), LogError> {
+        self.inner.commit(positions).await
+    }
+    async fn commit_rewind(&mut self, positions: &[Position]) -> Result<(), LogError> {
+        self.inner.commit_rewind(positions).await
+    }
+    async fn resolve(&mut self, topic: &str, to: SeekTo) -> Result<Vec<Position>, LogError> {
+        self.inner.resolve(topic, to).await
+    }
+    async fn seek(&mut self, positions: &[Position]) -> Result<(), LogError> {
+        self.inner.seek(positions).await
+    }
+    async fn close(&mut self) {
+        self.inner.close().await
+    }
+    async fn ensure_active(&mut self) -> Result<bool, LogError> {
+        self.inner.ensure_active().await
+    }
+    fn rejoins(&self) -> u64 {
+        self.inner.rejoins()
+    }
+}
+
+/// What the three projections hold, as text rows (notifications without their ids and
+/// creation times, which are not the events').
+async fn read_models(app: &TestApp) -> Vec<Vec<String>> {
+    let q = |sql: &'static str| async move {
+        let rows: Vec<String> = substrate::on_read!(app.ctx.store, p => {
+            sqlx::query_scalar(sql).fetch_all(p).await.unwrap()
+        });
+        rows
+    };
+    vec![
+        q("SELECT event_id || '|' || user_id || '|' || event_type || '|' || payload || '|' || visibility || '|' || COALESCE(recipient_id, '-') || '|' || CAST(event_time AS TEXT) FROM notifications ORDER BY id").await,
+        q("SELECT user_id || '|' || COALESCE(CAST(first_login_at AS TEXT), '-') || '|' || CAST(messages_sent AS TEXT) || '|' || CAST(first_event_at AS TEXT) || '|' || CAST(last_event_at AS TEXT) FROM user_stats ORDER BY user_id").await,
+        q("SELECT user_id || '|' || event_type || '|' || CAST(count AS TEXT) FROM user_event_counts ORDER BY user_id, event_type").await,
+        q("SELECT topic || '|' || event_type || '|' || CAST(minute AS TEXT) || '|' || CAST(count AS TEXT) FROM event_counts ORDER BY topic, event_type, minute").await,
+    ]
+}
+
+both!(a_replayed_batch_with_a_poison_record_changes_nothing);
+/// The three projection groups of the `consumers` role on real consumers, each counting what
+/// it is handed. Batches hold many events (25 posted at once), an undecodable record among
+/// them: each group dead-letters exactly that record once, applies every other event once
+/// (per key in log order), and a replay of everything from the beginning (no rebuild)
+/// changes no row and writes no second dead letter.
+async fn a_replayed_batch_with_a_poison_record_changes_nothing(b: Backend) {
+    let app = TestApp::start_roles(b, vec![Role::Gateway, Role::Relay], |_| {}).await;
+    let mut posted: Vec<(String, String)> = Vec::new();
+    for i in 0..24 {
+        let user = ["alice", "bob", "carol"][i % 3];
+        let body = if i % 4 == 0 {
+            json!({ "message": format!("m{i}"), "timestamp": 1_767_225_600_000i64 + i as i64,
+                    "visibility": "direct", "recipient_id": "bob" })
+        } else {
+            json!({ "message": format!("m{i}"), "timestamp": 1_767_225_600_000i64 + i as i64 })
+        };
+        let (s, r) = app
+            .post_json("/api/v1/events/message", &app.token(user), &body)
+            .await;
+        assert_eq!(s, 202, "{r}");
+        posted.push((
+            user.to_string(),
+            r["event_id"].as_str().unwrap().to_string(),
+        ));
+        if i == 11 {
+            // An undecodable record (a valid event, its Avro datum cut short) mid-stream.
+            let mut ev = substrate::events::build(
+                &app.ctx.schemas,
+                TOPIC,
+                "alice",
+                &json!({ "user_id": "alice", "email": "a@example.com", "message": "cut",
+                         "timestamp": 1_767_225_600_000i64 }),
+                &substrate::events::EventMeta::default(),
+            )
+            .unwrap();
+            ev.payload.truncate(8);
+            posted.push(("poison".into(), ev.event_id.clone()));
+            let mut tx = app.ctx.store.begin().await.unwrap();
+            app.ctx.outbox.append(&mut tx, &[&ev]).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    }
+    let poison = posted
+        .iter()
+        .find(|(u, _)| u == "poison")
+        .unwrap()
+        .1
+        .clone();
+    wait_relayed(&app).await;
+    let groups = ["notifications", "stats", "event-counts"];
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let mut polled = Vec::new();
+    for h in substrate::consumers::projection_handlers(&app.ctx) {
+        if !groups.contains(&h.group()) {
+            continue;
+        }
+        let inner = app.ctx.log.subscribe(h.group(), &h.topics()).await.unwrap();
+        let n = Arc::new(AtomicUsize::new(0));
+        polled.push(n.clone());
+        let consumer = Box::new(CountsPolls { inner, polled: n });
+        tasks.push(tokio::spawn(runtime::run_group_on(
+            app.ctx.clone(),
+            h,
+            consumer,
+            stop.clone(),
+        )));
+    }
+    let total = posted.len();
+    let settled = || async {
+        for g in groups {
+            let applied = count(&app, "SELECT COUNT(*) FROM inbox WHERE group_name = $1", g).await;
+            let dead = count(
+                &app,
+                "SELECT COUNT(*) FROM dead_letters WHERE group_name = $1",
+                g,
+            )
+            .await;
+            if applied != (total - 1) as i64 || dead != 1 {
+                return None;
+            }
+        }
+        Some(())
+    };
+    eventually(60, settled).await;
+    let before = read_models(&app).await;
+    assert_eq!(
+        before[0].len(),
+        total - 1,
+        "one notification per good event"
+    );
+    // Per key, notification ids follow the log order.
+    let ids: Vec<String> = substrate::on_read!(app.ctx.store, p => {
+        sqlx::query_scalar("SELECT event_id FROM notifications ORDER BY id").fetch_all(p).await.unwrap()
+    });
+    for user in ["alice", "bob", "carol"] {
+        let want: Vec<&String> = posted
+            .iter()
+            .filter(|(u, _)| u == user)
+            .map(|(_, e)| e)
+            .collect();
+        let got: Vec<&String> = ids.iter().filter(|e| want.contains(e)).collect();
+        assert_eq!(got, want, "{user}'s notifications in log order");
+    }
+    let dead_for_poison = "SELECT COUNT(*) FROM dead_letters WHERE event_id = $1";
+    assert_eq!(
+        count(&app, dead_for_poison, &poison).await,
+        3,
+        "one per group"
+    );
+    // Replay every group from the beginning, without a rebuild.
+    let seen: Vec<usize> = polled.iter().map(|n| n.load(Ordering::SeqCst)).collect();
+    for g in groups {
+        substrate::consumers::seeks::request(&app.ctx.store, g, TOPIC, SeekTo::Beginning, false)
+            .await
+            .unwrap();
+    }
+    eventually(60, || async {
+        let again = polled
+            .iter()
+            .zip(&seen)
+            .all(|(n, s)| n.load(Ordering::SeqCst) >= s + total);
+        again.then_some(())
+    })
+    .await;
+    // One more poll round for batches in hand to commit.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    settled().await.expect("inbox and dead letters unchanged");
+    assert_eq!(read_models(&app).await, before, "a replay changes nothing");
+    assert_eq!(count(&app, dead_for_poison, &poison).await, 3);
+    let on_dlq_topic = count(
+        &app,
+        "SELECT COUNT(*) FROM outbox WHERE topic = 'public.user.message.events.dlq' AND event_id = $1",
+        &poison,
+    )
+    .await;
+    assert_eq!(
+        on_dlq_topic, 3,
+        "one record per group on the dead-letter topic"
+    );
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
     app.stop().await;
 }

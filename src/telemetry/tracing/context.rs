@@ -29,6 +29,11 @@ pub fn extract(traceparent: &str, tracestate: Option<&str>) -> Option<openteleme
 /// Makes `span` a child of `traceparent` when it is well-formed. Call it before the span is
 /// first entered.
 pub fn continue_from(span: &Span, traceparent: Option<&str>) {
+    // A disabled span (no subscriber wants it) has no parent to set: skip parsing the header
+    // (consumers create a span per event, so this is on their hot path).
+    if span.is_disabled() {
+        return;
+    }
     if let Some(cx) = traceparent.and_then(|tp| extract(tp, None)) {
         set_parent(span, cx);
     }
