@@ -20,6 +20,7 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -111,6 +112,14 @@ pub async fn serve(
     let drained = CancellationToken::new();
     // The peer address feeds the per-address limit (`gateway::addresses`).
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // No Nagle: a stream writes one small frame per event, and with Nagle on, a frame written
+    // while the previous one is still unacknowledged waits for the client's delayed ACK (up
+    // to 40 ms on Linux). axum::serve leaves the socket's default (Nagle on).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown({
         let s = shutdown.clone();
         async move { s.cancelled().await }

@@ -187,11 +187,11 @@ impl Hub {
         max: usize,
     ) -> Result<Read, StoreError> {
         let max = max.max(1);
+        if let Some(b) = self.read_buffered(user, epoch, scanned, max) {
+            return Ok(Read::Rows(b));
+        }
         let (ring_epoch, hi) = {
             let ring = self.ring.read();
-            if ring.epoch == epoch && scanned >= ring.lo {
-                return Ok(Read::Rows(Self::from_ring(&ring, user, scanned, max)));
-            }
             (ring.epoch, ring.hi)
         };
         // Behind the buffer, or the buffer is in another epoch: ask the store, which answers
@@ -215,6 +215,15 @@ impl Hub {
             scanned,
             more,
         }))
+    }
+
+    /// The same read as [`Hub::read`] when the buffer can answer it (the stream is in the
+    /// hub's epoch and not behind the buffer), without an await: a caught-up stream, the
+    /// common case, never builds the store read's future. `None`: ask [`Hub::read`].
+    pub fn read_buffered(&self, user: &str, epoch: i64, scanned: i64, max: usize) -> Option<Batch> {
+        let ring = self.ring.read();
+        (ring.epoch == epoch && scanned >= ring.lo)
+            .then(|| Self::from_ring(&ring, user, scanned, max.max(1)))
     }
 
     fn from_ring(ring: &Ring, user: &str, scanned: i64, max: usize) -> Batch {

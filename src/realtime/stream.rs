@@ -169,11 +169,18 @@ impl Pump {
         match self.tx.try_send(frame) {
             Ok(()) => Sent::Ok,
             Err(mpsc::error::TrySendError::Closed(_)) => Sent::Gone,
-            Err(mpsc::error::TrySendError::Full(frame)) => tokio::select! {
-                r = self.tx.send(frame) => if r.is_ok() { Sent::Ok } else { Sent::Gone },
-                _ = tokio::time::sleep(self.slow_timeout) => Sent::Dropped(DropReason::SlowClient),
-                _ = self.closing.cancelled() => Sent::Dropped(DropReason::Shutdown),
-            },
+            // Boxed for the same reason as the store read: only a client that fell behind
+            // pays for this wait's state.
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                Box::pin(async move {
+                    tokio::select! {
+                        r = self.tx.send(frame) => if r.is_ok() { Sent::Ok } else { Sent::Gone },
+                        _ = tokio::time::sleep(self.slow_timeout) => Sent::Dropped(DropReason::SlowClient),
+                        _ = self.closing.cancelled() => Sent::Dropped(DropReason::Shutdown),
+                    }
+                })
+                .await
+            }
         }
     }
 
@@ -211,10 +218,17 @@ impl Pump {
             }
             // Mark the head seen *before* reading, so a row committed after the read wakes us.
             head.borrow_and_update();
-            let read = self
+            let read = match self
                 .hub
-                .read(&self.viewer.user, epoch, scanned, READ_BATCH)
-                .await;
+                .read_buffered(&self.viewer.user, epoch, scanned, READ_BATCH)
+            {
+                Some(b) => Ok(Read::Rows(b)),
+                // Boxed: the store read's future is large, and inline it would size every
+                // pump's state (each idle client's memory) by it.
+                None => {
+                    Box::pin(self.hub.read(&self.viewer.user, epoch, scanned, READ_BATCH)).await
+                }
+            };
             let batch = match read {
                 Ok(Read::Rows(b)) => b,
                 Ok(Read::Reset(now)) => {
@@ -255,13 +269,17 @@ impl Pump {
                         return Some(DropReason::Shutdown);
                     }
                 }
-                _ = tokio::time::sleep_until(next_beat) => {
+                // One timer for both the heartbeat and the lifetime: each is state every idle
+                // client holds.
+                _ = tokio::time::sleep_until(next_beat.min(deadline)) => {
+                    if Instant::now() >= deadline {
+                        return Some(DropReason::Lifetime);
+                    }
                     if let Err(end) = self.put(Frame::Heartbeat).await {
                         return end;
                     }
                     next_beat = Instant::now() + self.heartbeat;
                 }
-                _ = tokio::time::sleep_until(deadline) => return Some(DropReason::Lifetime),
                 _ = self.closing.cancelled() => return Some(DropReason::Shutdown),
                 _ = self.tx.closed() => return None,
             }

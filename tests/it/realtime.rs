@@ -799,6 +799,72 @@ async fn slow_client_is_dropped_and_resumes(b: Backend) {
     app.stop().await;
 }
 
+both!(a_stalled_client_does_not_hold_up_another);
+/// One client stops reading while broadcasts keep coming: its buffer and socket fill and its
+/// pump waits (it is not dropped: the slow-client timeout is long), yet another client gets
+/// every notification, in order, exactly once, while it is stalled. When the stalled client
+/// reads again it gets everything too, in order, exactly once: its bounded buffer lost nothing.
+async fn a_stalled_client_does_not_hold_up_another(b: Backend) {
+    let app = TestApp::start_with(b, |c| {
+        c.realtime.client_buffer = 2;
+        c.realtime.slow_client_timeout_ms = 600_000;
+        c.gateway.body_limit_bytes = 512 * 1024;
+    })
+    .await;
+    let (alice, bob) = (app.token("alice"), app.token("bob"));
+    let mut stalled = Sse::open(&app.base, &Auth::Bearer(alice.clone()), From::Start)
+        .await
+        .unwrap();
+    let mut live = Sse::open(&app.base, &Auth::Bearer(bob.clone()), From::Start)
+        .await
+        .unwrap();
+    // Big broadcasts fill the stalled client's socket buffers and its 2-frame buffer quickly.
+    let big = "x".repeat(200 * 1024);
+    let n = 40;
+    for i in 0..n {
+        post(&app, &bob, &message(&format!("{i}:{big}"))).await;
+    }
+    let all: Vec<i64> = wait_notifications(&app, n)
+        .await
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    let mut got = Vec::new();
+    while got.len() < n {
+        let (id, row) = live
+            .notification()
+            .await
+            .expect("the live client's stream ended");
+        assert!(label(&row).starts_with(&format!("{}:", got.len())));
+        got.push(id);
+    }
+    assert_eq!(got, all, "the live client, while the other one is stalled");
+    // The stalled client was held back, not dropped: it reads everything now.
+    let m = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !m.contains("reason=\"slow_client\"} 1"),
+        "the stalled client was dropped"
+    );
+    let mut late = Vec::new();
+    while late.len() < n {
+        let (id, _) = stalled
+            .notification()
+            .await
+            .expect("the stalled client's stream ended");
+        late.push(id);
+    }
+    assert_eq!(late, all, "the stalled client, once it reads again");
+    app.stop().await;
+}
+
 /// A `substrate serve` child process on `store`; killed when dropped.
 struct Child {
     proc: std::process::Child,
