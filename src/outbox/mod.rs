@@ -47,11 +47,25 @@ pub struct OutboxRow {
     pub lane: i64,
     pub created_at: i64,
     pub published_at: Option<i64>,
+    /// The headers the relay sends: the stored ones parsed once, with its `relay_lease` stamp
+    /// (`crate::relay::lanes::Lanes::stamp`), so a relayed row's JSON is parsed once, not once
+    /// per use. Not a column.
+    #[sqlx(skip)]
+    pub send_headers: Option<Headers>,
 }
 
 impl OutboxRow {
     pub fn headers(&self) -> Headers {
         serde_json::from_str(&self.headers).unwrap_or_default()
+    }
+
+    /// The headers to send: `send_headers` when the relay stamped the row, else the stored
+    /// ones.
+    pub fn header_map(&self) -> std::borrow::Cow<'_, Headers> {
+        match &self.send_headers {
+            Some(h) => std::borrow::Cow::Borrowed(h),
+            None => std::borrow::Cow::Owned(self.headers()),
+        }
     }
 }
 

@@ -177,15 +177,14 @@ impl Lanes {
         }
     }
 
-    /// Adds the `relay_lease` header (`{lane}/{epoch}`) to each row about to be sent.
+    /// Adds the `relay_lease` header (`{lane}/{epoch}`) to each row about to be sent (to its
+    /// `send_headers`: the stored JSON is parsed here once, and not written back).
     pub fn stamp(&self, rows: &mut [OutboxRow]) {
         for r in rows {
             if let Some(g) = self.held.get(&r.lane) {
                 let mut h = r.headers();
                 h.insert(LEASE_HEADER.into(), format!("{}/{}", r.lane, g.epoch));
-                if let Ok(s) = serde_json::to_string(&h) {
-                    r.headers = s;
-                }
+                r.send_headers = Some(h);
             }
         }
     }
@@ -220,16 +219,22 @@ impl Lanes {
     /// Marks the acknowledged rows among `rows` published, in one transaction, for the lanes
     /// whose lease is still held with the epoch they were sent under; the marks of lanes that
     /// passed to another relay are refused (that relay sends those rows again). Returns how
-    /// many marks were refused.
+    /// many marks were refused. (`marks` + `Marks::write` + `settle`, in one go.)
     pub async fn mark_published(
         &mut self,
         ctx: &AppContext,
         rows: &[OutboxRow],
         acked: &[i64],
     ) -> Result<usize, StoreError> {
-        if acked.is_empty() {
-            return Ok(0);
-        }
+        let marks = self.marks(rows, acked);
+        let written = marks.write(&self.store).await?;
+        Ok(self.settle(ctx, &written))
+    }
+
+    /// The marks of a batch, fenced by the epochs the rows were sent under, ready to be written
+    /// (`Marks::write`) off the send path: the relay writes them while it reads and sends the
+    /// next batch, which leaves these ids out (`Marks::ids`).
+    pub fn marks(&self, rows: &[OutboxRow], acked: &[i64]) -> Marks {
         let lane_of: BTreeMap<i64, i64> = rows.iter().map(|r| (r.id, r.lane)).collect();
         let mut by_lane: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
         for id in acked {
@@ -237,55 +242,127 @@ impl Lanes {
                 by_lane.entry(*l).or_default().push(*id);
             }
         }
-        let fences: Vec<Fence> = by_lane
-            .keys()
-            .filter_map(|l| {
-                self.held.get(l).map(|g| Fence {
-                    name: lease_name(*l),
-                    owner: self.owner.clone(),
-                    epoch: g.epoch,
-                })
+        let mut sent: BTreeMap<i64, usize> = BTreeMap::new();
+        for r in rows {
+            *sent.entry(r.lane).or_default() += 1;
+        }
+        let lanes = by_lane
+            .into_iter()
+            .map(|(lane, ids)| LaneMarks {
+                lane,
+                fence: self.fence_for(lane),
+                all_of_batch: sent.get(&lane) == Some(&ids.len()),
+                ids,
             })
             .collect();
-        let mut tx = self.store.begin().await?;
-        let ok = lease::still_held(&mut tx, &fences).await?;
-        let mut ids = Vec::new();
-        let mut refused = 0usize;
-        let mut lost = Vec::new();
-        for (lane, lane_ids) in &by_lane {
-            let name = lease_name(*lane);
-            let held = fences.iter().zip(&ok).any(|(f, ok)| f.name == name && *ok);
-            if held {
-                ids.extend_from_slice(lane_ids);
-            } else {
-                refused += lane_ids.len();
-                lost.push(*lane);
-            }
+        Marks {
+            owner: self.owner.clone(),
+            lanes,
         }
-        publish::mark_published(&mut tx, &ids).await?;
-        tx.commit().await?;
-        for lane in lost {
-            // Another relay has it now: stop sending on it at once.
-            self.held.remove(&lane);
-            self.unsettled.remove(&lane);
+    }
+
+    /// Takes in the outcome of written marks: a lane whose marks were refused has passed to
+    /// another relay (stop sending on it at once); a lane whose rows of the batch were all
+    /// acknowledged has nothing left in flight. Marks planned by an earlier `Lanes` (a lane
+    /// count change since) change nothing here. Returns how many marks were refused.
+    pub fn settle(&mut self, ctx: &AppContext, written: &Written) -> usize {
+        if written.owner != self.owner {
+            return written.refused;
         }
-        // A lane whose rows of this batch were all acknowledged has nothing left in flight.
-        for (lane, lane_ids) in &by_lane {
-            let sent = rows.iter().filter(|r| r.lane == *lane).count();
-            if lane_ids.len() == sent {
-                self.unsettled.remove(lane);
-            }
+        for lane in &written.lost {
+            self.held.remove(lane);
+            self.unsettled.remove(lane);
         }
-        if refused > 0 {
+        for lane in &written.complete {
+            self.unsettled.remove(lane);
+        }
+        if written.refused > 0 {
             tracing::warn!(
-                refused,
+                refused = written.refused,
                 "marks of lanes that passed to another relay were refused"
             );
             ctx.metrics
                 .lease_writes_refused
                 .with_label_values(&["relay"])
-                .inc_by(refused as u64);
+                .inc_by(written.refused as u64);
         }
-        Ok(refused)
+        written.refused
+    }
+}
+
+/// One lane's acknowledged rows of a batch.
+#[derive(Debug, Clone)]
+struct LaneMarks {
+    lane: i64,
+    /// The lease the rows were sent under (none: the lane was lost before the marks).
+    fence: Option<Fence>,
+    /// Every row of the batch on this lane was acknowledged.
+    all_of_batch: bool,
+    ids: Vec<i64>,
+}
+
+/// A batch's marks, planned by `Lanes::marks`; owns what it needs, so it can be written on a
+/// task of its own while the relay goes on.
+#[derive(Debug, Clone)]
+pub struct Marks {
+    owner: String,
+    lanes: Vec<LaneMarks>,
+}
+
+/// What writing `Marks` did.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    owner: String,
+    /// Lanes whose marks were refused (their lease passed on).
+    lost: Vec<i64>,
+    /// Lanes whose rows of the batch were all acknowledged and marked.
+    complete: Vec<i64>,
+    refused: usize,
+}
+
+impl Marks {
+    /// The ids to be marked: pending in the store until `write` commits.
+    pub fn ids(&self) -> Vec<i64> {
+        self.lanes
+            .iter()
+            .flat_map(|l| l.ids.iter().copied())
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lanes.is_empty()
+    }
+
+    /// Writes the marks in one transaction, only for the lanes whose lease is still held with
+    /// the epoch the rows were sent under (checked in the same transaction, the lease rows
+    /// locked against a concurrent grant).
+    pub async fn write(&self, store: &Store) -> Result<Written, StoreError> {
+        let mut written = Written {
+            owner: self.owner.clone(),
+            ..Written::default()
+        };
+        if self.lanes.is_empty() {
+            return Ok(written);
+        }
+        let fences: Vec<Fence> = self.lanes.iter().filter_map(|l| l.fence.clone()).collect();
+        let mut tx = store.begin().await?;
+        let ok = lease::still_held(&mut tx, &fences).await?;
+        let mut ids = Vec::new();
+        for l in &self.lanes {
+            let name = lease_name(l.lane);
+            let held = fences.iter().zip(&ok).any(|(f, ok)| f.name == name && *ok);
+            if held {
+                ids.extend_from_slice(&l.ids);
+                if l.all_of_batch {
+                    written.complete.push(l.lane);
+                }
+            } else {
+                written.refused += l.ids.len();
+                written.lost.push(l.lane);
+            }
+        }
+        publish::mark_published(&mut tx, &ids).await?;
+        tx.commit().await?;
+        Ok(written)
     }
 }

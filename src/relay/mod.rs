@@ -100,6 +100,7 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
         layout,
     };
     let mut suspects = publish::Suspects::default();
+    let mut marking: Option<Marking> = None;
     let mut wake = ctx.outbox.signal.subscribe();
     let poll = Duration::from_millis(cfg.poll_interval_ms.max(1));
     let mut next_refresh = Instant::now();
@@ -111,6 +112,11 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
         let now = Instant::now();
         if now >= next_refresh {
             next_refresh = now + held.lanes.renew_every();
+            // Marks first, so a lane handed back does not have its acknowledged rows sent again
+            // by the next holder. (A refresh during a batch may still hand back a lane whose
+            // marks are being written: the marks are fenced, so they land or are refused, and
+            // the rows are sent again at worst.)
+            settle(&ctx, &mut held, marking.take()).await;
             held.refresh(&ctx).await;
         }
         if !topics_ready && now >= next_topics {
@@ -130,10 +136,21 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
         }
         wake.borrow_and_update();
         let lanes_now = held.lanes.held();
+        // The rows whose marks are being written are acknowledged already: left out, not sent
+        // again.
+        let marking_ids = marking.as_ref().map(Marking::ids).unwrap_or_default();
         let mut rows = if lanes_now.is_empty() || !topics_ready {
             Vec::new()
         } else {
-            match publish::pending(&ctx.store, held.layout, &lanes_now, cfg.relay_batch).await {
+            match publish::pending(
+                &ctx.store,
+                held.layout,
+                &lanes_now,
+                cfg.relay_batch,
+                &marking_ids,
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the outbox failed");
@@ -141,6 +158,11 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
                 }
             }
         };
+        if rows.is_empty() && marking.is_some() {
+            // Nothing beyond the rows being marked: let the marks land, then look again.
+            settle(&ctx, &mut held, marking.take()).await;
+            continue;
+        }
         if rows.is_empty() {
             let nap = poll.min(next_refresh.saturating_duration_since(Instant::now()));
             tokio::select! {
@@ -161,11 +183,10 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
         let send = batch.send(&mut session, &mut suspects, &rows);
         let outcome =
             keep_lanes_while(send, &ctx, &mut held, &rows, &stop, &mut next_refresh).await;
-        if let Err(e) = held.lanes.mark_published(&ctx, &rows, &outcome.acked).await {
-            // The rows are on the broker; they will be sent again (a duplicate the consumers'
-            // inbox absorbs).
-            tracing::warn!(error = %e, "marking relayed rows failed");
-        }
+        // The previous batch's marks were written while this one was read and sent; this
+        // batch's are written while the next one is.
+        settle(&ctx, &mut held, marking.take()).await;
+        marking = Marking::start(&ctx, held.lanes.marks(&rows, &outcome.acked));
         park(&ctx, &held.lanes, &rows, &outcome.park).await;
         if outcome.failed > 0 {
             tokio::select! {
@@ -174,6 +195,7 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
             }
         }
     }
+    settle(&ctx, &mut held, marking.take()).await;
     // Flush first (bounded by the lanes' deadline), purge what is left, then hand the lanes
     // over: another relay must not start on them while this one still sends.
     let flush_for = held
@@ -184,6 +206,57 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
     held.lanes.release().await;
     tracing::info!("relay stopped");
     Ok(())
+}
+
+/// A batch's marks being written on a task of their own (`lanes::Marks`), off the send path.
+struct Marking {
+    ids: Vec<i64>,
+    task: tokio::task::JoinHandle<Result<lanes::Written, crate::store::StoreError>>,
+}
+
+/// Times a failed mark transaction is tried again before its rows are left to be sent again.
+const MARK_ATTEMPTS: u32 = 3;
+
+impl Marking {
+    /// Starts writing `marks` (none to write: nothing started).
+    fn start(ctx: &AppContext, marks: lanes::Marks) -> Option<Marking> {
+        if marks.is_empty() {
+            return None;
+        }
+        let ids = marks.ids();
+        let store = ctx.store.clone();
+        let task = tokio::spawn(async move {
+            let mut attempt = 1;
+            loop {
+                match marks.write(&store).await {
+                    Err(e) if attempt < MARK_ATTEMPTS => {
+                        tracing::warn!(error = %e, attempt, "marking relayed rows failed; trying again");
+                        attempt += 1;
+                        tokio::time::sleep(FAILURE_BACKOFF / 5).await;
+                    }
+                    r => return r,
+                }
+            }
+        });
+        Some(Marking { ids, task })
+    }
+
+    fn ids(&self) -> Vec<i64> {
+        self.ids.clone()
+    }
+}
+
+/// Waits for marks being written and takes in their outcome. Rows whose marks failed are
+/// pending again: they are sent again (a duplicate the consumers' inbox absorbs).
+async fn settle(ctx: &AppContext, held: &mut Held, marking: Option<Marking>) {
+    let Some(m) = marking else { return };
+    match m.task.await {
+        Ok(Ok(written)) => {
+            held.lanes.settle(ctx, &written);
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "marking relayed rows failed"),
+        Err(e) => tracing::warn!(error = %e, "the task marking relayed rows failed"),
+    }
 }
 
 /// Runs `send` to its end while renewing the lane leases on time. If a lane of the batch is

@@ -116,7 +116,7 @@ impl Producer for KafkaProducer {
         row: &OutboxRow,
         traceparent: Option<&str>,
     ) -> Result<Delivery, EnqueueError> {
-        let map = row.headers();
+        let map = row.header_map();
         let rec = FutureRecord::to(&row.topic)
             .key(&row.event_key)
             .payload(&row.payload)

@@ -26,12 +26,13 @@ use crate::telemetry::tracing::{context, spans};
 use crate::{on_read, on_tx};
 
 /// Pending rows of `held` lanes (of `lanes` in all), oldest first, leaving out the keys that
-/// wait behind a parked row.
+/// wait behind a parked row and the rows `except` (acknowledged, their marks being written).
 pub async fn pending(
     store: &Store,
     lanes: u32,
     held: &[i64],
     limit: usize,
+    except: &[i64],
 ) -> Result<Vec<OutboxRow>, StoreError> {
     let list = held
         .iter()
@@ -42,8 +43,21 @@ pub async fn pending(
     // column: the lane leases, marks and `relay_lease` headers go by it.
     let lanes = lanes.max(1);
     let cols = COLUMNS.replace(" lane,", &format!(" key_hash % {lanes} AS lane,"));
+    // Exactly these ids, not a range: a row below the batch's highest id may have become
+    // visible since (PostgreSQL commits out of id order), and it must go out before the later
+    // rows of its key.
+    let except = if except.is_empty() {
+        String::new()
+    } else {
+        let ids = except
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        format!(" AND id NOT IN ({ids})")
+    };
     let sql = format!(
-        "SELECT {cols} FROM outbox WHERE published_at IS NULL AND key_hash % {lanes} IN ({list}) AND {} ORDER BY id LIMIT {}",
+        "SELECT {cols} FROM outbox WHERE published_at IS NULL AND key_hash % {lanes} IN ({list}){except} AND {} ORDER BY id LIMIT {}",
         super::parked::NOT_HELD,
         limit.max(1)
     );
@@ -446,10 +460,9 @@ impl Batch<'_> {
 
 /// The `send` span of one row, continuing the request's trace.
 fn send_span(row: &OutboxRow) -> tracing::Span {
-    let parent = serde_json::from_str::<crate::outbox::Headers>(&row.headers)
-        .ok()
-        .and_then(|h| h.get("traceparent").cloned());
-    spans::relay_send("kafka", &row.topic, &row.event_id, parent.as_deref())
+    let headers = row.header_map();
+    let parent = headers.get("traceparent").map(String::as_str);
+    spans::relay_send("kafka", &row.topic, &row.event_id, parent)
 }
 
 #[cfg(test)]

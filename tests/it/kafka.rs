@@ -216,6 +216,95 @@ async fn relay_sigkill_mid_drain_loses_nothing() {
     app.stop().await;
 }
 
+/// The relay writes a batch's marks while it reads and sends the next batch. Here the marks
+/// cannot land (the pending outbox rows are locked, so the mark `UPDATE` waits): the relay has
+/// rows on the broker that are not marked, and is SIGKILLed in that state. The next relay
+/// sends them again — duplicates, within at-least-once — and loses nothing: every event
+/// reaches the broker, and each key's first copies are in posting order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_sigkill_between_send_and_mark_loses_nothing() {
+    let store = TestStore::with_broker(Backend::Postgres, Some(Broker::start())).await;
+    let mut cfg = test_config(&store);
+    cfg.gateway.batch_max_events = 1000;
+    let app = TestApp::start_on(store, cfg, vec![Role::Gateway]).await;
+    let pool = app.ctx.store.pg_pool().unwrap().clone();
+    let users = ["alice", "bob", "carol"];
+    let per_user = 600;
+    for u in users {
+        let t = app.token(u);
+        let batch: Vec<Value> = (0..per_user).map(|i| message(&format!("{i}"))).collect();
+        let (s, _) = app
+            .post_json("/api/v1/events/message/batch", &t, &json!(batch))
+            .await;
+        assert_eq!(s, 202);
+    }
+    let total = users.len() * per_user;
+    // No mark can commit while this transaction holds the pending rows.
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM outbox WHERE published_at IS NULL FOR UPDATE")
+        .fetch_all(&mut *lock)
+        .await
+        .unwrap();
+    let spawn = || {
+        Proc(
+            substrate_cmd(&app)
+                .args(["serve", "--roles", "relay"])
+                .env("SUBSTRATE_LOG__RELAY_BATCH", "50")
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut relay = spawn();
+    // It holds lanes, has created the topic and sent its first batches.
+    eventually(60, || async {
+        let lanes: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM leases WHERE name LIKE 'relay.lane.%' AND expires_at > 0",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        (lanes > 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Rows on the broker, none marked: sent, not marked.
+    let bootstrap = app.store.kafka.as_ref().unwrap().bootstrap();
+    let b = bootstrap.clone();
+    tokio::task::spawn_blocking(move || read_topic(&b, TOPIC, 50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(published(&app).await, 0, "a mark went through the lock");
+    relay.kill(); // SIGKILL, marks unwritten
+    lock.rollback().await.unwrap();
+    let mut relay = spawn();
+    eventually(90, || async {
+        (published(&app).await as usize == total).then_some(())
+    })
+    .await;
+    relay.kill();
+    let got = tokio::task::spawn_blocking(move || read_topic(&bootstrap, TOPIC, total))
+        .await
+        .unwrap();
+    let mut seen = HashSet::new();
+    let mut per_key: HashMap<String, Vec<i64>> = HashMap::new();
+    for g in &got {
+        if !seen.insert(g.headers["ce_id"].clone()) {
+            continue;
+        }
+        let v = app.ctx.schemas.decode_json(&g.value).await.unwrap();
+        let n: i64 = v["message"].as_str().unwrap().parse().unwrap();
+        per_key.entry(g.key.clone()).or_default().push(n);
+    }
+    assert_eq!(seen.len(), total);
+    assert_eq!(per_key.len(), users.len());
+    for (k, seq) in &per_key {
+        let want: Vec<i64> = (0..per_user as i64).collect();
+        assert_eq!(seq, &want, "order of key {k}");
+    }
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_buffers_in_the_outbox_and_drains() {
     let store = TestStore::with_broker(Backend::Postgres, Some(Broker::start_durable())).await;

@@ -558,7 +558,7 @@ async fn a_relay_whose_lane_passed_on_cannot_mark_it(b: Backend) {
     let mut first = Lanes::new(store.clone(), 1, ttl);
     first.refresh().await.unwrap();
     assert_eq!(first.held(), vec![0]);
-    let rows = publish::pending(&store, 1, &[0], 10).await.unwrap();
+    let rows = publish::pending(&store, 1, &[0], 10, &[]).await.unwrap();
     assert_eq!(rows.len(), 3);
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     // The first relay sends them; before its acknowledgements come back, its lease lapses
@@ -579,7 +579,12 @@ async fn a_relay_whose_lane_passed_on_cannot_mark_it(b: Backend) {
         first.held().is_empty(),
         "the stale relay still sends the lane"
     );
-    let pending = || async { publish::pending(&store, 1, &[0], 10).await.unwrap().len() };
+    let pending = || async {
+        publish::pending(&store, 1, &[0], 10, &[])
+            .await
+            .unwrap()
+            .len()
+    };
     assert_eq!(pending().await, 3, "a stale relay's marks were applied");
     assert_eq!(refused(&app.ctx, "relay"), 3);
     // The current holder's marks go through.
@@ -589,6 +594,56 @@ async fn a_relay_whose_lane_passed_on_cannot_mark_it(b: Backend) {
     );
     assert_eq!(pending().await, 0);
     second.release().await;
+    app.stop().await;
+}
+
+/// PostgreSQL commits out of id order: a row whose writer drew its id first but committed
+/// last becomes visible after the relay read (and sent) the rows above it. While those rows'
+/// marks are written off the send path, the relay leaves exactly them out of its next read
+/// (`publish::pending`'s `except`): the late row is not skipped, and a later row of its key
+/// does not go before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_committed_late_below_the_rows_being_marked_is_read_before_its_keys_later_rows() {
+    let app = embedded_app(Backend::Postgres, |_| {}).await;
+    let store = app.ctx.store.clone();
+    let outbox = Outbox::new(1, false);
+    let ev = |i: usize, key: &str| NewEvent {
+        event_id: format!("late{i}"),
+        topic: TOPIC.into(),
+        key: key.into(),
+        event_type: "user.message.events".into(),
+        schema_id: 1,
+        payload: vec![0],
+        headers: Default::default(),
+        created_at: substrate::store::now_micros(),
+    };
+    let (slow_ev, a, b, later) = (ev(0, "k"), ev(1, "other"), ev(2, "other"), ev(3, "k"));
+    // The slow writer draws the lowest id and commits last.
+    let mut slow = store.begin().await.unwrap();
+    outbox.append(&mut slow, &[&slow_ev]).await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    outbox.append(&mut tx, &[&a, &b]).await.unwrap();
+    tx.commit().await.unwrap();
+    let event_ids = |rows: &[substrate::outbox::OutboxRow]| {
+        rows.iter().map(|r| r.event_id.clone()).collect::<Vec<_>>()
+    };
+    let sent = publish::pending(&store, 1, &[0], 10, &[]).await.unwrap();
+    assert_eq!(event_ids(&sent), ["late1", "late2"]);
+    // Acknowledged; their marks are being written. Meanwhile the slow row commits, and a later
+    // row of its key is appended.
+    let marking: Vec<i64> = sent.iter().map(|r| r.id).collect();
+    slow.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    outbox.append(&mut tx, &[&later]).await.unwrap();
+    tx.commit().await.unwrap();
+    let next = publish::pending(&store, 1, &[0], 10, &marking)
+        .await
+        .unwrap();
+    assert_eq!(event_ids(&next), ["late0", "late3"]);
+    assert!(
+        next[0].id < marking[0],
+        "the slow row did not draw the lowest id"
+    );
     app.stop().await;
 }
 

@@ -65,6 +65,7 @@ fn row(id: i64, key: &str) -> OutboxRow {
         lane: 0,
         created_at: 0,
         published_at: None,
+        send_headers: None,
     }
 }
 
