@@ -138,6 +138,14 @@ pub trait Handler: Send + Sync {
         None
     }
 
+    /// The most events one transaction of this group applies, when fewer than
+    /// `consumers.batch_size`: a handler whose events are heavy (a telemetry batch holds
+    /// thousands of samples) keeps each transaction short, since on SQLite every other writer,
+    /// the gateway's group commit included, waits for it.
+    fn max_batch(&self) -> Option<usize> {
+        None
+    }
+
     /// Empties the read model for a rebuild (`replay --rebuild`). Returns false when the
     /// handler's effects cannot be rebuilt from the log (sagas, sinks).
     async fn reset(&self, _tx: &mut Tx) -> Result<bool, HandlerError> {

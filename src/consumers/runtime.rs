@@ -177,6 +177,10 @@ struct Done {
 impl Group {
     async fn run(&mut self, consumer: &mut dyn LogConsumer) -> Result<(), ConsumerError> {
         let batch = self.ctx.config.consumers.batch_size.max(1);
+        let batch = self
+            .handler
+            .max_batch()
+            .map_or(batch, |m| batch.min(m.max(1)));
         let mut backoff = self.initial_backoff();
         loop {
             if self.shutdown.is_cancelled() {

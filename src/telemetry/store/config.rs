@@ -13,6 +13,11 @@ pub struct StorageConfig {
     pub logs_retention_days: u64,
     /// Seconds between expiry runs (rows in the store, whole day partitions in ClickHouse).
     pub expire_every_secs: u64,
+    /// The most ingest requests (events) the `telemetry` group writes in one transaction.
+    /// One request can hold `telemetry.ingest.max_samples` samples, and on SQLite the
+    /// gateway's commits wait while the group writes (`gateway.group_commit.store_timeout_ms`), so a
+    /// transaction stays small.
+    pub events_per_transaction: usize,
 }
 
 impl Default for StorageConfig {
@@ -24,6 +29,7 @@ impl Default for StorageConfig {
             rollup_1h_retention_days: 365,
             logs_retention_days: 7,
             expire_every_secs: 3600,
+            events_per_transaction: 8,
         }
     }
 }

@@ -243,6 +243,10 @@ impl Handler for TelemetryWriter {
         vec![TOPIC.to_string()]
     }
 
+    fn max_batch(&self) -> Option<usize> {
+        Some(self.ctx.config.telemetry.storage.events_per_transaction)
+    }
+
     async fn handle(
         &self,
         ev: &Envelope,
