@@ -169,19 +169,26 @@ where
     Ok(out)
 }
 
-/// PostgreSQL's one-statement form: `INSERT … SELECT … FROM UNNEST($1::type[], …)`, then
-/// `tail`.
+/// PostgreSQL's one-statement form of [`insert_columns`]: `INSERT INTO table (names) SELECT
+/// … FROM UNNEST($1::type[], …)`, then `tail`.
 fn pg_unnest_sql(table: &str, names: &str, columns: &[(&str, Column<'_>)], tail: &str) -> String {
-    let arrays: Vec<String> = columns
+    let types: Vec<&str> = columns.iter().map(|(_, c)| c.pg_array()).collect();
+    unnest_sql(&format!("INSERT INTO {table} ({names}) "), &types, tail)
+}
+
+/// `head SELECT c1, … FROM UNNEST($1::type1, …) WITH ORDINALITY AS u(c1, …, ord) ORDER BY
+/// ord tail`, one array parameter per type: ordered by the ordinality, so a serial key
+/// follows the order given whatever plan PostgreSQL picks. Both bulk forms use it.
+fn unnest_sql(head: &str, types: &[&str], tail: &str) -> String {
+    let names: Vec<String> = (1..=types.len()).map(|i| format!("c{i}")).collect();
+    let names = names.join(", ");
+    let arrays: Vec<String> = types
         .iter()
         .enumerate()
-        .map(|(i, (_, c))| format!("${}::{}", i + 1, c.pg_array()))
+        .map(|(i, t)| format!("${}::{t}", i + 1))
         .collect();
-    // ORDER BY the ordinality: the serial key follows the order given, whatever plan
-    // PostgreSQL picks.
     format!(
-        "INSERT INTO {table} ({names}) SELECT {names} FROM UNNEST({}) WITH ORDINALITY \
-         AS u({names}, ord) ORDER BY ord{tail}",
+        "{head}SELECT {names} FROM UNNEST({}) WITH ORDINALITY AS u({names}, ord) ORDER BY ord{tail}",
         arrays.join(", ")
     )
 }
@@ -285,9 +292,7 @@ fn pg_arrays<'a>(
     Ok(cols)
 }
 
-/// `head SELECT c1, … FROM UNNEST($1::text[], …) WITH ORDINALITY AS u(c1, …, ord) ORDER BY
-/// ord tail`: ordered by the ordinality, so a serial key follows the order given whatever
-/// plan PostgreSQL picks (as in [`insert_columns`]).
+/// [`insert`]'s rows as one [`unnest_sql`] statement, an array per column.
 async fn pg_unnest(
     t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     head: &str,
@@ -297,20 +302,14 @@ async fn pg_unnest(
     returning: bool,
 ) -> Result<Vec<String>, StoreError> {
     let cols = pg_arrays(head, rows, width)?;
-    let names: Vec<String> = (1..=width).map(|i| format!("c{i}")).collect();
-    let arrays: Vec<String> = cols
+    let types: Vec<&str> = cols
         .iter()
-        .enumerate()
-        .map(|(i, c)| match c {
-            PgArray::Text(_) => format!("${}::text[]", i + 1),
-            PgArray::Int8(_) => format!("${}::int8[]", i + 1),
+        .map(|c| match c {
+            PgArray::Text(_) => "text[]",
+            PgArray::Int8(_) => "int8[]",
         })
         .collect();
-    let names = names.join(", ");
-    let sql = format!(
-        "{head}SELECT {names} FROM UNNEST({}) WITH ORDINALITY AS u({names}, ord) ORDER BY ord{tail}",
-        arrays.join(", ")
-    );
+    let sql = unnest_sql(head, &types, tail);
     if returning {
         let mut q = sqlx::query_scalar::<_, String>(&sql);
         for c in &cols {
@@ -330,5 +329,21 @@ async fn pg_unnest(
         }
         q.execute(&mut **t).await?;
         Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unnest_statement_orders_by_ordinality() {
+        assert_eq!(
+            super::unnest_sql(
+                "INSERT INTO t (a, b) ",
+                &["text[]", "int8[]"],
+                " ON CONFLICT DO NOTHING"
+            ),
+            "INSERT INTO t (a, b) SELECT c1, c2 FROM UNNEST($1::text[], $2::int8[]) WITH ORDINALITY \
+             AS u(c1, c2, ord) ORDER BY ord ON CONFLICT DO NOTHING"
+        );
     }
 }
