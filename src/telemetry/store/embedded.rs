@@ -23,19 +23,26 @@ const IDS_CHUNK: usize = 400;
 /// Inserts the batch's series, samples and log lines, then merges the new samples into the
 /// rollups.
 pub async fn write(tx: &mut Tx, org: &str, batch: &Batch) -> Result<(), StoreError> {
-    write_series(tx, org, batch).await?;
-    let fresh = write_samples(tx, org, batch).await?;
-    write_logs(tx, org, batch).await?;
-    merge_rollups(tx, org, &rollup::fold(&fresh)).await
-}
-
-async fn write_series(tx: &mut Tx, org: &str, batch: &Batch) -> Result<(), StoreError> {
-    let n = batch.timeseries.len();
+    // Each series' id (a hash of its labels), computed once for both tables.
     let ids: Vec<i64> = batch
         .timeseries
         .iter()
         .map(|s| model::series_id(&s.labels))
         .collect();
+    write_series(tx, org, batch, &ids).await?;
+    let fresh = write_samples(tx, org, batch, &ids).await?;
+    write_logs(tx, org, batch).await?;
+    merge_rollups(tx, org, &rollup::fold(&fresh)).await
+}
+
+/// Inserts the batch's series (`ids`: theirs, in order) that are not stored yet.
+async fn write_series(
+    tx: &mut Tx,
+    org: &str,
+    batch: &Batch,
+    ids: &[i64],
+) -> Result<(), StoreError> {
+    let n = batch.timeseries.len();
     let labels: Vec<String> = batch
         .timeseries
         .iter()
@@ -48,7 +55,7 @@ async fn write_series(tx: &mut Tx, org: &str, batch: &Batch) -> Result<(), Store
         .collect();
     let columns = [
         ("org", Column::Text(vec![org; n])),
-        ("series_id", Column::BigInt(ids)),
+        ("series_id", Column::BigInt(ids.to_vec())),
         ("name", Column::Text(names)),
         (
             "labels",
@@ -65,16 +72,16 @@ async fn write_series(tx: &mut Tx, org: &str, batch: &Batch) -> Result<(), Store
     .await
 }
 
-/// Inserts the batch's samples; returns those that were not stored before (series id, unix
-/// ms, value).
+/// Inserts the batch's samples (`series_ids`: their series' ids, in order); returns those
+/// that were not stored before (series id, unix ms, value).
 async fn write_samples(
     tx: &mut Tx,
     org: &str,
     batch: &Batch,
+    series_ids: &[i64],
 ) -> Result<Vec<(i64, i64, f64)>, StoreError> {
     let (mut ids, mut times, mut values) = (Vec::new(), Vec::new(), Vec::new());
-    for s in &batch.timeseries {
-        let id = model::series_id(&s.labels);
+    for (s, &id) in batch.timeseries.iter().zip(series_ids) {
         for x in &s.samples {
             ids.push(id);
             times.push(x.timestamp);
