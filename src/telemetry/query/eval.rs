@@ -254,8 +254,16 @@ impl Evaluator<'_> {
     /// An instant selector: the latest sample within the lookback at each step; with
     /// `stamp`, that sample's timestamp in seconds instead of its value (`timestamp()`).
     async fn instant(&self, vs: &VectorSelector, stamp: bool) -> Result<Vec<Series>, QueryError> {
+        self.instant_of(self.select(vs).await?, stamp).await
+    }
+
+    /// [`Self::instant`] of series already selected.
+    async fn instant_of(
+        &self,
+        picked: Vec<SeriesInfo>,
+        stamp: bool,
+    ) -> Result<Vec<Series>, QueryError> {
         let secs = |ms: i64| ms as f64 / 1000.0;
-        let picked = self.select(vs).await?;
         let n = self.steps.len();
         let mut out = Vec::with_capacity(picked.len());
         if let Some(r) = self.resolution(0, self.lookback) {
@@ -488,8 +496,9 @@ impl Evaluator<'_> {
     /// one row per step leaves it instead of one per series and step (a 24 h query at a 1 m
     /// step over 1,000 series reads 1,440 rows, not 1.44 M). The same values as aggregating
     /// [`Self::instant`]'s series: the `last` of the bucket ending at each step, when its last
-    /// sample lies within the lookback. `None` when the shape does not fit (no rollup for the
-    /// step, not a plain selector, too many groups): the caller evaluates it in memory.
+    /// sample lies within the lookback. More than [`MAX_PUSHED_GROUPS`] groups are aggregated
+    /// in memory from the series already selected. `None` when the shape does not fit (no
+    /// rollup for the step, not a plain selector): the caller evaluates it in memory.
     async fn pushed_down(
         &self,
         a: &AggregateExpr,
@@ -502,15 +511,16 @@ impl Evaluator<'_> {
         let (Expr::VectorSelector(vs), Some(r)) = (inner, self.resolution(0, self.lookback)) else {
             return Ok(None);
         };
+        let picked = self.select(vs).await?;
+        let key = |labels: &Labels| group_of(a.modifier.as_ref(), labels);
         let mut groups: BTreeMap<Labels, Vec<i64>> = BTreeMap::new();
-        for s in self.select(vs).await? {
-            groups
-                .entry(group_of(a.modifier.as_ref(), &s.labels))
-                .or_default()
-                .push(s.id);
+        for s in &picked {
+            groups.entry(key(&s.labels)).or_default().push(s.id);
         }
         if groups.len() > MAX_PUSHED_GROUPS {
-            return Ok(None);
+            let input = self.instant_of(picked, false).await?;
+            let n = self.steps.len();
+            return Ok(Some(super::ops::aggregate(op, input, key, n)));
         }
         let span = (self.steps.start - r, self.steps.end);
         let mut out = Vec::with_capacity(groups.len());
