@@ -92,10 +92,11 @@ pub async fn run(role: Role, ctx: AppContext, shutdown: CancellationToken) -> an
         Role::Gateway => crate::gateway::run(ctx, shutdown).await,
         Role::Consumers => {
             // The projections, and the ClickHouse sink when analytics.clickhouse_url is set.
-            // Telemetry retention runs beside its consumer group.
+            // Telemetry retention and the settling of whole-metric rollups run beside its
+            // consumer group.
             let sink = crate::analytics::sink::run(ctx.clone(), shutdown.clone());
-            let expiry = crate::telemetry::store::run_expiry(ctx.clone(), shutdown.clone());
-            tokio::try_join!(crate::consumers::run(ctx, shutdown), sink, expiry).map(|_| ())
+            let upkeep = crate::telemetry::store::run_upkeep(ctx.clone(), shutdown.clone());
+            tokio::try_join!(crate::consumers::run(ctx, shutdown), sink, upkeep).map(|_| ())
         }
         Role::Relay => crate::relay::run(ctx, shutdown).await,
         Role::Sagas => crate::media::role::run(ctx, shutdown).await,

@@ -265,12 +265,25 @@ async fn stored_with_rollups(app: TestApp) {
     let hour = late[2].iter().find(|x| x.series_id == api).expect("hour");
     assert_eq!((hour.count_v, hour.sum_v), (29, 478.0));
 
+    // The whole-metric rollups (the store's; ClickHouse keeps none): minute 0 holds the
+    // last values of both series, 3 (api) and 1 (db).
+    let whole = || async {
+        let span = (i64::MIN, i64::MAX);
+        let t = app.ctx.telemetry.metric_totals("acme", "up", MINUTE, span);
+        t.await.expect("metric totals")
+    };
+    let whole_now = whole().await;
+    if let Some(t) = &whole_now {
+        assert_eq!((t[0].bucket_ms, t[0].sum_v, t[0].count_v), (base, 4.0, 2));
+        assert_eq!((t[0].min_v, t[0].max_v, t.len()), (1.0, 3.0, 7));
+    }
+
     // A rebuild by replay ends where the incremental rollups are.
     let now = stored(&app, "acme").await;
     rebuild(&app, "telemetry", "internal.telemetry.batches").await;
     caught_up(&app).await;
     eventually(30, || async {
-        (stored(&app, "acme").await == now).then_some(())
+        (stored(&app, "acme").await == now && whole().await == whole_now).then_some(())
     })
     .await;
     stop(app).await;
@@ -657,6 +670,16 @@ async fn retention_keeps_each_resolution_its_own_time(b: Backend) {
     for (res, kept) in [(0, vec![recent]), (1, vec![recent]), (2, vec![old, recent])] {
         let starts: Vec<i64> = buckets[res].iter().map(|x| x.bucket_ms).collect();
         assert_eq!(starts, kept, "resolution {res}");
+        // The whole-metric rollups (the store's; ClickHouse keeps none) expire alike.
+        let r = substrate::telemetry::store::RESOLUTIONS[res];
+        let whole = app
+            .ctx
+            .telemetry
+            .metric_totals("acme", "up", r, (i64::MIN, i64::MAX));
+        if let Some(totals) = whole.await.expect("metric totals") {
+            let starts: Vec<i64> = totals.iter().map(|x| x.bucket_ms).collect();
+            assert_eq!(starts, kept, "whole-metric, resolution {res}");
+        }
     }
     let all = LogFilter {
         from_ns: 0,

@@ -404,71 +404,178 @@ async fn pushdown_agrees_in_the_postgres_store() {
 /// Aggregations over a plain selector on rollups are computed by the store (pushed down);
 /// the same aggregation over `x + 0` is evaluated in memory. Both must agree at every step,
 /// for every operator, grouping and rollup (1m and 5m steps), on a window that starts before
-/// the data and ends after it.
+/// the data and ends after it. A bare metric with one group is answered from the whole-metric
+/// rollups (`sum(http_requests_total)`, `sum by (job) (…)`: every series has job="api").
 async fn pushdown_agrees(app: &TestApp, key: &str, base: i64) {
     for (q, step) in [
         ("sum(http_requests_total)", "60"),
         ("sum by (code) (http_requests_total)", "60"),
+        ("sum by (job) (http_requests_total)", "300"),
+        ("min(http_requests_total)", "300"),
         ("avg(lat_bucket)", "300"),
         ("min without (le) (lat_bucket)", "60"),
         ("max(lat_bucket)", "60"),
+        ("count(lat_bucket)", "60"),
         ("count by (le) ((lat_bucket))", "300"),
     ] {
-        let inner = q.rfind('(').map(|i| i + 1).unwrap();
-        let close_at = q[inner..].find(')').map(|j| inner + j).unwrap();
-        let memory = format!(
-            "{}{} + 0{}",
-            &q[..inner],
-            &q[inner..close_at],
-            &q[close_at..]
-        );
-        let range = |query: String| async move {
-            let params = [
-                ("query", query.clone()),
-                ("start", secs(base - 10 * MIN)),
-                ("end", secs(base + 40 * MIN)),
-                ("step", step.to_string()),
-            ];
-            let (s, r) = prom(app, key, "query_range", &params).await;
-            assert_eq!(s, 200, "{query}: {r}");
-            r["data"]["result"].clone()
-        };
-        let (pushed, evaluated) = (range(q.to_string()).await, range(memory.clone()).await);
-        let series = |v: &Value| -> Vec<(Value, Vec<(f64, f64)>)> {
-            v.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| {
-                    let pts = x["values"].as_array().unwrap().iter().map(|p| {
-                        (
-                            p[0].as_f64().unwrap(),
-                            p[1].as_str().unwrap().parse::<f64>().unwrap(),
-                        )
-                    });
-                    (x["metric"].clone(), pts.collect())
-                })
-                .collect()
-        };
-        let (a, b) = (series(&pushed), series(&evaluated));
-        assert!(
-            !a.is_empty() && a.iter().all(|(_, p)| p.len() > 5),
-            "{q}: {pushed}"
-        );
-        assert_eq!(a.len(), b.len(), "{q} vs {memory}");
-        for ((la, pa), (lb, pb)) in a.iter().zip(&b) {
-            assert_eq!(la, lb, "{q}");
-            assert_eq!(pa.len(), pb.len(), "{q}: {pushed} vs {evaluated}");
-            for (x, y) in pa.iter().zip(pb) {
-                assert!(
-                    x.0 == y.0 && close(x.1, y.1),
-                    "{q} at {}: {} vs {}",
-                    x.0,
-                    x.1,
-                    y.1
-                );
-            }
+        agrees(app, key, base, q, step).await;
+    }
+}
+
+/// A range query of `q` at `step` over `[base - 10m, base + 40m]`, as its result.
+async fn range_result(app: &TestApp, key: &str, base: i64, q: &str, step: &str) -> Value {
+    let params = [
+        ("query", q.to_string()),
+        ("start", secs(base - 10 * MIN)),
+        ("end", secs(base + 40 * MIN)),
+        ("step", step.to_string()),
+    ];
+    let (s, r) = prom(app, key, "query_range", &params).await;
+    assert_eq!(s, 200, "{q}: {r}");
+    r["data"]["result"].clone()
+}
+
+/// `q` (an aggregation of a selector) and its in-memory form (`x + 0` inside) agree at every
+/// step; returns `q`'s points of its first series.
+async fn agrees(app: &TestApp, key: &str, base: i64, q: &str, step: &str) -> Vec<(f64, f64)> {
+    let inner = q.rfind('(').map(|i| i + 1).unwrap();
+    let close_at = q[inner..].find(')').map(|j| inner + j).unwrap();
+    let memory = format!(
+        "{}{} + 0{}",
+        &q[..inner],
+        &q[inner..close_at],
+        &q[close_at..]
+    );
+    let pushed = range_result(app, key, base, q, step).await;
+    let evaluated = range_result(app, key, base, &memory, step).await;
+    let series = |v: &Value| -> Vec<(Value, Vec<(f64, f64)>)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                let pts = x["values"].as_array().unwrap().iter().map(|p| {
+                    (
+                        p[0].as_f64().unwrap(),
+                        p[1].as_str().unwrap().parse::<f64>().unwrap(),
+                    )
+                });
+                (x["metric"].clone(), pts.collect())
+            })
+            .collect()
+    };
+    let (a, b) = (series(&pushed), series(&evaluated));
+    assert!(
+        !a.is_empty() && a.iter().all(|(_, p)| p.len() > 5),
+        "{q}: {pushed}"
+    );
+    assert_eq!(a.len(), b.len(), "{q} vs {memory}");
+    for ((la, pa), (lb, pb)) in a.iter().zip(&b) {
+        assert_eq!(la, lb, "{q}");
+        assert_eq!(pa.len(), pb.len(), "{q}: {pushed} vs {evaluated}");
+        for (x, y) in pa.iter().zip(pb) {
+            assert!(
+                x.0 == y.0 && close(x.1, y.1),
+                "{q} at {}: {} vs {}",
+                x.0,
+                x.1,
+                y.1
+            );
         }
     }
+    a[0].1.clone()
+}
+
+/// Rows of whole-metric rollups whose values are stale.
+async fn stale_rows(app: &TestApp) -> i64 {
+    let sql = "SELECT COUNT(*) FROM telemetry_metric_rollups WHERE settled <> version";
+    substrate::on_read!(app.ctx.store, p => {
+        sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await.unwrap()
+    })
+}
+
+/// Settles every stale whole-metric rollup, as the `consumers` role does in the background.
+async fn settle(app: &TestApp) {
+    let store = app.ctx.telemetry.store();
+    while substrate::telemetry::store::metric::settle(store)
+        .await
+        .unwrap()
+        >= substrate::telemetry::store::metric::SETTLE_ROWS
+    {}
+    assert_eq!(stale_rows(app).await, 0);
+}
+
+both!(whole_metric_rollups_answer_exactly);
+/// The whole-metric rollups behind `sum(metric)` and its kin (on the store: SQLite, or
+/// PostgreSQL without ClickHouse) give the per-series answer in every state: stale (computed
+/// on the spot), settled, stale again after a late sample, and unchanged by a replay. A bucket
+/// whose last sample the lookback excludes is not answered from them.
+async fn whole_metric_rollups_answer_exactly(b: Backend) {
+    // No background settling: the test settles by hand, to see both states.
+    let app = TestApp::start_with(b, |c| c.telemetry.storage.settle_every_ms = 3_600_000).await;
+    let key = app.api_key("acme", &["telemetry:write", "org:acme"]).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let base = now - now.rem_euclid(3_600_000) - 2 * 3_600_000;
+    let (s, r) = remote_write(&app, &key, dataset(base)).await;
+    assert_eq!(s, 202, "{r}");
+    caught_up(&app).await;
+    assert!(
+        stale_rows(&app).await > 0,
+        "the writer marks, it does not settle"
+    );
+    let q = "sum(http_requests_total)";
+    let stale = agrees(&app, &key, base, q, "60").await;
+    settle(&app).await;
+    assert_eq!(agrees(&app, &key, base, q, "60").await, stale);
+    pushdown_agrees(&app, &key, base).await;
+
+    // A late sample of a new series, in minute 5: its buckets are stale again, and the answer
+    // at the step after it (the 1m bucket [5m, 6m)) grows by its value.
+    let step6 = (base + 6 * MIN) as f64 / 1000.0;
+    let at6 = |pts: &[(f64, f64)]| pts.iter().find(|p| p.0 == step6).map(|p| p.1);
+    let late = vec![labeled(
+        "http_requests_total",
+        &[("code", "404")],
+        vec![(base + 5 * MIN + 1_000, 1000.0)],
+    )];
+    let (s, r) = remote_write(&app, &key, late.clone()).await;
+    assert_eq!(s, 202, "{r}");
+    caught_up(&app).await;
+    assert!(stale_rows(&app).await > 0);
+    let after = agrees(&app, &key, base, q, "60").await;
+    assert_eq!(at6(&after), at6(&stale).map(|v| v + 1000.0), "{after:?}");
+    settle(&app).await;
+    assert_eq!(agrees(&app, &key, base, q, "60").await, after);
+
+    // The same request again adds no sample, so it marks nothing and changes nothing.
+    let (s, r) = remote_write(&app, &key, late).await;
+    assert_eq!(s, 202, "{r}");
+    caught_up(&app).await;
+    assert_eq!(stale_rows(&app).await, 0);
+    assert_eq!(agrees(&app, &key, base, q, "60").await, after);
+
+    // One sample exactly at a 5-minute boundary: at a 5m step, the bucket ending at 10m holds
+    // it as its last sample, but the 5 m lookback from 10m leaves it out. The whole-metric row
+    // counts it (its smallest age is 0), so it must not answer: no value at all.
+    let edge = vec![labeled("edge", &[], vec![(base + 5 * MIN, 7.0)])];
+    let (s, r) = remote_write(&app, &key, edge).await;
+    assert_eq!(s, 202, "{r}");
+    caught_up(&app).await;
+    settle(&app).await;
+    let five = range_result(&app, &key, base, "sum(edge)", "300").await;
+    assert_eq!(five, json!([]), "{five}");
+    assert_eq!(
+        range_result(&app, &key, base, "sum(edge + 0)", "300").await,
+        json!([])
+    );
+    // At a 1m step the bucket [5m, 6m) ends at 6m, within the lookback: one point.
+    let one = range_result(&app, &key, base, "sum(edge)", "60").await;
+    let pts = one[0]["values"].as_array().unwrap();
+    assert_eq!(pts.len(), 1, "{one}");
+    assert_eq!(
+        (pts[0][0].as_f64(), pts[0][1].as_str()),
+        (Some(step6), Some("7"))
+    );
+    app.stop().await;
 }
 
 /// Runs promtool, returning its standard output (it must succeed).

@@ -25,7 +25,8 @@ use promql_parser::parser::{
 };
 
 use super::ops::Matching;
-use crate::telemetry::store::read::{Bucket, Point, SeriesInfo};
+use crate::telemetry::store::metric::MetricTotals;
+use crate::telemetry::store::read::{Bucket, LastTotals, Point, SeriesInfo};
 use crate::telemetry::store::{RESOLUTIONS, Telemetry, TelemetryError};
 
 pub type Labels = BTreeMap<String, String>;
@@ -127,6 +128,19 @@ fn pinned_name(vs: &VectorSelector) -> Option<&str> {
                 .then_some(m.value.as_str())
         })
     })
+}
+
+/// The metric name when the selector picks every series of one name and nothing more: a
+/// bare `name` or `{__name__="name"}`, no other matchers.
+fn whole_metric(vs: &VectorSelector) -> Option<&str> {
+    let name = pinned_name(vs)?;
+    let only_name = vs.matchers.or_matchers.is_empty()
+        && vs.matchers.matchers.iter().all(|m| {
+            m.name == NAME
+                && matches!(m.op, promql_parser::label::MatchOp::Equal)
+                && m.value == name
+        });
+    only_name.then_some(name)
 }
 
 fn by_series<T>(rows: Vec<T>, id: impl Fn(&T) -> i64) -> HashMap<i64, Vec<T>> {
@@ -496,9 +510,12 @@ impl Evaluator<'_> {
     /// one row per step leaves it instead of one per series and step (a 24 h query at a 1 m
     /// step over 1,000 series reads 1,440 rows, not 1.44 M). The same values as aggregating
     /// [`Self::instant`]'s series: the `last` of the bucket ending at each step, when its last
-    /// sample lies within the lookback. More than [`MAX_PUSHED_GROUPS`] groups are aggregated
-    /// in memory from the series already selected. `None` when the shape does not fit (no
-    /// rollup for the step, not a plain selector): the caller evaluates it in memory.
+    /// sample lies within the lookback. When the selector is a bare metric name and every
+    /// series falls into one group, the store's whole-metric rollups answer without reading
+    /// per-series rows at all ([`Self::of_whole_metric`]). More than [`MAX_PUSHED_GROUPS`] groups
+    /// are aggregated in memory from the series already selected. `None` when the shape does
+    /// not fit (no rollup for the step, not a plain selector): the caller evaluates it in
+    /// memory.
     async fn pushed_down(
         &self,
         a: &AggregateExpr,
@@ -511,6 +528,13 @@ impl Evaluator<'_> {
         let (Expr::VectorSelector(vs), Some(r)) = (inner, self.resolution(0, self.lookback)) else {
             return Ok(None);
         };
+        let whole = whole_metric(vs);
+        // `op(metric)`: one group, holding every series of the name; none needs reading.
+        if let (Some(name), None) = (whole, &a.modifier)
+            && let Some(out) = self.of_whole_metric(op, name, r, Labels::new()).await?
+        {
+            return Ok(Some(out));
+        }
         let picked = self.select(vs).await?;
         let key = |labels: &Labels| group_of(a.modifier.as_ref(), labels);
         let mut groups: BTreeMap<Labels, Vec<i64>> = BTreeMap::new();
@@ -522,34 +546,79 @@ impl Evaluator<'_> {
             let n = self.steps.len();
             return Ok(Some(super::ops::aggregate(op, input, key, n)));
         }
-        let span = (self.steps.start - r, self.steps.end);
+        if let (Some(name), Some(labels)) = (whole, groups.keys().next())
+            && groups.len() == 1
+            && let Some(out) = self.of_whole_metric(op, name, r, labels.clone()).await?
+        {
+            return Ok(Some(out));
+        }
         let mut out = Vec::with_capacity(groups.len());
         for (labels, ids) in groups {
             let totals = self
                 .tel
-                .last_totals(self.org, &ids, r, span, r - self.lookback)
+                .last_totals(self.org, &ids, r, self.rollup_span(r), r - self.lookback)
                 .await?;
-            let values: Vec<Option<f64>> = (0..self.steps.len())
-                .map(|i| {
-                    let b = self.steps.at(i) - r;
-                    let k = totals.partition_point(|t| t.bucket_ms < b);
-                    totals
-                        .get(k)
-                        .filter(|t| t.bucket_ms == b)
-                        .map(|t| match op {
-                            "sum" => t.sum_v,
-                            "avg" => t.sum_v / t.count_v as f64,
-                            "min" => t.min_v,
-                            "max" => t.max_v,
-                            _ => t.count_v as f64,
-                        })
-                })
-                .collect();
+            let values = self.per_step(op, r, &totals);
             if values.iter().any(Option::is_some) {
                 out.push(Series { labels, values });
             }
         }
         Ok(Some(out))
+    }
+
+    /// The bucket starts a pushed-down aggregation at resolution `r` reads: from the bucket
+    /// ending at the first step to the one ending at the last.
+    fn rollup_span(&self, r: i64) -> (i64, i64) {
+        (self.steps.start - r, self.steps.end)
+    }
+
+    /// `op` of every series named `name`, as one series with `labels`, from the store's
+    /// whole-metric rollups at `r`. `None` when the store keeps none (ClickHouse), or when in
+    /// some bucket a series' last sample lies outside the lookback (the whole-metric row
+    /// counted it; the per-series path leaves it out).
+    async fn of_whole_metric(
+        &self,
+        op: &str,
+        name: &str,
+        r: i64,
+        labels: Labels,
+    ) -> Result<Option<Vec<Series>>, QueryError> {
+        let span = self.rollup_span(r);
+        let Some(totals) = self.tel.metric_totals(self.org, name, r, span).await? else {
+            return Ok(None);
+        };
+        let fresh = r - self.lookback;
+        if totals.iter().any(|t| t.min_age_ms <= fresh) {
+            return Ok(None);
+        }
+        let totals: Vec<LastTotals> = totals.iter().map(MetricTotals::last_totals).collect();
+        let values = self.per_step(op, r, &totals);
+        Ok(Some(if values.iter().any(Option::is_some) {
+            vec![Series { labels, values }]
+        } else {
+            Vec::new()
+        }))
+    }
+
+    /// Each step's value of `op` from `totals` (by bucket) of the buckets at `r` ending at
+    /// the steps; `None` where no bucket ends at a step.
+    fn per_step(&self, op: &str, r: i64, totals: &[LastTotals]) -> Vec<Option<f64>> {
+        (0..self.steps.len())
+            .map(|i| {
+                let b = self.steps.at(i) - r;
+                let k = totals.partition_point(|t| t.bucket_ms < b);
+                totals
+                    .get(k)
+                    .filter(|t| t.bucket_ms == b)
+                    .map(|t| match op {
+                        "sum" => t.sum_v,
+                        "avg" => t.sum_v / t.count_v as f64,
+                        "min" => t.min_v,
+                        "max" => t.max_v,
+                        _ => t.count_v as f64,
+                    })
+            })
+            .collect()
     }
 
     async fn binary(&self, b: &BinaryExpr) -> Result<Value, QueryError> {

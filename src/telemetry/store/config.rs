@@ -1,5 +1,5 @@
 //! `telemetry.storage`: how long raw samples, each rollup resolution and log lines are kept,
-//! and how often the expiry runs.
+//! how often the expiry runs, and how often whole-metric rollups are settled.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,11 @@ pub struct StorageConfig {
     /// gateway's commits wait while the group writes (`gateway.group_commit.store_timeout_ms`), so a
     /// transaction stays small.
     pub events_per_transaction: usize,
+    /// Milliseconds between rounds of settling whole-metric rollups (embedded column): the
+    /// values `sum(metric)`-like queries read. A query computes a bucket not yet settled
+    /// itself, so this bounds how long such buckets stay slow to read, not how stale an
+    /// answer can be.
+    pub settle_every_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -30,6 +35,7 @@ impl Default for StorageConfig {
             logs_retention_days: 7,
             expire_every_secs: 3600,
             events_per_transaction: 8,
+            settle_every_ms: 1000,
         }
     }
 }

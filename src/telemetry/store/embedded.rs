@@ -7,11 +7,14 @@
 //! buckets. Each statement is one bulk insert per table (`store::bulk`: one `UNNEST`
 //! statement on PostgreSQL), so a batch costs a handful of statements, not one per row.
 
+use std::collections::{BTreeSet, HashMap};
+
 use crate::store::bulk::{self, Column};
 use crate::store::{Store, StoreError, Tx, dialect, now_micros};
 use crate::telemetry::model::{self, Batch};
 use crate::{on_read, on_tx};
 
+use super::metric;
 use super::read::{
     Bucket, LastTotals, LogEntry, LogFilter, Point, SeriesInfo, label_pattern, like_escape,
 };
@@ -32,7 +35,25 @@ pub async fn write(tx: &mut Tx, org: &str, batch: &Batch) -> Result<(), StoreErr
     write_series(tx, org, batch, &ids).await?;
     let fresh = write_samples(tx, org, batch, &ids).await?;
     write_logs(tx, org, batch).await?;
-    merge_rollups(tx, org, &rollup::fold(&fresh)).await
+    let aggs = rollup::fold(&fresh);
+    merge_rollups(tx, org, &aggs).await?;
+    metric::touch(tx, org, &metric_keys(batch, &ids, &aggs)).await
+}
+
+/// The (metric name, resolution, bucket) keys of folded buckets (`ids`: the batch's series'
+/// ids, in order), distinct and sorted.
+fn metric_keys<'b>(batch: &'b Batch, ids: &[i64], aggs: &[Agg]) -> BTreeSet<(&'b str, i64, i64)> {
+    let names: HashMap<i64, &str> = ids
+        .iter()
+        .zip(&batch.timeseries)
+        .map(|(id, s)| (*id, model::metric_name(&s.labels)))
+        .collect();
+    aggs.iter()
+        .filter_map(|a| {
+            let name = names.get(&a.series_id)?;
+            Some((*name, a.resolution_ms, a.bucket_ms))
+        })
+        .collect()
 }
 
 /// Inserts the batch's series (`ids`: theirs, in order) that are not stored yet.
@@ -196,12 +217,15 @@ pub async fn expire(
             .await?
             .rows_affected();
         for (res, cutoff) in rollups {
-            n += sqlx::query("DELETE FROM telemetry_rollups WHERE resolution_ms = $1 AND bucket_ms < $2")
-                .bind(*res)
-                .bind(*cutoff)
-                .execute(&mut *c)
-                .await?
-                .rows_affected();
+            for t in ["telemetry_rollups", "telemetry_metric_rollups"] {
+                let sql = format!("DELETE FROM {t} WHERE resolution_ms = $1 AND bucket_ms < $2");
+                n += sqlx::query(&sql)
+                    .bind(*res)
+                    .bind(*cutoff)
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected();
+            }
         }
         n += sqlx::query("DELETE FROM telemetry_logs WHERE ts_ns < $1")
             .bind(logs_ms.saturating_mul(1_000_000))
@@ -215,7 +239,13 @@ pub async fn expire(
 /// Empties every telemetry table (a rebuild by replay).
 pub async fn reset(tx: &mut Tx) -> Result<(), StoreError> {
     on_tx!(tx, c => {
-        for t in ["telemetry_series", "telemetry_samples", "telemetry_rollups", "telemetry_logs"] {
+        for t in [
+            "telemetry_series",
+            "telemetry_samples",
+            "telemetry_rollups",
+            "telemetry_metric_rollups",
+            "telemetry_logs",
+        ] {
             sqlx::query(&format!("DELETE FROM {t}")).execute(&mut *c).await?;
         }
     });

@@ -4,12 +4,14 @@
 //! embedded column (`embedded.rs`, inside the consumer's transaction), or into ClickHouse when
 //! `analytics.clickhouse_url` is set (`clickhouse.rs`). Both writers are idempotent, so a
 //! replayed batch changes nothing, and `replay --rebuild` empties the tables and rebuilds
-//! them (rollups included) from the log. Retention (`telemetry.storage`) runs beside the
-//! group in the `consumers` role.
+//! them (rollups included) from the log. Retention (`telemetry.storage`) and the settling
+//! of whole-metric rollups (`metric.rs`, embedded column) run beside the group in the
+//! `consumers` role.
 
 pub mod clickhouse;
 pub mod config;
 pub mod embedded;
+pub mod metric;
 pub mod read;
 pub mod rollup;
 
@@ -182,6 +184,24 @@ impl Telemetry {
         Ok(read::merge_totals(parts))
     }
 
+    /// The whole-metric totals of `name` at `res` for buckets starting in `[from, to)`
+    /// (`metric.rs`): what `sum(name)` and its kin read per step. `None` on ClickHouse, which
+    /// keeps no such table (its own scans are columnar); callers then use [`Self::last_totals`].
+    pub async fn metric_totals(
+        &self,
+        org: &str,
+        name: &str,
+        res: i64,
+        span: (i64, i64),
+    ) -> Result<Option<Vec<metric::MetricTotals>>, TelemetryError> {
+        match &self.clickhouse {
+            Some(_) => Ok(None),
+            None => Ok(Some(
+                metric::totals(&self.store, org, name, res, span).await?,
+            )),
+        }
+    }
+
     /// Log lines of `org` by filter, newest first.
     pub async fn logs(&self, org: &str, f: &LogFilter) -> Result<Vec<LogEntry>, TelemetryError> {
         match &self.clickhouse {
@@ -277,19 +297,46 @@ impl Handler for TelemetryWriter {
     }
 }
 
-/// Applies retention every `telemetry.storage.expire_every_secs` until `shutdown`.
-pub async fn run_expiry(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Applies retention every `telemetry.storage.expire_every_secs` and settles whole-metric
+/// rollups every `telemetry.storage.settle_every_ms` (embedded column) until `shutdown`.
+pub async fn run_upkeep(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
     let cfg = ctx.config.telemetry.storage.clone();
-    let mut tick = tokio::time::interval(Duration::from_secs(cfg.expire_every_secs.max(1)));
+    let mut expire = tokio::time::interval(Duration::from_secs(cfg.expire_every_secs.max(1)));
+    let mut settle = tokio::time::interval(Duration::from_millis(cfg.settle_every_ms.max(10)));
+    settle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let embedded = ctx.telemetry.clickhouse().is_none();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = tick.tick() => {
+            _ = expire.tick() => {
                 let now = chrono::Utc::now().timestamp_millis();
                 match ctx.telemetry.expire(&cfg, now).await {
                     Ok(n) => tracing::debug!(removed = n, "telemetry retention applied"),
                     Err(e) => tracing::warn!(error = %e, "telemetry retention failed; retrying later"),
                 }
+            }
+            _ = settle.tick(), if embedded => settle_all(ctx.telemetry.store(), &shutdown).await,
+        }
+    }
+}
+
+/// Settling rounds while they come back full (a backlog), at most 16 per tick so a writer
+/// that keeps touching buckets does not keep the settler going.
+async fn settle_all(store: &Store, shutdown: &CancellationToken) {
+    for _ in 0..16 {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        match metric::settle(store).await {
+            Ok(n) => {
+                tracing::debug!(rows = n, "whole-metric rollups settled");
+                if n < metric::SETTLE_ROWS {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "settling whole-metric rollups failed; retrying later");
+                return;
             }
         }
     }
