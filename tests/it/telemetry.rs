@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use substrate::telemetry::model::{Batch, Label, Sample, TimeSeries};
 use substrate::telemetry::store::read::{Bucket, LogFilter, Point, SeriesInfo};
 
+use substrate::roles::Role;
+
 use crate::analytics::{analytics_backend, stop};
 use crate::stats::{caught_up, rebuild};
 use crate::support::*;
@@ -287,6 +289,115 @@ async fn stored_with_rollups(app: TestApp) {
     })
     .await;
     stop(app).await;
+}
+
+both!(a_run_of_requests_is_written_as_one_and_a_poison_one_alone);
+/// The `telemetry` group writes a run of requests as one batch (merged per org). The result
+/// is what request-by-request writing gives: a series in two requests is one series, of two
+/// samples with one timestamp the earlier request's is kept, shared buckets add up. An
+/// unreadable request in the run (its claim check points nowhere) fails the run, and the
+/// runtime then applies the events one by one: that one alone is dead-lettered.
+async fn a_run_of_requests_is_written_as_one_and_a_poison_one_alone(b: Backend) {
+    use substrate::consumers::{Handler, runtime};
+    let app = TestApp::start_roles(b, vec![Role::Gateway, Role::Relay], |_| {}).await;
+    let key = app.api_key("agent", &["telemetry:write", "org:acme"]).await;
+    let base = base_ms();
+    let first = vec![
+        series("up", "api", &[(base, 1.0), (base + 15_000, 2.0)]),
+        series("up", "db", &[(base, 5.0)]),
+    ];
+    let (s, r) = remote_write(&app, &key, first).await;
+    assert_eq!(s, 202, "{r}");
+    // A well-formed event whose batch is claim-checked to an object that does not exist.
+    let ev = substrate::events::build(
+        &app.ctx.schemas,
+        "internal.telemetry.batches",
+        "acme",
+        &json!({"version": 1, "org": "acme", "source": "remote_write", "series": 1,
+                "samples": 1, "lines": 0, "batch": "", "claim": "telemetry/batches/acme/gone.pb"}),
+        &substrate::events::EventMeta::default(),
+    )
+    .expect("event");
+    let mut tx = app.ctx.store.begin().await.unwrap();
+    app.ctx.outbox.append(&mut tx, &[&ev]).await.unwrap();
+    tx.commit().await.unwrap();
+    let second = vec![
+        series("up", "api", &[(base + 15_000, 99.0), (base + 30_000, 3.0)]),
+        series("temp", "api", &[(base, 7.0)]),
+    ];
+    let (s, r) = remote_write(&app, &key, second).await;
+    assert_eq!(s, 202, "{r}");
+    wait_relayed(&app).await;
+
+    // The group starts with all three in the log: one run.
+    let h = substrate::telemetry::store::handler(&app.ctx);
+    let consumer = app.ctx.log.subscribe(h.group(), &h.topics()).await.unwrap();
+    let stop_group = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(runtime::run_group_on(
+        app.ctx.clone(),
+        h,
+        consumer,
+        stop_group.clone(),
+    ));
+    let count = |sql: &'static str| {
+        let app = &app;
+        async move {
+            substrate::on_read!(app.ctx.store, p => {
+                sqlx::query_scalar::<_, i64>(sql).bind("telemetry").fetch_one(p).await.unwrap()
+            })
+        }
+    };
+    eventually(60, || async {
+        let applied = count("SELECT COUNT(*) FROM inbox WHERE group_name = $1").await;
+        let dead = count("SELECT COUNT(*) FROM dead_letters WHERE group_name = $1").await;
+        (applied == 2 && dead == 1).then_some(())
+    })
+    .await;
+    let (series_rows, samples, buckets) = stored(&app, "acme").await;
+    let id = |name: &str, job: &str| {
+        let s = series_rows
+            .iter()
+            .find(|s| s.labels["__name__"] == name && s.labels["job"] == job);
+        s.expect("series").id
+    };
+    assert_eq!(series_rows.len(), 3);
+    let of = |sid: i64| -> Vec<(i64, f64)> {
+        samples
+            .iter()
+            .filter(|p| p.series_id == sid)
+            .map(|p| (p.ts_ms, p.value))
+            .collect()
+    };
+    assert_eq!(
+        of(id("up", "api")),
+        [(base, 1.0), (base + 15_000, 2.0), (base + 30_000, 3.0)]
+    );
+    assert_eq!(of(id("up", "db")), [(base, 5.0)]);
+    assert_eq!(of(id("temp", "api")), [(base, 7.0)]);
+    let minute = buckets[0]
+        .iter()
+        .find(|x| x.series_id == id("up", "api") && x.bucket_ms == base)
+        .expect("minute 0");
+    assert_eq!(
+        (
+            minute.count_v,
+            minute.sum_v,
+            minute.min_v,
+            minute.max_v,
+            minute.last_v
+        ),
+        (3, 6.0, 1.0, 3.0, 3.0)
+    );
+    let whole = app
+        .ctx
+        .telemetry
+        .metric_totals("acme", "up", MINUTE, (i64::MIN, i64::MAX));
+    if let Some(t) = whole.await.expect("metric totals") {
+        assert_eq!((t.len(), t[0].sum_v, t[0].count_v), (1, 8.0, 2));
+    }
+    stop_group.cancel();
+    let _ = task.await;
+    app.stop().await;
 }
 
 both!(bad_input_is_refused_and_stores_nothing);

@@ -7,7 +7,7 @@
 //! buckets. Each statement is one bulk insert per table (`store::bulk`: one `UNNEST`
 //! statement on PostgreSQL), so a batch costs a handful of statements, not one per row.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::store::bulk::{self, Column};
 use crate::store::{Store, StoreError, Tx, dialect, now_micros};
@@ -56,27 +56,31 @@ fn metric_keys<'b>(batch: &'b Batch, ids: &[i64], aggs: &[Agg]) -> BTreeSet<(&'b
         .collect()
 }
 
-/// Inserts the batch's series (`ids`: theirs, in order) that are not stored yet.
+/// Inserts the batch's series (`ids`: theirs, in order) that are not stored yet, each once
+/// (a batch merged from several requests names a series in each).
 async fn write_series(
     tx: &mut Tx,
     org: &str,
     batch: &Batch,
     ids: &[i64],
 ) -> Result<(), StoreError> {
-    let n = batch.timeseries.len();
-    let labels: Vec<String> = batch
-        .timeseries
+    let mut seen = HashSet::new();
+    let first: Vec<usize> = (0..ids.len()).filter(|&i| seen.insert(ids[i])).collect();
+    let n = first.len();
+    let labels: Vec<String> = first
         .iter()
-        .map(|s| model::labels_json(&s.labels))
+        .map(|&i| model::labels_json(&batch.timeseries[i].labels))
         .collect();
-    let names = batch
-        .timeseries
+    let names = first
         .iter()
-        .map(|s| model::metric_name(&s.labels))
+        .map(|&i| model::metric_name(&batch.timeseries[i].labels))
         .collect();
     let columns = [
         ("org", Column::Text(vec![org; n])),
-        ("series_id", Column::BigInt(ids.to_vec())),
+        (
+            "series_id",
+            Column::BigInt(first.iter().map(|&i| ids[i]).collect()),
+        ),
         ("name", Column::Text(names)),
         (
             "labels",

@@ -27,7 +27,7 @@ pub use config::StorageConfig;
 
 use self::clickhouse::ChTelemetry;
 use crate::app::AppContext;
-use crate::consumers::{Emitter, Envelope, Handler, HandlerError};
+use crate::consumers::{BatchApply, Emitter, Envelope, Handler, HandlerError};
 use crate::store::{Store, StoreError, Tx};
 use crate::telemetry::ingest::TOPIC;
 use crate::telemetry::model::Batch;
@@ -273,16 +273,11 @@ impl Handler for TelemetryWriter {
         tx: &mut Tx,
         _out: &mut Emitter<'_>,
     ) -> Result<(), HandlerError> {
-        let (org, batch) = self.batch_of(ev).await?;
-        self.ctx
-            .telemetry
-            .write(tx, &org, &batch)
-            .await
-            .map_err(|e| match e {
-                TelemetryError::Store(s) => HandlerError::Store(s),
-                // ClickHouse away: retried with backoff, then dead-lettered for a redrive.
-                TelemetryError::ClickHouse(c) => HandlerError::Retry(c.to_string()),
-            })
+        self.apply_batch(&[ev], tx).await
+    }
+
+    fn batch(&self) -> Option<&dyn BatchApply> {
+        Some(self)
     }
 
     async fn reset(&self, tx: &mut Tx) -> Result<bool, HandlerError> {
@@ -294,6 +289,42 @@ impl Handler for TelemetryWriter {
             None => embedded::reset(tx).await?,
         }
         Ok(true)
+    }
+}
+
+#[async_trait]
+impl BatchApply for TelemetryWriter {
+    /// The run's requests of each org written as one batch, in log order: a table gets one
+    /// statement per org and run instead of one per request, a series named by several
+    /// requests is inserted once, and a bucket they share is folded in memory and merged once.
+    /// The result is the one request-by-request writing gives (every write is an idempotent
+    /// insert or an order-independent merge; of two samples with one timestamp the earlier in
+    /// the log is kept either way). An event that cannot be read fails the run, and the
+    /// runtime then applies the events one by one to dead-letter it alone.
+    async fn apply_batch(&self, evs: &[&Envelope], tx: &mut Tx) -> Result<(), HandlerError> {
+        let mut by_org: Vec<(String, Batch)> = Vec::new();
+        for ev in evs {
+            let (org, batch) = self.batch_of(ev).await?;
+            match by_org.iter_mut().find(|(o, _)| *o == org) {
+                Some((_, all)) => {
+                    all.timeseries.extend(batch.timeseries);
+                    all.logs.extend(batch.logs);
+                }
+                None => by_org.push((org, batch)),
+            }
+        }
+        for (org, batch) in &by_org {
+            self.ctx
+                .telemetry
+                .write(tx, org, batch)
+                .await
+                .map_err(|e| match e {
+                    TelemetryError::Store(s) => HandlerError::Store(s),
+                    // ClickHouse away: retried with backoff, then dead-lettered for a redrive.
+                    TelemetryError::ClickHouse(c) => HandlerError::Retry(c.to_string()),
+                })?;
+        }
+        Ok(())
     }
 }
 
