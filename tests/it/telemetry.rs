@@ -98,6 +98,43 @@ fn otlp_log_with_nul() -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// An OTLP/HTTP protobuf metrics request with one exponential histogram point.
+fn otlp_exponential(scale: i32, positive: Vec<u64>) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        ExponentialHistogram, ExponentialHistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
+        exponential_histogram_data_point::Buckets, metric::Data,
+    };
+    let point = ExponentialHistogramDataPoint {
+        time_unix_nano: chrono::Utc::now().timestamp_nanos_opt().expect("now") as u64,
+        count: positive.iter().sum(),
+        scale,
+        positive: Some(Buckets {
+            offset: 0,
+            bucket_counts: positive,
+        }),
+        ..Default::default()
+    };
+    let metric = Metric {
+        name: "rtt".into(),
+        data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: vec![point],
+            aggregation_temporality: 2,
+        })),
+        ..Default::default()
+    };
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![metric],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
 /// A JSON POST authenticated with an API key.
 pub async fn post_key(app: &TestApp, path: &str, key: &str, body: &Value) -> (u16, Value) {
     let r = app
@@ -500,6 +537,44 @@ async fn bad_input_is_refused_and_stores_nothing(b: Backend) {
     assert_eq!(
         (s, r["error"].as_str(), r["field"].as_str()),
         (400, Some("invalid_line"), Some("message")),
+        "{r}"
+    );
+    // OTLP exponential histograms: a scale outside the OTLP range, and more buckets than
+    // `max_samples` (9 buckets, the zero bucket, +Inf and the count: 12 series of one sample).
+    let (s, r) = post_raw(
+        &app,
+        "/v1/metrics",
+        &key,
+        otlp_exponential(21, vec![1]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            s,
+            r["error"].as_str(),
+            r["field"].as_str(),
+            r["metric"].as_str()
+        ),
+        (400, Some("invalid_otlp"), Some("scale"), Some("rtt")),
+        "{r}"
+    );
+    let (s, r) = post_raw(
+        &app,
+        "/v1/metrics",
+        &key,
+        otlp_exponential(0, vec![1; 9]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            s,
+            r["error"].as_str(),
+            r["limit"].as_u64(),
+            r["count"].as_u64()
+        ),
+        (413, Some("too_many_samples"), Some(10), Some(12)),
         "{r}"
     );
     // Credentials: no org, no write scope, a token without an org.

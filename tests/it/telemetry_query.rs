@@ -732,6 +732,7 @@ async fn otlp_from_the_python_sdk(b: Backend) {
     )
     .await;
     assert_eq!(v[0].1, 5.0, "the largest observation's bucket bound: {v:?}");
+    exponential_histogram_from_the_sdk(&app, &key, t).await;
     let (s, r) = post_key(
         &app,
         "/api/v1/query/logs",
@@ -759,6 +760,56 @@ async fn otlp_from_the_python_sdk(b: Backend) {
         ]
     );
     stop(app).await;
+}
+
+/// `rtt_seconds`, which the SDK aggregates as an exponential histogram (scale 1, base √2:
+/// 0 in the zero bucket, 0.5 in (2^-1.5, 0.5], 1 in (2^-0.5, 1], 1.5 and 2 in (√2, 2], 3 and 4
+/// in (2^1.5, 4], 100 twice in (2^6.5, 128]), read back as classic cumulative buckets.
+async fn exponential_histogram_from_the_sdk(app: &TestApp, key: &str, t: i64) {
+    let v = instant(app, key, "rtt_seconds_count", t).await;
+    assert_eq!(v.iter().map(|x| x.1).collect::<Vec<_>>(), [9.0], "{v:?}");
+    assert_eq!(v[0].0["job"].as_str(), Some("shop"));
+    let v = instant(app, key, "rtt_seconds_sum", t).await;
+    assert!(close(v[0].1, 212.0), "{v:?}");
+    for (le, cumulative) in [
+        ("-1", 0.0),
+        ("0", 1.0),
+        ("0.5", 2.0),
+        ("1", 3.0),
+        ("2", 5.0),
+        ("4", 7.0),
+        ("64", 7.0),
+        ("128", 9.0),
+        ("+Inf", 9.0),
+    ] {
+        let q = format!(r#"rtt_seconds_bucket{{le="{le}"}}"#);
+        let v = instant(app, key, &q, t).await;
+        assert_eq!(v.len(), 1, "{q}: {v:?}");
+        assert_eq!(v[0].1, cumulative, "{q}");
+    }
+    // Every bound is one series, cumulative counts never decrease with the bound.
+    let mut buckets: Vec<(f64, f64)> = instant(app, key, "rtt_seconds_bucket", t)
+        .await
+        .iter()
+        .map(|(l, c)| (l["le"].as_str().unwrap().parse::<f64>().unwrap(), *c))
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(
+        buckets
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
+    );
+    // The median (2) lies in (√2, 2], the largest value's bucket ends at 128.
+    let v = instant(
+        app,
+        key,
+        "histogram_quantile(0.5, sum by (le) (rtt_seconds_bucket))",
+        t,
+    )
+    .await;
+    assert!(v[0].1 > 2f64.sqrt() && v[0].1 <= 2.0, "{v:?}");
+    let v = instant(app, key, "histogram_quantile(1, rtt_seconds_bucket)", t).await;
+    assert_eq!(v[0].1, 128.0, "{v:?}");
 }
 
 /// An instant result as {labels → value}.

@@ -2,7 +2,9 @@
 
 Usage: otlp_send.py <base url> <api key>
 A counter `orders` (+5 then +2, labelled shop=berlin), a histogram `checkout_seconds` (three
-observations) and two log records (INFO, ERROR) from service `shop`; every export is flushed
+observations), a histogram `rtt_seconds` aggregated by a View as an exponential histogram of
+at most 20 buckets (nine observations: 0, 0.5, 1, 1.5, 2, 3, 4, 100, 100, which the SDK fits
+at scale 1) and two log records (INFO, ERROR) from service `shop`; every export is flushed
 before exit, and the exit code is non-zero when an export failed.
 """
 
@@ -18,6 +20,7 @@ from opentelemetry.sdk.metrics.export import (
     InMemoryMetricReader,
     MetricExportResult,
 )
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 
 
@@ -27,13 +30,22 @@ def main() -> int:
     resource = Resource.create({"service.name": "shop", "service.instance.id": "i-1"})
 
     reader = InMemoryMetricReader()
-    meter = MeterProvider(resource=resource, metric_readers=[reader]).get_meter("test")
+    exponential = View(
+        instrument_name="rtt_seconds",
+        aggregation=ExponentialBucketHistogramAggregation(max_size=20),
+    )
+    meter = MeterProvider(
+        resource=resource, metric_readers=[reader], views=[exponential]
+    ).get_meter("test")
     orders = meter.create_counter("orders")
     orders.add(5, {"shop": "berlin"})
     orders.add(2, {"shop": "berlin"})
     latency = meter.create_histogram("checkout_seconds")
     for v in (0.2, 0.4, 3.0):
         latency.record(v)
+    rtt = meter.create_histogram("rtt_seconds", unit="s")
+    for v in (0, 0.5, 1, 1.5, 2, 3, 4, 100, 100):
+        rtt.record(v)
     data = reader.get_metrics_data()
     exporter = OTLPMetricExporter(endpoint=f"{base}/v1/metrics", headers=headers)
     if exporter.export(data) != MetricExportResult.SUCCESS:

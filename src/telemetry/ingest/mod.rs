@@ -232,7 +232,7 @@ async fn otlp_metrics(
 ) -> Result<Response, ApiError> {
     let org = tenant(&p, Access::Write)?;
     let (raw, json) = otlp_body(&ctx, &headers, body)?;
-    let (batch, _skipped) = otlp::metrics(&raw, json)?;
+    let batch = otlp::metrics(&raw, json, &ctx.config.telemetry.ingest)?;
     accept(&ctx, &p.id, &headers, &org, "otlp", batch).await
 }
 

@@ -43,16 +43,23 @@ fn too_large(code: &str, limit: usize, count: usize) -> ApiError {
         .with("count", count as u64)
 }
 
-/// Validates and normalises `batch` in place.
-pub fn check(batch: &mut Batch, cfg: &IngestConfig, w: Window) -> Result<Counts, ApiError> {
-    let series = batch.timeseries.len();
+/// Refuses `series` and `samples` beyond the per-request limits. `check` applies it to a
+/// decoded batch; a decoder whose output can be far larger than its input (an OTLP histogram
+/// makes a series per bucket) applies it to what it would make, before making it.
+pub fn within_limits(series: usize, samples: usize, cfg: &IngestConfig) -> Result<(), ApiError> {
     if series > cfg.max_series {
         return Err(too_large("too_many_series", cfg.max_series, series));
     }
-    let samples = batch.samples();
     if samples > cfg.max_samples {
         return Err(too_large("too_many_samples", cfg.max_samples, samples));
     }
+    Ok(())
+}
+
+/// Validates and normalises `batch` in place.
+pub fn check(batch: &mut Batch, cfg: &IngestConfig, w: Window) -> Result<Counts, ApiError> {
+    let samples = batch.samples();
+    within_limits(batch.timeseries.len(), samples, cfg)?;
     if batch.logs.len() > cfg.max_lines {
         return Err(too_large("too_many_lines", cfg.max_lines, batch.logs.len()));
     }
