@@ -47,6 +47,17 @@ fn dataset(base: i64) -> Vec<TimeSeries> {
     ]
 }
 
+/// Writes [`dataset`] at the start of the hour two hours ago, as `key`'s org, and waits
+/// until it is stored; returns that start.
+async fn with_dataset(app: &TestApp, key: &str) -> i64 {
+    let now = chrono::Utc::now().timestamp_millis();
+    let base = now - now.rem_euclid(3_600_000) - 2 * 3_600_000;
+    let (s, r) = remote_write(app, key, dataset(base)).await;
+    assert_eq!(s, 202, "{r}");
+    caught_up(app).await;
+    base
+}
+
 fn secs(ms: i64) -> String {
     format!("{}", ms as f64 / 1000.0)
 }
@@ -96,11 +107,7 @@ async fn prometheus_api_answers_the_subset(b: Backend) {
     let other = app
         .api_key("globex", &["telemetry:read", "org:globex"])
         .await;
-    let now = chrono::Utc::now().timestamp_millis();
-    let base = now - now.rem_euclid(3_600_000) - 2 * 3_600_000;
-    let (s, r) = remote_write(&app, &key, dataset(base)).await;
-    assert_eq!(s, 202, "{r}");
-    caught_up(&app).await;
+    let base = with_dataset(&app, &key).await;
     let t = base + 10 * MIN;
 
     let v = instant(&app, &key, r#"http_requests_total{code="200"}"#, t).await;
@@ -392,11 +399,7 @@ async fn prometheus_api_answers_the_subset(b: Backend) {
 async fn pushdown_agrees_in_the_postgres_store() {
     let app = TestApp::start(Backend::Postgres).await;
     let key = app.api_key("acme", &["telemetry:write", "org:acme"]).await;
-    let now = chrono::Utc::now().timestamp_millis();
-    let base = now - now.rem_euclid(3_600_000) - 2 * 3_600_000;
-    let (s, r) = remote_write(&app, &key, dataset(base)).await;
-    assert_eq!(s, 202, "{r}");
-    caught_up(&app).await;
+    let base = with_dataset(&app, &key).await;
     pushdown_agrees(&app, &key, base).await;
     app.stop().await;
 }
@@ -513,11 +516,7 @@ async fn whole_metric_rollups_answer_exactly(b: Backend) {
     // No background settling: the test settles by hand, to see both states.
     let app = TestApp::start_with(b, |c| c.telemetry.storage.settle_every_ms = 3_600_000).await;
     let key = app.api_key("acme", &["telemetry:write", "org:acme"]).await;
-    let now = chrono::Utc::now().timestamp_millis();
-    let base = now - now.rem_euclid(3_600_000) - 2 * 3_600_000;
-    let (s, r) = remote_write(&app, &key, dataset(base)).await;
-    assert_eq!(s, 202, "{r}");
-    caught_up(&app).await;
+    let base = with_dataset(&app, &key).await;
     assert!(
         stale_rows(&app).await > 0,
         "the writer marks, it does not settle"
