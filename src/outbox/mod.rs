@@ -145,6 +145,12 @@ impl Outbox {
             // SQLite has a single writer).
             tx.advisory_lock(ORDER_LOCK).await?;
         }
+        // Announced before the insert (NOTIFY is sent at commit either way), in a statement
+        // that also gives the transaction its id before it draws row ids: otherwise (Kafka
+        // mode, where appends commit out of id order) a reader's horizon could miss a
+        // transaction that holds a drawn id (`dialect::notify_holding_xid`, the live tail's
+        // gap filling: `crate::telemetry::tail::gaps`).
+        dialect::notify_holding_xid(tx, PG_CHANNEL).await?;
         // Column by column: one statement on PostgreSQL whatever the row count (`bulk`).
         let col = |f: fn(&NewEvent) -> &str| Column::Text(rows.iter().map(|(e, _)| f(e)).collect());
         let columns = [
@@ -186,7 +192,6 @@ impl Outbox {
             ),
         ];
         bulk::insert_columns(tx, "outbox", &columns).await?;
-        dialect::notify(tx, PG_CHANNEL).await?;
         let signal = self.signal.clone();
         tx.after_commit(move || signal.notify());
         Ok(())

@@ -1,10 +1,11 @@
 //! Where SQLite and PostgreSQL differ, in one place: the database's clock, row locks
-//! (`FOR UPDATE SKIP LOCKED`, `FOR SHARE`), advisory locks, `NOTIFY`, isolation levels and
-//! the identity/sequence resets a rebuild or a snapshot restore needs. Everything else is
+//! (`FOR UPDATE SKIP LOCKED`, `FOR SHARE`), advisory locks, `NOTIFY`, isolation levels,
+//! transaction-id horizons (ids that commit out of order) and the identity/sequence resets a
+//! rebuild or a snapshot restore needs. Everything else is
 //! written once with `on_read!`/`on_write!`/`on_tx!`; callers use these helpers instead of
 //! matching on the backend themselves.
 
-use super::{Backend, RawTx, StoreError, Tx};
+use super::{Backend, Db, RawTx, Store, StoreError, Tx};
 use crate::on_tx;
 
 /// SQL for "now" on the database's clock, in unix microseconds (the unit of every stored
@@ -67,6 +68,51 @@ pub async fn notify(tx: &mut Tx, channel: &str) -> Result<(), StoreError> {
         });
     }
     Ok(())
+}
+
+/// `notify`, and on PostgreSQL the transaction takes its transaction id now if it has none
+/// (`pg_current_xact_id()`, in the same statement: no extra round trip). Called before a
+/// transaction draws ids from a sequence that readers follow (the outbox, Kafka mode), so a
+/// transaction holding a drawn id is always among the ones `xid_horizon` waits for; left to
+/// itself PostgreSQL would draw the first row's id a moment before assigning the transaction
+/// id, and a reader's snapshot in that moment would not count the transaction as running.
+pub async fn notify_holding_xid(tx: &mut Tx, channel: &str) -> Result<(), StoreError> {
+    if tx.backend() == Backend::Postgres {
+        on_tx!(tx, c => {
+            sqlx::query("SELECT pg_notify($1, ''), pg_current_xact_id()::text")
+                .bind(channel)
+                .execute(&mut *c)
+                .await?;
+        });
+    }
+    Ok(())
+}
+
+/// Where PostgreSQL's transactions stand in one snapshot: every transaction id below `xmin`
+/// has ended (committed or rolled back), and none at or above `xmax` had been assigned yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XidHorizon {
+    pub xmin: i64,
+    pub xmax: i64,
+}
+
+/// The current snapshot's horizon (`pg_current_snapshot()`), for a reader that follows a
+/// serial id on PostgreSQL, where ids are drawn in one order and committed in another: a row
+/// whose id was drawn by a transaction that had an id below `xmax` here can still appear until
+/// a later horizon's `xmin` passes that `xmax`; after that it is visible or never will be.
+/// `None` on SQLite: one writer at a time, so ids become visible in the order drawn.
+pub async fn xid_horizon(store: &Store) -> Result<Option<XidHorizon>, StoreError> {
+    let Db::Postgres(p) = store.db() else {
+        return Ok(None);
+    };
+    // xid8 has no cast to bigint; its text form is the 64-bit (epoch-qualified) number.
+    let (xmin, xmax): (i64, i64) = sqlx::query_as(
+        "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint \
+         FROM pg_current_snapshot() AS s",
+    )
+    .fetch_one(p)
+    .await?;
+    Ok(Some(XidHorizon { xmin, xmax }))
 }
 
 /// Makes `tx` see one snapshot of the whole database (PostgreSQL's `REPEATABLE READ`; must

@@ -18,6 +18,11 @@ pub struct TailConfig {
     /// Fallback poll of the outbox, in milliseconds, for appends no wake-up announced
     /// (another process on SQLite, a lost LISTEN connection).
     pub poll_ms: u64,
+    /// Most outbox ids the reader keeps to fill gaps below its cursor (PostgreSQL with the
+    /// Kafka log, where rows commit out of id order; `gaps.rs`). Reached only while a
+    /// long-running writing transaction holds PostgreSQL's horizon back; past it, a row that
+    /// commits that late is not delivered to tails.
+    pub gap_window: usize,
 }
 
 impl Default for TailConfig {
@@ -28,6 +33,7 @@ impl Default for TailConfig {
             client_buffer: 1024,
             read_batch: 256,
             poll_ms: 1000,
+            gap_window: 10_000,
         }
     }
 }

@@ -16,6 +16,12 @@
 //! kind, and a claim-checked batch is fetched from the object store only then, and only when
 //! it holds log lines.
 //!
+//! **No gaps.** With the Kafka log on PostgreSQL, appends are not serialized, so outbox ids
+//! commit out of order: a row can become visible after the reader's cursor passed its id.
+//! The reader then also looks below its cursor, at ids that may still fill, until
+//! PostgreSQL's transaction horizon says they cannot (`gaps.rs`); each row is delivered once.
+//! The embedded log (appends serialized) and SQLite (one writer) need none of it.
+//!
 //! **Slow clients.** Each tail has a bounded buffer (`telemetry.tail.client_buffer`); the
 //! reader never waits for a client: what does not fit is counted, and the tail gets one
 //! `lagged` event `{"dropped": n}` before the next event that fits (or at the next heartbeat).
@@ -23,12 +29,13 @@
 
 pub mod config;
 pub mod filter;
+pub mod gaps;
 pub mod http;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -41,7 +48,7 @@ pub use config::TailConfig;
 use crate::app::AppContext;
 use crate::http::error::ApiError;
 use crate::realtime::stream::Frame;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, dialect};
 use crate::telemetry::model::{LogLine, labels_json};
 use crate::telemetry::store::read::LogFilter;
 
@@ -145,6 +152,8 @@ pub struct TailHub {
     /// stop, so a new tail never lands between the reader's last look and its exit.
     running: tokio::sync::Mutex<bool>,
     closing: CancellationToken,
+    /// Delivered ids the reader keeps below its cursor to fill gaps (`gaps::Window::len`).
+    gap_ids: AtomicUsize,
 }
 
 /// A new tail: its id, the receiving end, and a sender for heartbeats.
@@ -162,6 +171,7 @@ impl TailHub {
             next_id: AtomicU64::new(1),
             running: tokio::sync::Mutex::new(false),
             closing,
+            gap_ids: AtomicUsize::new(0),
         }
     }
 
@@ -231,6 +241,12 @@ impl TailHub {
     /// Open tails (for tests and metrics).
     pub fn open_tails(&self) -> usize {
         self.subs.lock().len()
+    }
+
+    /// Ids the reader keeps below its cursor while they may still fill (for tests and
+    /// metrics): 0 once the horizon passed every read, or when no gaps are possible.
+    pub fn gap_ids(&self) -> usize {
+        self.gap_ids.load(Ordering::Relaxed)
     }
 
     fn wanted(&self, org: &str, kind: Kind) -> bool {
@@ -311,21 +327,42 @@ struct Row {
     payload: Vec<u8>,
 }
 
-/// The next rows of the tails' topics after `after`, in id order: one index range scan per
-/// topic, merged (as the embedded log reads, for the same reason: an `OR`/`IN` over topics
-/// makes both stores collect every row ahead).
-async fn fetch(store: &Store, after: i64, max: usize) -> Result<Vec<Row>, StoreError> {
-    let cols = "id, topic, event_key, payload";
+/// `SELECT cols` of the tails' topics' rows whose id passes `conds` (`[">", "<="]`: one
+/// bound value each), in id order, at most `limit`: one index range scan per topic, merged
+/// (as the embedded log reads, for the same reason: an `OR`/`IN` over topics makes both
+/// stores collect every row ahead). Each topic binds its name, then one value per condition.
+fn per_topic_sql(cols: &str, conds: &[&str], limit: Option<usize>) -> String {
+    let per = 1 + conds.len();
+    let limit = limit
+        .map(|m| format!(" ORDER BY id LIMIT {m}"))
+        .unwrap_or_default();
     let branches: Vec<String> = (0..topics().len())
         .map(|i| {
+            let base = i * per;
+            let range: String = conds
+                .iter()
+                .enumerate()
+                .map(|(j, op)| format!(" AND id {op} ${}", base + j + 2))
+                .collect();
             format!(
-                "SELECT {cols} FROM (SELECT {cols} FROM outbox WHERE topic = ${} AND id > ${} ORDER BY id LIMIT {max}) t{i}",
-                2 * i + 1,
-                2 * i + 2
+                "SELECT {cols} FROM (SELECT {cols} FROM outbox WHERE topic = ${}{range}{limit}) t{i}",
+                base + 1
             )
         })
         .collect();
-    let sql = format!("{} ORDER BY id LIMIT {max}", branches.join(" UNION ALL "));
+    let order = if limit.is_empty() {
+        " ORDER BY id".to_string()
+    } else {
+        limit
+    };
+    format!("{}{order}", branches.join(" UNION ALL "))
+}
+
+const ROW_COLUMNS: &str = "id, topic, event_key, payload";
+
+/// The next rows of the tails' topics after `after`, in id order.
+async fn fetch(store: &Store, after: i64, max: usize) -> Result<Vec<Row>, StoreError> {
+    let sql = per_topic_sql(ROW_COLUMNS, &[">"], Some(max));
     let rows: Vec<Row> = crate::on_read!(store, p => {
         let mut q = sqlx::query_as::<_, Row>(&sql);
         for t in topics() {
@@ -336,6 +373,45 @@ async fn fetch(store: &Store, after: i64, max: usize) -> Result<Vec<Row>, StoreE
     Ok(rows)
 }
 
+/// The ids (only: no payloads) of the tails' topics' rows visible now in `(floor, upto]`.
+async fn visible_ids(store: &Store, floor: i64, upto: i64) -> Result<Vec<i64>, StoreError> {
+    let sql = per_topic_sql("id", &[">", "<="], None);
+    let ids: Vec<i64> = crate::on_read!(store, p => {
+        let mut q = sqlx::query_scalar::<_, i64>(&sql);
+        for t in topics() {
+            q = q.bind(t).bind(floor).bind(upto);
+        }
+        q.fetch_all(p).await?
+    });
+    Ok(ids)
+}
+
+/// The rows with these ids (the tails' topics' ids found late), in id order.
+async fn rows_by_id(store: &Store, ids: &[i64]) -> Result<Vec<Row>, StoreError> {
+    let mut rows = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        // Integers, spliced: nothing from outside goes into the SQL.
+        let list = chunk
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!("SELECT {ROW_COLUMNS} FROM outbox WHERE id IN ({list}) ORDER BY id");
+        let found: Vec<Row> = crate::on_read!(store, p => {
+            sqlx::query_as::<_, Row>(&sql).fetch_all(p).await?
+        });
+        rows.extend(found);
+    }
+    Ok(rows)
+}
+
+/// The reader's gap filling (`gaps.rs`), where rows can commit out of id order.
+struct Filler {
+    window: gaps::Window,
+    /// When the reader last warned of a full window (at most once a minute).
+    warned: Option<Instant>,
+}
+
 impl TailHub {
     /// The reader: follows the outbox from `cursor` while any tail is open.
     async fn read(self: Arc<Self>, ctx: AppContext, mut cursor: i64) {
@@ -343,23 +419,24 @@ impl TailHub {
         let poll = Duration::from_millis(self.cfg.poll_ms.max(10));
         let max = self.cfg.read_batch.max(1);
         let mut backoff = Duration::from_millis(50);
+        // The embedded log serializes appends: its ids become visible in order.
+        let mut filler = (!ctx.outbox.embedded_log).then(|| Filler {
+            window: gaps::Window::new(cursor, self.cfg.gap_window.max(max)),
+            warned: None,
+        });
         loop {
             if self.closing.is_cancelled() {
                 break;
             }
             if self.stop_if_idle().await {
                 // `running` is already false: a tail opened from now on starts a new reader.
+                self.gap_ids.store(0, Ordering::Relaxed);
                 return;
             }
             wake.borrow_and_update();
-            match fetch(&ctx.store, cursor, max).await {
-                Ok(rows) => {
+            match self.step(&ctx, &mut cursor, &mut filler, max).await {
+                Ok(full) => {
                     backoff = Duration::from_millis(50);
-                    let full = rows.len() >= max;
-                    for r in rows {
-                        cursor = r.id;
-                        self.dispatch(&ctx, r).await;
-                    }
                     if full {
                         continue;
                     }
@@ -381,7 +458,81 @@ impl TailHub {
             }
         }
         // Shutting down.
+        self.gap_ids.store(0, Ordering::Relaxed);
         *self.running.lock().await = false;
+    }
+
+    /// One read: the rows after `cursor`, then the gaps below it. `true` when the read was
+    /// full (more may be waiting).
+    async fn step(
+        &self,
+        ctx: &AppContext,
+        cursor: &mut i64,
+        filler: &mut Option<Filler>,
+        max: usize,
+    ) -> Result<bool, StoreError> {
+        let rows = fetch(&ctx.store, *cursor, max).await?;
+        let full = rows.len() >= max;
+        for r in rows {
+            *cursor = r.id;
+            if let Some(f) = filler.as_mut() {
+                f.window.saw(r.id);
+            }
+            self.dispatch(ctx, r).await;
+        }
+        self.fill_gaps(ctx, *cursor, filler).await?;
+        Ok(full)
+    }
+
+    /// Delivers the rows below `cursor` that became visible since they were passed, and
+    /// forgets the ids that can no longer fill (`gaps.rs`: the order of the horizon, the look
+    /// and the settling is what makes it exact).
+    async fn fill_gaps(
+        &self,
+        ctx: &AppContext,
+        cursor: i64,
+        filler: &mut Option<Filler>,
+    ) -> Result<(), StoreError> {
+        let Some(f) = filler.as_mut() else {
+            return Ok(());
+        };
+        if f.window.open(cursor).is_none() {
+            return Ok(());
+        }
+        // After the read, so it counts every transaction that held an id below the cursor.
+        let Some(h) = dialect::xid_horizon(&ctx.store).await? else {
+            // One writer at a time (SQLite): ids become visible in the order drawn.
+            *filler = None;
+            self.gap_ids.store(0, Ordering::Relaxed);
+            return Ok(());
+        };
+        if let Some(o) = f.window.mark(cursor, h.xmax)
+            && f.warned
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            f.warned = Some(Instant::now());
+            tracing::warn!(
+                given_up = o.given_up,
+                floor = o.floor,
+                window = self.cfg.gap_window,
+                "telemetry tail: a long-running transaction holds PostgreSQL's horizon back; \
+                 rows committed below the floor from now on will not reach tails"
+            );
+        }
+        if let Some((floor, upto)) = f.window.open(cursor) {
+            let late = f.window.unseen(visible_ids(&ctx.store, floor, upto).await?);
+            if !late.is_empty() {
+                for r in rows_by_id(&ctx.store, &late).await? {
+                    f.window.saw(r.id);
+                    self.dispatch(ctx, r).await;
+                }
+            }
+        }
+        // The look above came after the horizon: what it did not find below a passed mark
+        // will never be visible.
+        f.window.settle(h.xmin);
+        self.gap_ids.store(f.window.len(), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Stops the reader when no tail is open (under the start lock; see `running`).
