@@ -59,18 +59,8 @@ pub(super) async fn advisory_xact_lock(raw: &mut RawTx, key: i64) -> Result<(), 
     Ok(())
 }
 
-/// `NOTIFY channel` when `tx` commits (PostgreSQL), so other processes wake up. SQLite has
-/// no such thing; its processes poll.
-pub async fn notify(tx: &mut Tx, channel: &str) -> Result<(), StoreError> {
-    if tx.backend() == Backend::Postgres {
-        on_tx!(tx, c => {
-            sqlx::query("SELECT pg_notify($1, '')").bind(channel).execute(&mut *c).await?;
-        });
-    }
-    Ok(())
-}
-
-/// `notify`, and on PostgreSQL the transaction takes its transaction id now if it has none
+/// `NOTIFY channel` when `tx` commits (PostgreSQL, so other processes wake up; SQLite has no
+/// such thing, its processes poll), and on PostgreSQL the transaction takes its transaction id now if it has none
 /// (`pg_current_xact_id()`, in the same statement: no extra round trip). Called before a
 /// transaction draws ids from a sequence that readers follow (the outbox, Kafka mode), so a
 /// transaction holding a drawn id is always among the ones `xid_horizon` waits for; left to

@@ -335,7 +335,7 @@ both!(a_run_of_requests_is_written_as_one_and_a_poison_one_alone);
 /// unreadable request in the run (its claim check points nowhere) fails the run, and the
 /// runtime then applies the events one by one: that one alone is dead-lettered.
 async fn a_run_of_requests_is_written_as_one_and_a_poison_one_alone(b: Backend) {
-    use substrate::consumers::{Handler, runtime};
+    use substrate::consumers::runtime;
     let app = TestApp::start_roles(b, vec![Role::Gateway, Role::Relay], |_| {}).await;
     let key = app.api_key("agent", &["telemetry:write", "org:acme"]).await;
     let base = base_ms();

@@ -24,9 +24,6 @@ use crate::{on_read, on_tx};
 
 use super::read::LastTotals;
 
-/// Buckets per recompute statement (their times are bound parameters).
-const BUCKETS_CHUNK: usize = 500;
-
 /// The most stale rows one [`settle`] round takes.
 pub const SETTLE_ROWS: usize = 2000;
 
@@ -151,10 +148,13 @@ pub async fn totals(
     Ok(out.collect())
 }
 
-/// `name`'s totals at `res` for exactly `buckets`, from the per-series rollups (a bucket no
-/// series has any more is absent). Written as `series_id IN (subquery)`, not a join: SQLite
-/// planned the join with the rollups outside, scanning all of the org's rollup rows; this
-/// way it seeks each series' buckets by primary key (checked with `EXPLAIN QUERY PLAN`).
+/// `name`'s totals at `res` for exactly `buckets` (sorted), from the per-series rollups (a
+/// bucket no series has any more is absent). One statement per run of consecutive buckets,
+/// each a range: with an `IN` list of bucket times PostgreSQL (without statistics yet) kept
+/// the list out of the index condition and read every bucket of every series (0.4 s for 3
+/// buckets of 1,000 series, against 43 ms as a range). And `series_id IN (subquery)`, not a
+/// join: SQLite planned the join with the rollups outside, scanning all of the org's rollup
+/// rows. Both checked with `EXPLAIN`.
 async fn recompute(
     store: &Store,
     org: &str,
@@ -163,29 +163,39 @@ async fn recompute(
     buckets: &[i64],
 ) -> Result<BTreeMap<i64, MetricTotals>, StoreError> {
     let mut out = BTreeMap::new();
-    for chunk in buckets.chunks(BUCKETS_CHUNK) {
-        let list = (0..chunk.len())
-            .map(|i| format!("${}", i + 4))
-            .collect::<Vec<_>>()
-            .join(",");
-        let sql = format!(
-            "SELECT r.bucket_ms, SUM(r.last_v) AS sum_v, COUNT(*) AS count_v, \
-             MIN(r.last_v) AS min_v, MAX(r.last_v) AS max_v, \
-             MIN(r.last_ts_ms - r.bucket_ms) AS min_age_ms \
-             FROM telemetry_rollups r WHERE r.org = $1 AND r.series_id IN \
-             (SELECT series_id FROM telemetry_series WHERE org = $1 AND name = $2) \
-             AND r.resolution_ms = $3 AND r.bucket_ms IN ({list}) GROUP BY r.bucket_ms"
-        );
+    let sql = "SELECT r.bucket_ms, SUM(r.last_v) AS sum_v, COUNT(*) AS count_v, \
+               MIN(r.last_v) AS min_v, MAX(r.last_v) AS max_v, \
+               MIN(r.last_ts_ms - r.bucket_ms) AS min_age_ms \
+               FROM telemetry_rollups r WHERE r.org = $1 AND r.series_id IN \
+               (SELECT series_id FROM telemetry_series WHERE org = $1 AND name = $2) \
+               AND r.resolution_ms = $3 AND r.bucket_ms >= $4 AND r.bucket_ms <= $5 \
+               GROUP BY r.bucket_ms";
+    for (lo, hi) in runs(buckets, res) {
         let rows: Vec<Computed> = on_read!(store, p => {
-            let mut q = sqlx::query_as::<_, Computed>(&sql).bind(org).bind(name).bind(res);
-            for b in chunk {
-                q = q.bind(*b);
-            }
-            q.fetch_all(p).await?
+            sqlx::query_as::<_, Computed>(sql)
+                .bind(org)
+                .bind(name)
+                .bind(res)
+                .bind(lo)
+                .bind(hi)
+                .fetch_all(p)
+                .await?
         });
         out.extend(rows.into_iter().map(|c| (c.bucket_ms, c.totals())));
     }
     Ok(out)
+}
+
+/// Sorted bucket starts at resolution `res` as runs of consecutive buckets, (first, last).
+fn runs(buckets: &[i64], res: i64) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for &b in buckets {
+        match out.last_mut() {
+            Some(run) if b == run.1.saturating_add(res) => run.1 = b,
+            _ => out.push((b, b)),
+        }
+    }
+    out
 }
 
 /// A recomputed bucket. SQLite stores a NaN as NULL, so a sum that came to NaN (two
@@ -305,4 +315,19 @@ async fn write_settled(
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn runs_of_consecutive_buckets() {
+        assert_eq!(runs(&[], 60), vec![]);
+        assert_eq!(
+            runs(&[0, 60, 120, 300, 360, 900], 60),
+            vec![(0, 120), (300, 360), (900, 900)]
+        );
+        assert_eq!(runs(&[-60, 0], 60), vec![(-60, 0)]);
+    }
 }
