@@ -82,6 +82,18 @@ async fn published(app: &TestApp) -> i64 {
         .unwrap()
 }
 
+/// A `serve --roles relay` process of `app`'s configuration, relaying `batch` rows at a time
+/// (killed when dropped).
+fn relay_process(app: &TestApp, batch: usize) -> Proc {
+    Proc(
+        substrate_cmd(app)
+            .args(["serve", "--roles", "relay"])
+            .env("SUBSTRATE_LOG__RELAY_BATCH", batch.to_string())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_per_key_with_two_relays() {
     let store = TestStore::with_broker(Backend::Postgres, Some(Broker::start())).await;
@@ -90,13 +102,7 @@ async fn order_per_key_with_two_relays() {
     cfg.log.relay_batch = 300;
     let app = TestApp::start_on(store, cfg, vec![Role::Gateway, Role::Relay]).await;
     // A second relay instance on the same outbox.
-    let mut second = Proc(
-        substrate_cmd(&app)
-            .args(["serve", "--roles", "relay"])
-            .env("SUBSTRATE_LOG__RELAY_BATCH", "300")
-            .spawn()
-            .unwrap(),
-    );
+    let mut second = relay_process(&app, 300);
     let pool = app.ctx.store.pg_pool().unwrap().clone();
     // Both instances hold lanes before the load starts.
     eventually(30, || async {
@@ -185,15 +191,7 @@ async fn relay_sigkill_mid_drain_loses_nothing() {
             .await;
         assert_eq!(s, 202);
     }
-    let spawn = || {
-        Proc(
-            substrate_cmd(&app)
-                .args(["serve", "--roles", "relay"])
-                .env("SUBSTRATE_LOG__RELAY_BATCH", "100")
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let spawn = || relay_process(&app, 100);
     let mut relay = spawn();
     eventually(60, || async { (published(&app).await > 300).then_some(()) }).await;
     relay.kill(); // SIGKILL
@@ -245,15 +243,7 @@ async fn relay_sigkill_between_send_and_mark_loses_nothing() {
         .fetch_all(&mut *lock)
         .await
         .unwrap();
-    let spawn = || {
-        Proc(
-            substrate_cmd(&app)
-                .args(["serve", "--roles", "relay"])
-                .env("SUBSTRATE_LOG__RELAY_BATCH", "50")
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let spawn = || relay_process(&app, 50);
     let mut relay = spawn();
     // It holds lanes, has created the topic and sent its first batches.
     eventually(60, || async {

@@ -840,15 +840,7 @@ async fn a_stalled_client_does_not_hold_up_another(b: Backend) {
     }
     assert_eq!(got, all, "the live client, while the other one is stalled");
     // The stalled client was held back, not dropped: it reads everything now.
-    let m = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = app.metrics().await;
     assert!(
         !m.contains("reason=\"slow_client\"} 1"),
         "the stalled client was dropped"
